@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make run` (the whole workflow on the bundled sample) and
+# `make test`. Both create or reuse .venv with the pinned requirements first.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+# Rules call the `prodcat` command; the venv's bin must come first on PATH.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SNAKEMAKE := $(VENV)/bin/snakemake
+
+.PHONY: install run test lint dag report sample clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(SNAKEMAKE) --cores 8 --resources gpu=1
+
+test: $(STAMP)
+	$(PY) -m pytest -q -rs
+
+lint: $(STAMP)
+	$(SNAKEMAKE) --lint
+
+dag: $(STAMP)
+	mkdir -p results
+	$(SNAKEMAKE) --dag | dot -Tsvg > results/dag.svg
+	$(SNAKEMAKE) --rulegraph | dot -Tsvg > results/rulegraph.svg
+
+report: $(STAMP)
+	$(SNAKEMAKE) --report results/report.html
+
+sample: $(STAMP)
+	$(VENV)/bin/prodcat make-sample --out data/sample
+	$(VENV)/bin/prodcat make-sample --out .test/data --train 400 --test 100 --seed 7 --format jsonl
+
+clean:
+	rm -rf results .test/results .snakemake

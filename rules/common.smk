@@ -1,0 +1,88 @@
+# Shared names and input functions. Config values reach rules through params (so that a change
+# reruns exactly the rules that use it) and never directly through shell commands.
+
+RESULTS = config["results"]
+LABELERS = list(config["labelers"])
+TINY = config["tiny"]["enabled"]
+EVAL_SPLITS = ["val", "test"] if config["data"]["test_labels"] else ["val"]
+
+
+def _check_config():
+    for name in config["ensemble"]["labelers"]:
+        if name not in config["labelers"]:
+            raise ValueError(f"config: ensemble.labelers names {name!r}, which is not under labelers ({', '.join(LABELERS)})")
+    for name, cfg in config["labelers"].items():
+        known = config["tiny"] if TINY else config["base_models"]
+        if cfg["base"] not in known:
+            raise ValueError(
+                f"config: labelers.{name}.base is {cfg['base']!r}, but "
+                f"{'tiny' if TINY else 'base_models'} has no such key"
+            )
+
+
+_check_config()
+
+
+wildcard_constraints:
+    labeler="|".join(LABELERS),
+    split="train|val|test",
+    dataset="train|test",
+    stage="raw|corrected",
+    model="|".join(["ensemble", *LABELERS]),
+
+
+def base_model(labeler):
+    """The folder or hub id a labeler starts from."""
+    name = config["labelers"][labeler]["base"]
+    return f"{RESULTS}/models/base/{name}" if TINY else config["base_models"][name]
+
+
+def base_model_input(wildcards):
+    # A built stand-in is a file dependency; a hub model is not.
+    return [base_model(wildcards.labeler)] if TINY else []
+
+
+def rows_for_split(split):
+    return {"train": f"{RESULTS}/data/train.parquet", "val": f"{RESULTS}/data/val.parquet",
+            "test": f"{RESULTS}/data/test.parquet"}[split]
+
+
+def predictions(labeler, split, stage):
+    return f"{RESULTS}/predictions/{labeler}/{split}.{stage}.parquet"
+
+
+def final_outputs():
+    outputs = [
+        f"{RESULTS}/report/metrics.csv",
+        f"{RESULTS}/report/efficiency.csv",
+        f"{RESULTS}/submission/ensemble.predict",
+    ]
+    outputs += expand(f"{RESULTS}/submission/{{labeler}}.predict", labeler=LABELERS)
+    return outputs
+
+
+def labeler_train_inputs(wildcards):
+    inputs = {"train": rows_for_split("train"), "val": rows_for_split("val"), "base": base_model_input(wildcards)}
+    if config["labelers"][wildcards.labeler]["source"] == "name":
+        inputs["train_names"] = names_for_split("train")
+        inputs["val_names"] = names_for_split("val")
+    return inputs
+
+
+def labeler_predict_inputs(wildcards):
+    inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "rows": rows_for_split(wildcards.split)}
+    if config["labelers"][wildcards.labeler]["source"] == "name":
+        inputs["names"] = names_for_split(wildcards.split)
+    return inputs
+
+
+def names_for_split(split):
+    return f"{RESULTS}/names/{split}.parquet"
+
+
+def ingest_inputs(wildcards):
+    data = config["data"]
+    inputs = {"features": data[f"{wildcards.dataset}_features"]}
+    if data[f"{wildcards.dataset}_labels"]:
+        inputs["labels"] = data[f"{wildcards.dataset}_labels"]
+    return inputs

@@ -1,0 +1,84 @@
+# The seq2seq labelers: build stand-ins (tiny mode) → train → predict → correct.
+
+
+rule build_tiny_model:
+    # Only in tiny mode: a random-init stand-in for a hub model, saved like the real one.
+    input:
+        train=f"{RESULTS}/data/train.parquet",
+    output:
+        directory(f"{RESULTS}/models/base/{{arch}}"),
+    params:
+        dims=lambda wildcards: config["tiny"][wildcards.arch],
+        seed=config["tiny"].get("seed", 0),
+    log:
+        f"{RESULTS}/logs/build_tiny_model/{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/build_tiny_model/{{arch}}.tsv"
+    threads: 1
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../scripts/build_tiny_model.py"
+
+
+rule train_labeler:
+    input:
+        unpack(labeler_train_inputs),
+    output:
+        directory(f"{RESULTS}/models/{{labeler}}"),
+    params:
+        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+        base=lambda wildcards: base_model(wildcards.labeler),
+        # Outside the output folder, so a killed run resumes (Snakemake clears incomplete outputs).
+        checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.labeler}",
+    log:
+        f"{RESULTS}/logs/train_labeler/{{labeler}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_labeler/{{labeler}}.tsv"
+    threads: config["threads"]["train"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../scripts/train_labeler.py"
+
+
+rule predict_labeler:
+    input:
+        unpack(labeler_predict_inputs),
+    output:
+        predictions=f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet",
+        summary=f"{RESULTS}/predictions/{{labeler}}/{{split}}.summary.json",
+    params:
+        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+    log:
+        f"{RESULTS}/logs/predict_labeler/{{labeler}}.{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.tsv"
+    threads: config["threads"]["predict"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../scripts/predict_labeler.py"
+
+
+rule correct:
+    input:
+        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        predictions=f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet",
+    output:
+        f"{RESULTS}/predictions/{{labeler}}/{{split}}.corrected.parquet",
+    params:
+        method=config["correction"]["method"],
+    log:
+        f"{RESULTS}/logs/correct/{{labeler}}.{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/correct/{{labeler}}.{{split}}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "prodcat correct --hierarchy {input.hierarchy} --predictions {input.predictions}"
+        " --method {params.method} --out {output} > {log} 2>&1"

@@ -1,0 +1,213 @@
+"""`prodcat` command line: the non-neural stages of the workflow, usable on their own.
+
+Bad input exits with status 2 and a message naming the file, column/row and what was expected;
+no output file is written then (every write goes through a temporary file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import LEVELS, __version__
+from .errors import InputError
+
+
+def _cmd_ingest(args):
+    from .io import ingest, write_parquet
+
+    rows = ingest(args.features, args.labels)
+    write_parquet(rows, args.out)
+    labelled = all(level in rows.columns for level in LEVELS)
+    logging.info("ingested %d rows (%s, %d missing prices) into %s", len(rows),
+                 "labelled" if labelled else "unlabelled", int(rows["price"].isna().sum()), args.out)
+
+
+def _cmd_split(args):
+    from .io import read_rows, write_json, write_parquet
+    from .split import split_group_stratified, split_report
+
+    rows = read_rows(args.data, labelled=True)
+    train, val = split_group_stratified(rows, fraction=args.fraction, seed=args.seed)
+    report = split_report(train, val)
+    if args.report:
+        write_json(report, args.report)
+    write_parquet(train, args.train)
+    write_parquet(val, args.val)
+    logging.info("split %d rows: %d train, %d validation", len(rows), len(train), len(val))
+
+
+def _cmd_hierarchy(args):
+    from .hierarchy import Hierarchy
+    from .io import read_rows
+
+    hierarchy = Hierarchy.from_frame(read_rows(args.data, labelled=True))
+    hierarchy.to_json(args.out)
+    logging.info("hierarchy: %d paths, %s", hierarchy.n_paths,
+                 ", ".join(f"{len(hierarchy.labels(level))} {level}s" for level in LEVELS))
+
+
+def _read_predictions(path):
+    from .io import read_table
+
+    table = read_table(path)
+    missing = [c for c in ("indoml_id", *LEVELS) if c not in table.columns]
+    if missing:
+        raise InputError(path, f"not a predictions table: missing {', '.join(missing)}", column=missing[0])
+    return table
+
+
+def _cmd_correct(args):
+    from .correct import correct_predictions
+    from .hierarchy import Hierarchy
+    from .io import write_parquet
+
+    hierarchy = Hierarchy.from_json(args.hierarchy)
+    corrected = correct_predictions(_read_predictions(args.predictions), hierarchy, method=args.method)
+    write_parquet(corrected, args.out)
+    changed = {level: int(corrected[f"corrected_{level}"].sum()) for level in LEVELS}
+    logging.info("corrected (%s): %s", args.method, ", ".join(f"{k} {v}" for k, v in changed.items()))
+
+
+def _parse_named(items, what):
+    """NAME=PATH pairs (NAME defaults to the file's stem)."""
+    named = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).stem, item
+        named.append((name, path))
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"{what}: names must be unique, got {names}")
+    return named
+
+
+def _cmd_vote(args):
+    import json
+
+    from .hierarchy import Hierarchy
+    from .io import write_parquet
+    from .vote import vote_predictions
+
+    named = _parse_named(args.predictions, "vote")
+    accuracy = json.loads(Path(args.accuracy).read_text()) if args.accuracy else None
+    voted = vote_predictions([_read_predictions(p) for _, p in named], [n for n, _ in named],
+                             Hierarchy.from_json(args.hierarchy), level_accuracy=accuracy, weighted=args.weighted)
+    write_parquet(voted, args.out)
+    logging.info("voted %d rows from %d models", len(voted), len(named))
+
+
+def _cmd_evaluate(args):
+    from .io import read_rows, write_json
+    from .metrics import majority_path_predictions, score
+
+    truth = read_rows(args.truth, labelled=True)
+    results = []
+    if args.hierarchy:
+        from .hierarchy import Hierarchy
+
+        baseline = majority_path_predictions(Hierarchy.from_json(args.hierarchy), truth["indoml_id"])
+        results.append({"model": "majority", "stage": "baseline", "split": args.split, **score(truth, baseline)})
+    for name, path in _parse_named(args.predictions, "evaluate"):
+        model, _, stage = name.partition(":")
+        results.append({"model": model, "stage": stage or "raw", "split": args.split,
+                        **score(truth, _read_predictions(path), name=str(path))})
+    write_json(results, args.out)
+    for r in results:
+        logging.info("%-10s %-11s %s item accuracy %.4f", r["model"], r["stage"], r["split"], r["item_accuracy"])
+
+
+def _cmd_make_sample(args):
+    from .synthetic import write_sample
+
+    write_sample(args.out, n_train=args.train, n_test=args.test, seed=args.seed, fmt=args.format)
+    logging.info("wrote a synthetic sample to %s", args.out)
+
+
+def _cmd_submission(args):
+    from .submission import write_submission
+
+    write_submission(_read_predictions(args.predictions), args.out, source=args.predictions)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prodcat", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"prodcat {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="validate features (+ labels) into a Parquet rows table")
+    p.add_argument("--features", required=True, help="Parquet or JSON lines (.features/.jsonl/.json)")
+    p.add_argument("--labels", help="labels file joined on indoml_id (Parquet or JSON lines)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("split", help="group-stratified train/validation split")
+    p.add_argument("--data", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--report", help="JSON report of sizes and label coverage")
+    p.set_defaults(func=_cmd_split)
+
+    p = sub.add_parser("hierarchy", help="the label tree with counts, from training rows")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_hierarchy)
+
+    p = sub.add_parser("correct", help="replace labels outside the hierarchy by the closest valid ones")
+    p.add_argument("--hierarchy", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=["topdown", "joint"], default="topdown")
+    p.set_defaults(func=_cmd_correct)
+
+    p = sub.add_parser("vote", help="hierarchy-compliant hard vote over several models' predictions")
+    p.add_argument("--hierarchy", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--accuracy", help="JSON {model: {level: validation accuracy}} for tie rules / weights")
+    p.add_argument("--weighted", action="store_true", help="votes weighted by per-level validation accuracy")
+    p.add_argument("predictions", nargs="+", help="[NAME=]PATH, in the fixed model order used for ties")
+    p.set_defaults(func=_cmd_vote)
+
+    p = sub.add_parser("evaluate", help="item accuracy and macro F1 per level")
+    p.add_argument("--truth", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--hierarchy", help="add the majority-path baseline from this hierarchy")
+    p.add_argument("predictions", nargs="+", help="[MODEL:STAGE=]PATH")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("make-sample", help="write the synthetic sample data (bit-for-bit reproducible)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--train", type=int, default=5000)
+    p.add_argument("--test", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=20241)
+    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.set_defaults(func=_cmd_make_sample)
+
+    p = sub.add_parser("submission", help="predictions as the datathon's JSON lines")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_submission)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except InputError as exc:
+        print(f"prodcat {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""One error type for bad input, so the CLI can turn it into exit status 2."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad user input: names the file, and where known the column and row, and what was expected."""
+
+    def __init__(self, path, message: str, *, column: str | None = None, row=None):
+        self.path = str(path)
+        self.column = column
+        self.row = row
+        where = [f"file {self.path}"]
+        if column is not None:
+            where.append(f"column {column!r}")
+        if row is not None:
+            where.append(f"row {row}")
+        super().__init__(f"{', '.join(where)}: {message}")

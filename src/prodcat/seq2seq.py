@@ -1,0 +1,308 @@
+"""Training and prediction for every seq2seq labeler (ByT5, Flan-T5, multimodal ByT5).
+
+The labelers differ in their base model, in the column they read (`description` or an inferred
+`name`) and, for the multimodal one, in the side features (retailer, price) that ride along with
+each example. Everything else — tokenisation with masked label padding, Seq2SeqTrainer with
+per-epoch evaluation, early stopping and best-checkpoint selection, resumable checkpoints,
+length-sorted batched generation, parsing — is shared here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import LEVELS
+from .device import describe_device, pick_device
+from .efficiency import count_flops, count_parameters, training_step_flops
+from .target_text import format_target, parse_target
+
+log = logging.getLogger(__name__)
+
+TEXT, MULTIMODAL = "text", "multimodal"
+
+
+# ---- data -------------------------------------------------------------------------------
+class ExampleDataset:
+    """A list of tokenised examples (dicts of lists), as the Trainer's data loader wants them."""
+
+    def __init__(self, examples: list[dict]):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples[i]
+
+
+def make_examples(tokenizer, rows: pd.DataFrame, source_column: str, *, max_source_length: int,
+                  max_target_length: int, side=None) -> list[dict]:
+    """Tokenised examples. A target longer than max_target_length is an error, not a silent cut:
+    a truncated target would teach the model to stop mid-label."""
+    sources = rows[source_column].astype(str).tolist()
+    enc = tokenizer(sources, max_length=max_source_length, truncation=True)
+    n_cut = sum(len(ids) >= max_source_length for ids in enc["input_ids"])
+    if n_cut:
+        log.warning("%d of %d sources reach max_source_length=%d and are cut", n_cut, len(sources), max_source_length)
+    examples = [{"input_ids": ids, "attention_mask": mask} for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+    if all(level in rows.columns for level in LEVELS):
+        targets = [format_target(labels) for labels in rows[list(LEVELS)].itertuples(index=False, name=None)]
+        labels = tokenizer(text_target=targets)["input_ids"]
+        longest = max(len(ids) for ids in labels)
+        if longest > max_target_length:
+            raise ValueError(
+                f"a target is {longest} tokens long but max_target_length is {max_target_length} "
+                "(ByT5 counts bytes): raise it in config"
+            )
+        for example, ids in zip(examples, labels):
+            example["labels"] = ids
+    if side is not None:
+        retailer_ids, prices = side
+        for example, r, p in zip(examples, retailer_ids.tolist(), prices.tolist()):
+            example["retailer_ids"] = r
+            example["prices"] = p
+    return examples
+
+
+def side_features(model_or_config, rows: pd.DataFrame):
+    from .mmt5 import encode_side_features
+
+    config = getattr(model_or_config, "config", model_or_config)
+    prices = [None if (p is None or (isinstance(p, float) and math.isnan(p))) else float(p) for p in rows["price"]]
+    return encode_side_features(config, rows["retailer"].tolist(), prices)
+
+
+def _collator(tokenizer, model, kind: str):
+    if kind == MULTIMODAL:
+        from .mmt5 import MultimodalSeq2SeqCollator
+
+        return MultimodalSeq2SeqCollator(tokenizer, model=model, label_pad_token_id=-100)
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)
+
+
+# ---- model loading ----------------------------------------------------------------------
+def load_base_model(base_dir, kind: str, train_rows: pd.DataFrame | None = None, params: dict | None = None):
+    """The model to fine-tune. For the multimodal labeler the side-feature layers are added to a
+    plain (Byt5) checkpoint, with the retailer vocabulary and price scaler fitted on train_rows."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if kind == TEXT:
+        return AutoModelForSeq2SeqLM.from_pretrained(base_dir), tokenizer
+    if kind != MULTIMODAL:
+        raise ValueError(f"unknown labeler kind {kind!r}: expected {TEXT!r} or {MULTIMODAL!r}")
+    from .mmt5 import MultimodalT5ForConditionalGeneration
+
+    prices = train_rows["price"].dropna()
+    model = MultimodalT5ForConditionalGeneration.from_text_model(
+        str(base_dir),
+        retailers=sorted(train_rows["retailer"].unique().tolist()),
+        price_min=float(prices.min()) if len(prices) else 0.0,
+        price_max=float(prices.max()) if len(prices) else 1.0,
+        side_dim=int(params.get("side_dim", 8)),
+        fusion=params.get("fusion", "first"),
+    )
+    return model, tokenizer
+
+
+def load_trained_model(model_dir):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from . import mmt5  # noqa: F401  registers the multimodal classes with the Auto* factories
+
+    return AutoModelForSeq2SeqLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+
+
+# ---- training ---------------------------------------------------------------------------
+def _run_signature(base_dir, rows: list[pd.DataFrame], source_column: str, kind: str, params: dict) -> str:
+    """What a checkpoint was trained from; a checkpoint is only resumed when this matches."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"params": params, "kind": kind, "source": source_column}, sort_keys=True).encode())
+    digest.update(Path(base_dir, "config.json").read_bytes())
+    for frame in rows:
+        cols = ["indoml_id", source_column, *[c for c in LEVELS if c in frame], *(["retailer", "price"] if kind == MULTIMODAL else [])]
+        digest.update(pd.util.hash_pandas_object(frame[cols], index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _prepare_checkpoints(checkpoint_dir: Path, signature: str) -> str | bool:
+    """Keep checkpoints only when they belong to this exact run; return what to resume from."""
+    marker = checkpoint_dir / "run_signature.txt"
+    if checkpoint_dir.exists() and (not marker.exists() or marker.read_text().strip() != signature):
+        log.info("discarding checkpoints in %s: they belong to a different run", checkpoint_dir)
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(signature + "\n")
+    done = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    done = [p for p in done if (p / "trainer_state.json").exists()]
+    if done:
+        log.info("resuming from %s", done[-1])
+        return str(done[-1])
+    return False
+
+
+def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, out_dir, checkpoint_dir,
+                  params: dict, *, source_column: str = "description", kind: str = TEXT,
+                  extra_callbacks=()) -> dict:
+    """Fine-tune a seq2seq labeler; the best checkpoint (lowest validation loss) is saved to out_dir.
+
+    Checkpoints go to checkpoint_dir, outside the rule's output, so that a killed run resumes
+    when the rule reruns (Snakemake removes incomplete outputs first); they are removed after a
+    successful run unless params['keep_checkpoints']."""
+    import torch
+    from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+
+    out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
+    seed = int(params.get("seed", 42))
+    set_seed(seed)
+    device, dtype = pick_device()
+    model, tokenizer = load_base_model(base_dir, kind, train_rows, params)
+    side = (lambda rows: side_features(model, rows)) if kind == MULTIMODAL else (lambda rows: None)
+    lengths = dict(max_source_length=int(params["max_source_length"]), max_target_length=int(params["max_target_length"]))
+    train_set = ExampleDataset(make_examples(tokenizer, train_rows, source_column, side=side(train_rows), **lengths))
+    val_set = ExampleDataset(make_examples(tokenizer, val_rows, source_column, side=side(val_rows), **lengths))
+    log.info("training %s labeler on %d rows (validation %d) from %s", kind, len(train_set), len(val_set), base_dir)
+
+    signature = _run_signature(base_dir, [train_rows, val_rows], source_column, kind, params)
+    resume = _prepare_checkpoints(checkpoint_dir, signature)
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=int(params["batch_size"]),
+        per_device_eval_batch_size=int(params.get("eval_batch_size", params["batch_size"])),
+        gradient_accumulation_steps=int(params.get("gradient_accumulation_steps", 1)),
+        learning_rate=float(params["learning_rate"]),
+        weight_decay=float(params.get("weight_decay", 0.0)),
+        num_train_epochs=float(params["num_epochs"]),
+        lr_scheduler_type=params.get("lr_scheduler", "linear"),
+        warmup_steps=int(params.get("warmup_steps", 0)),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,  # with load_best_model_at_end the best one is kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=int(params.get("logging_steps", 20)),
+        logging_first_step=True,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        bf16=device == "cuda" and dtype == torch.bfloat16,
+        use_cpu=device == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=int(params.get("patience", 2))), *extra_callbacks]
+    trainer = Seq2SeqTrainer(
+        model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
+        data_collator=_collator(tokenizer, model, kind), processing_class=tokenizer, callbacks=callbacks,
+    )
+    started = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - started
+
+    trainer.save_model(str(out_dir))  # the best checkpoint: load_best_model_at_end
+    tokenizer.save_pretrained(str(out_dir))
+    batch = trainer.data_collator([train_set[i] for i in range(min(len(train_set), args.per_device_train_batch_size))])
+    batch = {k: v.to(trainer.model.device) for k, v in batch.items()}
+    summary = {
+        "kind": kind,
+        "source_column": source_column,
+        "base_model": str(base_dir),
+        "device": describe_device(),
+        "parameters": count_parameters(trainer.model),
+        "train_rows": len(train_set),
+        "val_rows": len(val_set),
+        "train_seconds": seconds,
+        "resumed_from": resume or None,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_eval_loss": trainer.state.best_metric,
+        "epochs_run": trainer.state.epoch,
+        "global_step": trainer.state.global_step,
+        "train_gflops_per_step": training_step_flops(trainer.model, batch) / 1e9,
+        "train_batch_size": args.per_device_train_batch_size,
+        "log_history": trainer.state.log_history,
+    }
+    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if not params.get("keep_checkpoints", False):
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return summary
+
+
+# ---- prediction -------------------------------------------------------------------------
+def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_column: str = "description") -> tuple[pd.DataFrame, dict]:
+    """Generate, parse and return the predictions table (labels None where the parse failed) and
+    a summary (parse failures, unfinished generations, seconds, FLOPs of one batch)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    device, dtype = pick_device()
+    model, tokenizer = load_trained_model(model_dir)
+    model.to(device=device, dtype=dtype).eval()
+    kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
+    batch_size = int(params["batch_size"])
+    num_beams = int(params.get("num_beams", 1))
+    max_new_tokens = int(params["max_new_tokens"])
+    sources = rows[source_column].astype(str).tolist()
+    side = side_features(model, rows) if kind == MULTIMODAL else None
+
+    # Longest first: similar lengths share a batch (less padding) and a memory problem shows at once.
+    order = np.argsort([-len(s) for s in sources], kind="stable")
+    texts: list[str | None] = [None] * len(sources)
+    finished: list[bool] = [False] * len(sources)
+    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    batch_flops = None
+    started = time.time()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", file=sys.stderr, mininterval=5):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([sources[i] for i in idx], max_length=int(params["max_source_length"]),
+                            truncation=True, padding=True, return_tensors="pt").to(device)
+            kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+            if side is not None:
+                kwargs["retailer_ids"] = side[0][idx].to(device)
+                kwargs["prices"] = side[1][idx].to(device=device, dtype=dtype)
+            if batch_flops is None:
+                batch_flops, out = count_flops(model.generate, **enc, **kwargs)
+            else:
+                out = model.generate(**enc, **kwargs)
+            decoded = tokenizer.batch_decode(out, skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                texts[i] = decoded[j]
+                finished[i] = bool((out[j, 1:] == eos).any())
+    seconds = time.time() - started
+
+    parsed = [parse_target(t) for t in texts]
+    table = pd.DataFrame({"indoml_id": rows["indoml_id"].to_numpy()})
+    for k, level in enumerate(LEVELS):
+        table[level] = [p[k] if p is not None else None for p in parsed]
+    table["text"] = texts
+    table["parse_ok"] = [p is not None for p in parsed]
+    table["finished"] = finished
+    summary = {
+        "kind": kind,
+        "rows": len(table),
+        "parse_failures": int((~table["parse_ok"]).sum()),
+        "unfinished": int((~table["finished"]).sum()),
+        "predict_seconds": seconds,
+        "predict_seconds_per_1k": seconds / max(len(table), 1) * 1000,
+        "predict_gflops_per_batch": (batch_flops or 0) / 1e9,
+        "batch_size": batch_size,
+        "num_beams": num_beams,
+        "device": describe_device(),
+        "parameters": count_parameters(model),
+    }
+    log.info("predicted %d rows in %.1f s; %d parse failures, %d unfinished generations",
+             len(table), seconds, summary["parse_failures"], summary["unfinished"])
+    return table, summary

@@ -1,0 +1,127 @@
+"""Glue for Snakemake `script:` rules: each script is one call into here.
+
+A script gets the `snakemake` object; its stdout, stderr and Python logging (including the
+Trainer's progress and tqdm bars) go to the rule's log file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import LEVELS
+
+
+@contextlib.contextmanager
+def logging_to(path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", buffering=1) as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+        root = logging.getLogger()
+        handler = logging.StreamHandler(handle)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        except Exception:
+            logging.exception("failed")
+            raise
+        finally:
+            root.removeHandler(handler)
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+def with_source(rows: pd.DataFrame, source: str, names_path: str | None) -> pd.DataFrame:
+    """Rows with the labeler's input text: the description itself, or an inferred name joined on
+    indoml_id (every row must have one)."""
+    if source == "description":
+        return rows
+    from .errors import InputError
+    from .io import read_table
+
+    names = read_table(names_path)[["indoml_id", "name"]]
+    merged = rows.merge(names, on="indoml_id", how="left", validate="one_to_one")
+    missing = merged["name"].isna()
+    if missing.any():
+        raise InputError(names_path, f"no name for indoml_id {merged.loc[missing, 'indoml_id'].iloc[0]}", column="name")
+    return merged
+
+
+def build_tiny_model(smk) -> None:
+    from .tiny_models import build_tiny_byt5
+
+    with logging_to(smk.log[0]):
+        _set_threads(smk.threads)
+        arch, dims, seed = smk.wildcards.arch, smk.params.dims, smk.params.seed
+        if arch == "byt5":
+            build_tiny_byt5(smk.output[0], dims, seed=seed)
+        else:
+            raise ValueError(f"no tiny stand-in for {arch!r}")
+
+
+def train_labeler(smk) -> None:
+    from .io import read_rows
+    from .seq2seq import train_labeler as train
+
+    with logging_to(smk.log[0]):
+        _set_threads(smk.threads)
+        cfg = smk.params.cfg
+        train_rows = with_source(read_rows(smk.input.train, labelled=True), cfg["source"], smk.input.get("train_names"))
+        val_rows = with_source(read_rows(smk.input.val, labelled=True), cfg["source"], smk.input.get("val_names"))
+        params = {**cfg["train"], **{k: cfg[k] for k in ("side_dim", "fusion") if k in cfg}}
+        train(smk.params.base, train_rows, val_rows, smk.output[0], smk.params.checkpoints, params,
+              source_column=cfg["source"], kind=cfg["kind"])
+
+
+def predict_labeler(smk) -> None:
+    from .io import read_rows, write_json, write_parquet
+    from .seq2seq import predict_labeler as predict
+
+    with logging_to(smk.log[0]):
+        _set_threads(smk.threads)
+        cfg = smk.params.cfg
+        rows = with_source(read_rows(smk.input.rows), cfg["source"], smk.input.get("names"))
+        table, summary = predict(smk.input.model, rows, cfg["predict"], source_column=cfg["source"])
+        write_json(summary, smk.output.summary)
+        write_parquet(table, smk.output.predictions)
+
+
+def level_accuracy(smk) -> None:
+    """Per-level validation accuracy of each labeler's corrected predictions: the tie rule and the
+    optional weights of the vote."""
+    from .io import read_rows, read_table, write_json
+    from .metrics import score
+
+    with logging_to(smk.log[0]):
+        truth = read_rows(smk.input.truth, labelled=True)
+        accuracy = {}
+        for model, path in zip(smk.params.models, smk.input.predictions):
+            result = score(truth, read_table(path), name=path)
+            accuracy[model] = {level: result[f"accuracy_{level}"] for level in LEVELS}
+        write_json(accuracy, smk.output[0])
+        logging.info("%s", json.dumps(accuracy, indent=1))
+
+
+def report_tables(smk) -> None:
+    from .report import VALIDATION_CAVEAT, efficiency_table, metrics_table, write_table
+
+    with logging_to(smk.log[0]):
+        metrics = metrics_table(smk.input.metrics)
+        write_table(metrics, smk.output.metrics_csv, smk.output.metrics_md, "Table 1: accuracy per model and stage",
+                    VALIDATION_CAVEAT)
+        train_summaries = [Path(model_dir) / "train_summary.json" for model_dir in smk.input.models]
+        efficiency = efficiency_table(smk.params.models, train_summaries, smk.input.predict_summaries,
+                                      smk.input.train_benchmarks)
+        write_table(efficiency, smk.output.efficiency_csv, smk.output.efficiency_md, "Table 2: efficiency per model")
+        logging.info("\n%s", metrics.to_string(index=False))

@@ -1,0 +1,43 @@
+import pandas as pd
+import pytest
+
+from prodcat import LEVELS
+from prodcat.hierarchy import Hierarchy
+from prodcat.metrics import majority_path_predictions, score
+
+
+def table(ids, paths, **extra):
+    frame = pd.DataFrame(paths, columns=list(LEVELS))
+    frame.insert(0, "indoml_id", ids)
+    for k, v in extra.items():
+        frame[k] = v
+    return frame
+
+
+def test_item_accuracy_and_macro_f1_against_hand_computed_values():
+    truth = table([1, 2, 3, 4], [("a", "x", "m1", "b1"), ("a", "x", "m1", "b2"), ("b", "y", "m2", "b1"), ("b", "y", "m2", "b3")])
+    pred = table([4, 3, 2, 1], [("b", "y", "m2", "b3"), ("a", "x", "m1", "b1"), ("a", "x", "m1", "b1"), ("a", "x", "m1", "b1")],
+                 parse_ok=[True, True, False, True])
+    result = score(truth, pred)
+    # row 1 all right, row 2 brand wrong, row 3 all but the brand wrong, row 4 all right
+    assert result["item_accuracy"] == pytest.approx(0.5)
+    # supergroup: a tp2 fp1 fn0 → P2/3 R1 F0.8; b tp1 fp0 fn1 → P1 R1/2 F2/3
+    assert result["f1_supergroup"] == pytest.approx((0.8 + 2 / 3) / 2)
+    # brand: b1 tp2 fp1 fn0 → F0.8; b2 tp0 fp0 fn1 → P=1 (zero_division) R0 F0; b3 tp1 → F1
+    assert result["f1_brand"] == pytest.approx((0.8 + 0.0 + 1.0) / 3)
+    assert result["parse_failures"] == 1
+    assert result["n"] == 4
+
+
+def test_missing_prediction_row_is_an_error_and_none_label_is_wrong():
+    truth = table([1, 2], [("a", "x", "m", "b"), ("a", "x", "m", "b")])
+    with pytest.raises(ValueError, match="no prediction"):
+        score(truth, truth.iloc[:1])
+    pred = table([1, 2], [("a", "x", "m", "b"), ("a", "x", "m", None)])
+    assert score(truth, pred)["item_accuracy"] == pytest.approx(0.5)
+
+
+def test_majority_path_baseline(labelled_rows):
+    hierarchy = Hierarchy.from_frame(labelled_rows)
+    baseline = majority_path_predictions(hierarchy, labelled_rows["indoml_id"])
+    assert score(labelled_rows, baseline)["item_accuracy"] == pytest.approx(20 / 41)

@@ -1,0 +1,81 @@
+"""The shared labeler machinery on a tiny ByT5 stand-in: train, save, predict, resume."""
+
+import json
+
+import pandas as pd
+import pytest
+from transformers import TrainerCallback
+
+from prodcat import LEVELS
+from prodcat.seq2seq import make_examples, predict_labeler, train_labeler
+from prodcat.tiny_models import build_tiny_byt5
+
+DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
+PARAMS = {"batch_size": 8, "learning_rate": 3e-3, "num_epochs": 3, "patience": 2, "max_source_length": 32,
+          "max_target_length": 96, "seed": 1, "logging_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_byt5(tmp_path_factory):
+    return build_tiny_byt5(tmp_path_factory.mktemp("base") / "byt5", DIMS)
+
+
+def rows(n=24):
+    paths = [("sg a", "g, x", "m: 1", "b & c"), ("sg b", "g y", "m 2", "receipt all")]
+    return pd.DataFrame([{"indoml_id": i, "description": f"item {i % 2}", "retailer": "r", "price": 1.0,
+                          **dict(zip(LEVELS, paths[i % 2]))} for i in range(n)])
+
+
+def test_label_padding_is_masked_and_long_targets_are_refused(tiny_byt5):
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_byt5)
+    examples = make_examples(tokenizer, rows(4), "description", max_source_length=32, max_target_length=96)
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)(examples)
+    lengths = [len(e["labels"]) for e in examples]
+    assert min(lengths) < max(lengths)
+    shortest = lengths.index(min(lengths))
+    assert (batch["labels"][shortest, min(lengths):] == -100).all()
+    with pytest.raises(ValueError, match="max_target_length"):
+        make_examples(tokenizer, rows(4), "description", max_source_length=32, max_target_length=20)
+
+
+def test_train_then_predict_writes_parsed_table(tiny_byt5, tmp_path):
+    summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS)
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    assert not (tmp_path / "ckpt").exists(), "checkpoints are removed after a successful run"
+    saved = json.loads((tmp_path / "model" / "train_summary.json").read_text())
+    assert saved["best_eval_loss"] == summary["best_eval_loss"] and summary["train_gflops_per_step"] > 0
+    losses = [h["eval_loss"] for h in summary["log_history"] if "eval_loss" in h]
+    assert len(losses) == 3
+    table, info = predict_labeler(tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 2,
+                                                               "max_new_tokens": 8, "max_source_length": 32})
+    assert table["indoml_id"].tolist() == list(range(6))
+    assert {"text", "parse_ok", "finished", *LEVELS} <= set(table.columns)
+    # 8 bytes cannot hold a full target: every row is an unfinished parse failure, never a label
+    assert info["parse_failures"] == 6 and info["unfinished"] == 6
+    assert table["supergroup"].isna().all()
+
+
+class KillAfterFirstSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("simulated kill")
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_byt5, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS,
+                      extra_callbacks=[KillAfterFirstSave()])
+    assert list((tmp_path / "ckpt").glob("checkpoint-*"))
+    summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS)
+    assert summary["resumed_from"] and summary["resumed_from"].endswith("checkpoint-3")
+    assert summary["global_step"] == 9  # 3 epochs × 3 steps: continued, not restarted
+
+
+def test_checkpoints_of_another_run_are_not_resumed(tiny_byt5, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS,
+                      extra_callbacks=[KillAfterFirstSave()])
+    changed = {**PARAMS, "learning_rate": 1e-3, "num_epochs": 1}
+    summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", changed)
+    assert summary["resumed_from"] is None and summary["global_step"] == 3
