@@ -15,6 +15,7 @@ validate(config, "schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/names.smk"
 include: "rules/labelers.smk"
 include: "rules/ensemble.smk"
 include: "rules/report.smk"

@@ -11,8 +11,10 @@ def _check_config():
     for name in config["ensemble"]["labelers"]:
         if name not in config["labelers"]:
             raise ValueError(f"config: ensemble.labelers names {name!r}, which is not under labelers ({', '.join(LABELERS)})")
+    known = config["tiny"] if TINY else config["base_models"]
+    if config["namer"]["base"] not in known:
+        raise ValueError(f"config: namer.base is {config['namer']['base']!r}, but {'tiny' if TINY else 'base_models'} has no such key")
     for name, cfg in config["labelers"].items():
-        known = config["tiny"] if TINY else config["base_models"]
         if cfg["base"] not in known:
             raise ValueError(
                 f"config: labelers.{name}.base is {cfg['base']!r}, but "
@@ -58,26 +60,44 @@ def final_outputs():
         f"{RESULTS}/submission/ensemble.predict",
     ]
     outputs += expand(f"{RESULTS}/submission/{{labeler}}.predict", labeler=LABELERS)
+    if uses_names() and config["data"]["true_names"]:
+        outputs.append(f"{RESULTS}/report/names.csv")
     return outputs
 
 
 def labeler_train_inputs(wildcards):
+    cfg = config["labelers"][wildcards.labeler]
     inputs = {"train": rows_for_split("train"), "val": rows_for_split("val"), "base": base_model_input(wildcards)}
-    if config["labelers"][wildcards.labeler]["source"] == "name":
-        inputs["train_names"] = names_for_split("train")
-        inputs["val_names"] = names_for_split("val")
+    if cfg["source"] == "name":
+        # training (and its early-stopping validation) reads teacher or student names, as configured
+        which = cfg.get("train_names", "teacher")
+        inputs["train_names"] = names_for_split("train", which)
+        inputs["val_names"] = names_for_split("val", which)
     return inputs
 
 
 def labeler_predict_inputs(wildcards):
     inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "rows": rows_for_split(wildcards.split)}
     if config["labelers"][wildcards.labeler]["source"] == "name":
-        inputs["names"] = names_for_split(wildcards.split)
+        inputs["names"] = names_for_split(wildcards.split, "student")
     return inputs
 
 
-def names_for_split(split):
-    return f"{RESULTS}/names/{split}.parquet"
+def names_for_split(split, which):
+    return f"{RESULTS}/names/{which}/{split}.parquet"
+
+
+def uses_names():
+    return any(cfg["source"] == "name" for cfg in config["labelers"].values())
+
+
+def namer_base():
+    name = config["namer"]["base"]
+    return f"{RESULTS}/models/base/{name}" if TINY else config["base_models"][name]
+
+
+def namer_base_input(wildcards):
+    return [namer_base()] if TINY else []
 
 
 def ingest_inputs(wildcards):

@@ -10,6 +10,7 @@ rule build_tiny_model:
     params:
         dims=lambda wildcards: config["tiny"][wildcards.arch],
         seed=config["tiny"].get("seed", 0),
+        templates=config["namer"]["templates"],
     log:
         f"{RESULTS}/logs/build_tiny_model/{{arch}}.log",
     benchmark:

@@ -18,16 +18,22 @@ log = logging.getLogger(__name__)
 def _t5_config(vocab_size: int, dims: dict, **extra):
     from transformers import T5Config
 
+    decoder_layers = dims.get("num_decoder_layers", dims["num_layers"])
+    if decoder_layers > dims["num_layers"]:
+        # transformers 5.24 sizes the generation cache by the encoder depth (ByT5 itself has a
+        # deeper encoder than decoder), so a deeper decoder fails only at generate time.
+        raise ValueError(f"num_decoder_layers ({decoder_layers}) must not exceed num_layers ({dims['num_layers']})")
     return T5Config(
         vocab_size=vocab_size,
         d_model=dims["d_model"],
         d_kv=dims["d_model"] // dims["num_heads"],
         d_ff=dims["d_ff"],
         num_layers=dims["num_layers"],
-        num_decoder_layers=dims.get("num_decoder_layers", dims["num_layers"]),
+        num_decoder_layers=decoder_layers,
         num_heads=dims["num_heads"],
         feed_forward_proj="gated-gelu",  # as in ByT5 and Flan-T5
-        tie_word_embeddings=False,
+        # tied embeddings with scaled decoder outputs (the transformers default): a sane initial
+        # loss when training from random weights
         dropout_rate=dims.get("dropout_rate", 0.1),
         decoder_start_token_id=0,
         pad_token_id=0,

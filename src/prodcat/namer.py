@@ -1,0 +1,477 @@
+"""Name synthesis with a chat LLM: teacher names, the LoRA namer (student), and its inference.
+
+Steps 2-4 of the method: Llama-3.1-8B-Instruct, shown the four labels, writes a full product name
+for each training row (teacher); a LoRA fine-tune of the same model learns to write that name from
+the description and price alone (student); merged in 16-bit, it writes "inferred names" for the
+validation and test rows, which a labeler then reads. Everything here also runs on the tiny
+stand-in from `tiny_llama`, on a CPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from . import LEVELS
+from .io import write_json
+from .prompts import ANSWER_STATUSES, clean_answer, student_messages, teacher_messages
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GEN_PARAMS: dict = {"batch_size": 16, "max_new_tokens": 48, "num_beams": 1, "load_in_8bit": False}
+
+# The PRMAS setup (their code: r=16, alpha=16, dropout 0, rsLoRA on all projections; AdamW, lr 3e-4,
+# linear schedule, gradient accumulation and checkpointing, one epoch). 8-bit base is opt-in here
+# because bitsandbytes on a CPU is slow; configs/paper.yaml turns it on.
+DEFAULT_TRAIN_PARAMS: dict = {
+    "r": 16,
+    "alpha": 16,
+    "dropout": 0.0,
+    "use_rslora": True,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "load_in_8bit": False,
+    "learning_rate": 3e-4,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 4,
+    "gradient_checkpointing": True,
+    "num_train_epochs": 1,
+    "max_steps": -1,
+    "max_length": None,  # None: the longest training sequence, so that nothing is truncated or dropped
+    "logging_steps": 10,
+    "save_steps": 200,
+    "save_total_limit": 2,
+    "seed": 42,
+}
+# Parameters that may change between a run and its resumption without invalidating its checkpoints.
+RESUMABLE_CHANGES = ("num_train_epochs", "max_steps", "logging_steps", "save_steps", "save_total_limit")
+
+
+def _merge_params(defaults: dict, params: dict | None, what: str) -> dict:
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"{what}: unknown parameter(s) {unknown}; known: {', '.join(sorted(defaults))}")
+    return {**defaults, **params}
+
+
+# ---- loading and generation ---------------------------------------------------------------
+def load_causal_lm(path, *, load_in_8bit: bool = False, device: str | None = None, dtype=None):
+    """(model, tokenizer) from a local directory, ready for generation.
+
+    CUDA in bf16 when there is a GPU, else the CPU in fp32; `load_in_8bit` quantizes the linear
+    layers with bitsandbytes (LLM.int8, which also runs on a CPU with bitsandbytes >= 0.45; the
+    remaining weights are then fp16, the dtype its int8 matmul computes in). The tokenizer pads on
+    the left, as batched decoder-only generation needs.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype is None:
+        if load_in_8bit:
+            dtype = torch.float16
+        elif device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            dtype = torch.bfloat16
+        else:
+            dtype = torch.float32
+    if load_in_8bit:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device}
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        # Llama-3.1 ships no pad token but reserves one for fine-tuning.
+        reserved = "<|finetune_right_pad_id|>"
+        tokenizer.pad_token = reserved if reserved in tokenizer.get_vocab() else tokenizer.eos_token
+    log.info("loaded %s on %s, %s%s", path, device, str(dtype).removeprefix("torch."), ", 8-bit linear layers" if load_in_8bit else "")
+    return model, tokenizer
+
+
+def _prompt_ids(tokenizer, messages_list) -> list[list[int]]:
+    # The chat template writes <|begin_of_text|> itself, so no special tokens are added on top.
+    texts = [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages_list]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def _stop_ids(model, tokenizer) -> list[int]:
+    configured = model.generation_config.eos_token_id
+    ids = [configured] if isinstance(configured, int) else list(configured or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def generate_token_ids(model, tokenizer, messages_list, *, batch_size: int, max_new_tokens: int, num_beams: int = 1) -> list[list[int]]:
+    """The generated token ids for each chat (prompt excluded, cut at the first stop token).
+
+    Greedy (or beam) search, deterministic. Prompts are sorted by length, longest first (ties by
+    position), so that a batch holds similar lengths and little padding, and a too-large batch fails
+    at once; results come back in the input order.
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prompts = _prompt_ids(tokenizer, messages_list)
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    stop = _stop_ids(model, tokenizer)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        do_sample=False,
+        # Explicit neutral values, so that the sampling settings of the checkpoint's own generation
+        # config (Llama-3.1: temperature 0.6, top_p 0.9) are not merged in.
+        temperature=1.0,
+        top_p=1.0,
+        eos_token_id=stop,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    results: list[list[int] | None] = [None] * len(prompts)
+    starts = range(0, len(order), batch_size)
+    with torch.inference_mode():
+        for start in tqdm(starts, desc="generate", unit="batch", file=sys.stderr, mininterval=5.0):
+            batch = order[start : start + batch_size]
+            encoded = tokenizer.pad({"input_ids": [prompts[i] for i in batch]}, return_tensors="pt").to(device)
+            output = model.generate(**encoded, generation_config=config)
+            new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+            for i, tokens in zip(batch, new_tokens):
+                cut = next((k for k, t in enumerate(tokens) if t in stop), len(tokens))
+                results[i] = tokens[:cut]
+    return results
+
+
+def generate_names(model, tokenizer, messages_list, *, batch_size: int, max_new_tokens: int, num_beams: int = 1) -> list[str]:
+    """The raw answer text for each chat, in input order (batched, left-padded, greedy by default)."""
+    ids = generate_token_ids(model, tokenizer, messages_list, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    return [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in ids]
+
+
+def status_counts(names: pd.DataFrame) -> dict[str, int]:
+    """How many answers were usable ("ok") and how many fell back to the description, by reason."""
+    counts = Counter(names["status"])
+    return {status: int(counts.get(status, 0)) for status in ANSWER_STATUSES}
+
+
+def _require(rows: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in rows.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing} (has: {', '.join(map(str, rows.columns))})")
+
+
+def _named(rows: pd.DataFrame, answers: list[tuple[str, bool]]) -> pd.DataFrame:
+    """Cleaned names; an answer cut off by max_new_tokens loses its unfinished last line, and one
+    with nothing before that line counts as runaway."""
+    cleaned = []
+    for (text, truncated), description in zip(answers, rows["description"]):
+        if truncated:
+            complete = text.rsplit("\n", 1)[0] if "\n" in text else ""
+            name, status = clean_answer(complete, description)
+            cleaned.append((name, "runaway" if status == "empty" else status))
+        else:
+            cleaned.append(clean_answer(text, description))
+    return pd.DataFrame(
+        {
+            "indoml_id": rows["indoml_id"].astype("int64").to_numpy(),
+            "name": [name for name, _ in cleaned],
+            "status": [status for _, status in cleaned],
+        }
+    )
+
+
+def _run_chats(model_dir, messages_list, gen_params: dict) -> list[tuple[str, bool]]:
+    """(answer text, whether it hit max_new_tokens) per chat."""
+    params = _merge_params(DEFAULT_GEN_PARAMS, gen_params, "generation parameters")
+    model, tokenizer = load_causal_lm(model_dir, load_in_8bit=params["load_in_8bit"])
+    try:
+        ids = generate_token_ids(
+            model, tokenizer, messages_list,
+            batch_size=params["batch_size"], max_new_tokens=params["max_new_tokens"], num_beams=params["num_beams"],
+        )
+    finally:
+        del model
+        gc.collect()
+    # A stop token is cut off, so an answer as long as max_new_tokens never reached one.
+    return [(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens) >= params["max_new_tokens"]) for tokens in ids]
+
+
+def synthesize_names(model_dir, rows: pd.DataFrame, templates: dict, gen_params: dict) -> pd.DataFrame:
+    """Teacher names for labelled rows: indoml_id, name, status and the prompt's source fields.
+
+    An empty or runaway answer becomes the description (status says which); the counts are logged
+    and `status_counts` gives them.
+    """
+    _require(rows, ("indoml_id", "description", *LEVELS), "synthesize_names rows")
+    rows = rows.reset_index(drop=True)
+    price = rows["price"] if "price" in rows else pd.Series(math.nan, index=rows.index, dtype="float64")
+    rows = rows.assign(price=price)
+    chats = [teacher_messages(row, templates) for _, row in rows.iterrows()]
+    names = _named(rows, _run_chats(model_dir, chats, gen_params))
+    names = pd.concat([names, rows[["description", "price", *LEVELS]]], axis=1)
+    log.info("teacher names: %s", status_counts(names))
+    return names
+
+
+def infer_names(merged_dir, rows: pd.DataFrame, templates: dict, gen_params: dict) -> pd.DataFrame:
+    """Student (namer) names from description and price alone: indoml_id, name, status."""
+    _require(rows, ("indoml_id", "description"), "infer_names rows")
+    rows = rows.reset_index(drop=True)
+    chats = [student_messages(row, templates) for _, row in rows.iterrows()]
+    names = _named(rows, _run_chats(merged_dir, chats, gen_params))
+    log.info("inferred names: %s", status_counts(names))
+    return names
+
+
+# ---- training -------------------------------------------------------------------------------
+def _training_records(rows: pd.DataFrame, templates: dict) -> list[dict]:
+    """Conversational prompt/completion rows: trl masks the prompt when completion_only_loss is set."""
+    return [
+        {"prompt": student_messages(row, templates), "completion": [{"role": "assistant", "content": str(row["name"])}]}
+        for _, row in rows.iterrows()
+    ]
+
+
+def _sequence_lengths(tokenizer, records: list[dict]) -> list[int]:
+    texts = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in records]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _run_signature(base_model_dir, rows: pd.DataFrame, templates: dict, params: dict) -> str:
+    """What a checkpoint was trained from; checkpoints are resumed only when this matches."""
+    digest = hashlib.sha256()
+    fixed = {k: v for k, v in params.items() if k not in RESUMABLE_CHANGES}
+    digest.update(json.dumps({"params": fixed, "templates": templates}, sort_keys=True, default=str).encode())
+    digest.update(Path(base_model_dir, "config.json").read_bytes())
+    columns = [c for c in ("indoml_id", "description", "price", "name") if c in rows]
+    digest.update(pd.util.hash_pandas_object(rows[columns], index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _last_checkpoint(checkpoint_dir: Path, signature: str) -> str | None:
+    """The newest complete checkpoint of this same run; checkpoints of another run are removed."""
+    marker = checkpoint_dir / "run_signature.txt"
+    if checkpoint_dir.exists() and (not marker.exists() or marker.read_text().strip() != signature):
+        log.info("discarding checkpoints in %s: they belong to a different run", checkpoint_dir)
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(signature + "\n")
+    done = [p for p in checkpoint_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    if not done:
+        return None
+    return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[-1])))
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Swap a fully written directory into place, so a crash never leaves a half-saved model."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _log_callback():
+    from transformers import TrainerCallback
+
+    class LogToLogging(TrainerCallback):
+        """Trainer logs (loss, lr, epoch) into `logging`, hence into the rule's log file; counts steps run."""
+
+        def __init__(self):
+            self.steps_run = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps_run += 1
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            log.info("step %d/%d: %s", state.global_step, state.max_steps, json.dumps(logs, default=str))
+
+    return LogToLogging()
+
+
+def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, params: dict | None = None, *,
+                templates: dict | None = None, checkpoint_dir=None) -> dict:
+    """LoRA fine-tune of the namer on (student prompt → synthesized name), then a merged 16-bit model.
+
+    Writes out_dir/adapter (LoRA weights + tokenizer), out_dir/merged (base with the adapter merged
+    in, bf16 safetensors + tokenizer) and out_dir/trainer_log.json (loss history). Checkpoints go to
+    `checkpoint_dir` (default out_dir/checkpoints; under Snakemake put them outside the rule's
+    output directory, which Snakemake deletes before a rerun) and a rerun of the same run resumes
+    from the newest one. Returns the metrics written to trainer_log.json.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from .prompts import DEFAULT_TEMPLATES
+
+    params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
+    templates = dict(templates or DEFAULT_TEMPLATES)
+    _require(train_rows_with_names, ("indoml_id", "description", "name"), "train_namer rows")
+    rows = train_rows_with_names.reset_index(drop=True)
+    if rows.empty:
+        raise ValueError("train_namer: no training rows")
+    out_dir = Path(out_dir)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    use_cuda = torch.cuda.is_available()
+    if params["load_in_8bit"]:
+        model, tokenizer = load_causal_lm(base_model_dir, load_in_8bit=True)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=params["gradient_checkpointing"],
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    else:
+        model, tokenizer = load_causal_lm(base_model_dir)
+    tokenizer.padding_side = "right"
+
+    records = _training_records(rows, templates)
+    lengths = _sequence_lengths(tokenizer, records)
+    longest = max(lengths)
+    max_length = params["max_length"] or longest
+    if max_length < longest:
+        raise ValueError(
+            f"namer max_length {max_length} is shorter than the longest training sequence ({longest} tokens); "
+            "trl would truncate such rows and drop those left without an answer. Raise max_length or set it to null."
+        )
+
+    signature = _run_signature(base_model_dir, rows, templates, params)
+    resume_from = _last_checkpoint(checkpoint_dir, signature)
+    config = SFTConfig(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=params["per_device_train_batch_size"],
+        gradient_accumulation_steps=params["gradient_accumulation_steps"],
+        learning_rate=params["learning_rate"],
+        lr_scheduler_type=params["lr_scheduler_type"],
+        warmup_steps=params["warmup_steps"],
+        weight_decay=params["weight_decay"],
+        optim="adamw_torch",
+        num_train_epochs=params["num_train_epochs"],
+        max_steps=params["max_steps"],
+        activation_checkpointing=params["gradient_checkpointing"],
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=use_cuda and torch.cuda.is_bf16_supported(),
+        logging_steps=params["logging_steps"],
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=params["save_steps"],
+        save_total_limit=params["save_total_limit"],
+        eval_strategy="no",
+        report_to="none",
+        dataloader_pin_memory=use_cuda,
+        seed=params["seed"],
+        data_seed=params["seed"],
+        max_length=max_length,
+        completion_only_loss=True,
+        disable_tqdm=True,  # progress goes through the logging callback instead
+    )
+    peft_config = LoraConfig(
+        r=params["r"],
+        lora_alpha=params["alpha"],
+        lora_dropout=params["dropout"],
+        use_rslora=params["use_rslora"],
+        target_modules=list(params["target_modules"]),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    callback = _log_callback()
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(records),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # it print()s every log; LogToLogging logs them instead
+    if len(trainer.train_dataset) != len(records):
+        raise RuntimeError(f"trl kept {len(trainer.train_dataset)} of {len(records)} training rows (max_length {max_length})")
+    log.info("namer: %d rows, longest %d tokens, resume from %s", len(records), longest, resume_from or "nothing")
+    result = trainer.train(resume_from_checkpoint=resume_from)
+
+    tmp_adapter = out_dir / "adapter.tmp"
+    trainer.model.save_pretrained(tmp_adapter)
+    tokenizer.save_pretrained(tmp_adapter)
+    _replace_dir(tmp_adapter, out_dir / "adapter")
+    metrics = {
+        "train_rows": len(records),
+        "max_length": max_length,
+        "longest_sequence": longest,
+        "resumed_from": resume_from,
+        "steps_this_run": callback.steps_run,
+        "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "train_runtime": result.metrics.get("train_runtime"),
+        "params": params,
+        "log_history": trainer.state.log_history,
+    }
+    write_json(metrics, out_dir / "trainer_log.json")
+    del trainer, model
+    gc.collect()
+
+    # Merge into the base reloaded unquantized (an 8-bit base cannot be merged into exactly), in fp32
+    # so the small LoRA delta is added before the one rounding to bf16.
+    base, merge_tokenizer = load_causal_lm(base_model_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, out_dir / "adapter").merge_and_unload()
+    merged = merged.to(torch.bfloat16)
+    tmp_merged = out_dir / "merged.tmp"
+    merged.save_pretrained(tmp_merged)
+    merge_tokenizer.save_pretrained(tmp_merged)
+    _replace_dir(tmp_merged, out_dir / "merged")
+    log.info("namer: adapter and merged bf16 model written to %s", out_dir)
+    return metrics
+
+
+# ---- scoring ----------------------------------------------------------------------------------
+def _char_ngrams(text: str, n: int) -> Counter:
+    text = "".join(text.split())
+    return Counter(text[i : i + n] for i in range(len(text) - n + 1))
+
+
+def chrf(hypotheses: list[str], references: list[str], *, order: int = 6, beta: float = 2.0) -> float:
+    """Corpus chrF (0-100) as sacrebleu computes it by default.
+
+    Character n-grams of orders 1..`order`, whitespace removed; matches and counts summed over the
+    corpus per order; precision and recall averaged over the orders that have n-grams on both sides;
+    then the F-score weighting recall `beta` times as much as precision.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"chrf: {len(hypotheses)} hypotheses but {len(references)} references")
+    totals = [[0, 0, 0] for _ in range(order)]  # per order: hypothesis n-grams, reference n-grams, matches
+    for hypothesis, reference in zip(hypotheses, references):
+        for n in range(1, order + 1):
+            hyp, ref = _char_ngrams(hypothesis, n), _char_ngrams(reference, n)
+            totals[n - 1][0] += sum(hyp.values())
+            totals[n - 1][1] += sum(ref.values())
+            totals[n - 1][2] += sum((hyp & ref).values())
+    precisions = [m / h for h, r, m in totals if h > 0 and r > 0]
+    recalls = [m / r for h, r, m in totals if h > 0 and r > 0]
+    if not precisions:
+        return 0.0
+    precision, recall = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
+    if precision + recall == 0:
+        return 0.0
+    factor = beta**2
+    return 100.0 * (1 + factor) * precision * recall / (factor * precision + recall)

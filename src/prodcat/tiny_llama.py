@@ -1,0 +1,133 @@
+"""A tiny, randomly initialised stand-in for Llama-3.1-8B-Instruct, built offline.
+
+The name-synthesis branch (teacher, LoRA namer, merged model, inference) must run and be tested on a
+CPU without the model hub. This module writes a directory that `AutoTokenizer` and
+`AutoModelForCausalLM.from_pretrained` load exactly as they load the real model: a byte-level BPE
+tokenizer with the Llama-3.1 special tokens and chat template (eos = <|eot_id|>), and a
+`LlamaForCausalLM` with a few layers, saved in bf16 safetensors like the real checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+BOS = "<|begin_of_text|>"
+EOS_TEXT = "<|end_of_text|>"
+START_HEADER = "<|start_header_id|>"
+END_HEADER = "<|end_header_id|>"
+EOT = "<|eot_id|>"
+PAD = "<|finetune_right_pad_id|>"  # the padding token Llama-3.1 reserves for fine-tuning
+SPECIAL_TOKENS = (BOS, EOS_TEXT, START_HEADER, END_HEADER, EOT, PAD)
+LLAMA3_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# The structure of the Llama-3.1 Instruct template (system header with the knowledge/today dates,
+# one header + content + <|eot_id|> per message, assistant header as generation prompt), without
+# the tool-calling branches that this project never uses.
+LLAMA31_CHAT_TEMPLATE = (
+    "{{- bos_token }}\n"
+    "{%- if not date_string is defined %}{%- set date_string = \"26 Jul 2024\" %}{%- endif %}\n"
+    "{%- if messages[0]['role'] == 'system' %}\n"
+    "    {%- set system_message = messages[0]['content'] | trim %}\n"
+    "    {%- set messages = messages[1:] %}\n"
+    "{%- else %}\n"
+    "    {%- set system_message = \"\" %}\n"
+    "{%- endif %}\n"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n"
+    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n"
+    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}\n"
+    "{{- system_message }}\n"
+    "{{- \"<|eot_id|>\" }}\n"
+    "{%- for message in messages %}\n"
+    "    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n"
+    "{%- endif %}\n"
+)
+
+
+def build_tiny_tokenizer(texts: list[str], *, vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts`, with the Llama-3.1 special tokens and template."""
+    if not texts:
+        raise ValueError("build_tiny_tokenizer needs at least one training text")
+    core = Tokenizer(models.BPE())
+    # Llama-3's pre-tokenizer: its split regex (a run of newlines is one piece whatever follows, so a
+    # prompt ending in "\n\n" tokenizes as a prefix of prompt + answer), then bytes to symbols.
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer=trainer)
+    # Like the real Llama-3 tokenizer: plain encoding prepends <|begin_of_text|>; the chat template
+    # writes it itself, so chat prompts are encoded with add_special_tokens=False.
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, core.token_to_id(BOS))]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=BOS, eos_token=EOT, pad_token=PAD, clean_up_tokenization_spaces=False
+    )
+    tokenizer.chat_template = LLAMA31_CHAT_TEMPLATE
+    tokenizer.model_max_length = 131072
+    return tokenizer
+
+
+def build_tiny_llama(
+    out_dir,
+    texts: list[str],
+    *,
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random Llama-3.1-shaped chat model (tokenizer + bf16 safetensors) to `out_dir`."""
+    out_dir = Path(out_dir)
+    tokenizer = build_tiny_tokenizer(texts, vocab_size=vocab_size)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=2048,
+        bos_token_id=ids[BOS],
+        eos_token_id=[ids[EOS_TEXT], ids[EOT]],
+        pad_token_id=ids[PAD],
+        tie_word_embeddings=False,  # Llama-3.1-8B keeps a separate lm_head
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    # The real checkpoint ships a sampling generation config; greedy use overrides it at call time.
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids[BOS], eos_token_id=[ids[EOS_TEXT], ids[EOT]], do_sample=True, temperature=0.6, top_p=0.9
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("tiny llama: %d parameters, vocab %d, written to %s", n_params, len(tokenizer), out_dir)
+    return out_dir
