@@ -5,6 +5,10 @@ RESULTS = config["results"]
 LABELERS = list(config["labelers"])
 TINY = config["tiny"]["enabled"]
 EVAL_SPLITS = ["val", "test"] if config["data"]["test_labels"] else ["val"]
+# Table 1 stage name → correction method; SUBMIT_STAGE is the one submissions and the vote use.
+CORRECTION_METHODS = {"corrected": "topdown", "joint": "joint"}
+CORRECTED_STAGES = list(CORRECTION_METHODS)
+SUBMIT_STAGE = {"topdown": "corrected", "joint": "joint"}[config["correction"]["method"]]
 
 
 def _check_config():
@@ -29,7 +33,7 @@ wildcard_constraints:
     labeler="|".join(LABELERS),
     split="train|val|test",
     dataset="train|test",
-    stage="raw|corrected",
+    stage="raw|corrected|joint",
     model="|".join(["ensemble", *LABELERS]),
 
 
@@ -106,3 +110,12 @@ def ingest_inputs(wildcards):
     if data[f"{wildcards.dataset}_labels"]:
         inputs["labels"] = data[f"{wildcards.dataset}_labels"]
     return inputs
+
+
+def table1_entries(split):
+    """(MODEL:STAGE, path) for every row of Table 1 on one split: each labeler raw and corrected
+    both ways, and the vote over each correction."""
+    entries = [(f"{m}:raw", predictions(m, split, "raw")) for m in LABELERS]
+    entries += [(f"{m}:{stage}", predictions(m, split, stage)) for stage in CORRECTED_STAGES for m in LABELERS]
+    entries += [(f"ensemble:{stage}", predictions("ensemble", split, stage)) for stage in CORRECTED_STAGES]
+    return entries

@@ -5,13 +5,13 @@ rule level_accuracy:
     # Per-level validation accuracy of each voter: breaks vote ties (and weights votes if asked).
     input:
         truth=rows_for_split("val"),
-        predictions=expand(predictions("{labeler}", "val", "corrected"), labeler=config["ensemble"]["labelers"]),
+        predictions=expand(predictions("{labeler}", "val", "{{stage}}"), labeler=config["ensemble"]["labelers"]),
     output:
-        f"{RESULTS}/ensemble/level_accuracy.json",
+        f"{RESULTS}/ensemble/level_accuracy.{{stage}}.json",
     params:
         models=config["ensemble"]["labelers"],
     log:
-        f"{RESULTS}/logs/level_accuracy.log",
+        f"{RESULTS}/logs/level_accuracy.{{stage}}.log",
     conda:
         "../envs/cpu.yaml"
     script:
@@ -21,21 +21,19 @@ rule level_accuracy:
 rule vote:
     input:
         hierarchy=f"{RESULTS}/data/hierarchy.json",
-        accuracy=f"{RESULTS}/ensemble/level_accuracy.json",
-        predictions=lambda wildcards: expand(
-            predictions("{labeler}", wildcards.split, "corrected"), labeler=config["ensemble"]["labelers"]
-        ),
+        accuracy=f"{RESULTS}/ensemble/level_accuracy.{{stage}}.json",
+        predictions=expand(predictions("{labeler}", "{{split}}", "{{stage}}"), labeler=config["ensemble"]["labelers"]),
     output:
-        f"{RESULTS}/predictions/ensemble/{{split}}.corrected.parquet",
+        f"{RESULTS}/predictions/ensemble/{{split}}.{{stage}}.parquet",
     params:
         named=lambda wildcards, input: " ".join(
             f"{name}={path}" for name, path in zip(config["ensemble"]["labelers"], input.predictions)
         ),
         weighted="--weighted" if config["ensemble"].get("weighted", False) else "",
     log:
-        f"{RESULTS}/logs/vote/{{split}}.log",
+        f"{RESULTS}/logs/vote/{{split}}.{{stage}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/vote/{{split}}.tsv"
+        f"{RESULTS}/benchmarks/vote/{{split}}.{{stage}}.tsv"
     conda:
         "../envs/cpu.yaml"
     shell:

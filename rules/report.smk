@@ -5,17 +5,11 @@ rule evaluate:
     input:
         truth=lambda wildcards: rows_for_split(wildcards.split),
         hierarchy=f"{RESULTS}/data/hierarchy.json",
-        raw=expand(predictions("{labeler}", "{{split}}", "raw"), labeler=LABELERS),
-        corrected=expand(predictions("{labeler}", "{{split}}", "corrected"), labeler=LABELERS),
-        ensemble=predictions("ensemble", "{split}", "corrected"),
+        predictions=lambda wildcards: [path for _, path in table1_entries(wildcards.split)],
     output:
         f"{RESULTS}/metrics/{{split}}.json",
     params:
-        named=lambda wildcards, input: " ".join(
-            [f"{m}:raw={p}" for m, p in zip(LABELERS, input.raw)]
-            + [f"{m}:corrected={p}" for m, p in zip(LABELERS, input.corrected)]
-            + [f"ensemble:vote={input.ensemble}"]
-        ),
+        named=lambda wildcards: " ".join(f"{name}={path}" for name, path in table1_entries(wildcards.split)),
     log:
         f"{RESULTS}/logs/evaluate/{{split}}.log",
     benchmark:
@@ -50,7 +44,7 @@ rule report_tables:
 
 rule submission:
     input:
-        lambda wildcards: predictions(wildcards.model, "test", "corrected"),
+        lambda wildcards: predictions(wildcards.model, "test", SUBMIT_STAGE),
     output:
         f"{RESULTS}/submission/{{model}}.predict",
     log:

@@ -25,3 +25,11 @@ def test_nested_indoml_form_and_tie_order(tmp_path):
     assert h.children(("s", "g")) == ["m2", "m1"]  # m2 has 2 paths (count 2) vs m1 count 1
     assert h.children(("s", "g", "m2")) == ["a", "b"]
     assert h.labels("brand") == ["a", "b"]
+
+
+def test_supergroups_are_ordered_by_count_not_alphabet(tmp_path):
+    import pandas as pd
+
+    h = Hierarchy(pd.DataFrame([("drinks", "g", "m", "b", 1), ("food", "g", "m", "b", 5), ("household", "g", "m", "b", 2)],
+                               columns=["supergroup", "group", "module", "brand", "count"]))
+    assert h.children(()) == ["food", "household", "drinks"]

@@ -79,3 +79,19 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_byt5, tmp_path):
     changed = {**PARAMS, "learning_rate": 1e-3, "num_epochs": 1}
     summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", changed)
     assert summary["resumed_from"] is None and summary["global_step"] == 3
+
+
+def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing_price(tiny_byt5, tmp_path):
+    train = rows()
+    train["retailer"] = [f"shop{i % 3}" for i in range(len(train))]
+    params = {**PARAMS, "num_epochs": 1, "side_dim": 4, "fusion": "prepend"}
+    summary = train_labeler(tiny_byt5, train, rows(8), tmp_path / "model", tmp_path / "ckpt", params, kind="multimodal")
+    assert summary["kind"] == "multimodal"
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["retailers"] == ["shop0", "shop1", "shop2"] and config["fusion"] == "prepend"
+    new = rows(4)
+    new["retailer"] = ["never seen", "shop1", "shop2", "shop0"]
+    new.loc[0, "price"] = float("nan")
+    table, info = predict_labeler(tmp_path / "model", new, {"batch_size": 2, "num_beams": 2, "max_new_tokens": 8,
+                                                             "max_source_length": 32})
+    assert info["kind"] == "multimodal" and len(table) == 4 and table["text"].notna().all()

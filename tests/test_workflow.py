@@ -32,8 +32,9 @@ def test_lint_is_clean():
 def test_dry_run_of_default_config_plans_every_stage():
     proc = run_snakemake("-n", "--config", "results=/tmp/prodcat-dryrun-results", "--quiet", "rules")
     out = proc.stdout + proc.stderr
-    for rule in ("ingest", "split", "hierarchy", "build_tiny_model", "train_labeler", "predict_labeler",
-                 "correct", "vote", "evaluate", "report_tables", "submission"):
+    for rule in ("ingest", "split", "hierarchy", "build_tiny_model", "synthesize_names", "train_namer",
+                 "infer_names", "train_labeler", "predict_labeler", "correct", "level_accuracy", "vote",
+                 "evaluate", "report_tables", "submission", "name_quality"):
         assert rule in out, f"{rule} missing from the dry run:\n{out}"
 
 
@@ -55,7 +56,9 @@ def test_whole_dag_runs_on_test_data(tmp_path):
     metrics = pd.read_csv(results / "report" / "metrics.csv")
     assert list(metrics.columns) == METRICS_COLUMNS
     assert set(metrics["split"]) == {"val", "test"}
-    assert {"raw", "corrected", "baseline", "vote"} <= set(metrics["stage"])
+    assert set(metrics["stage"]) == {"raw", "corrected", "joint", "baseline"}
+    assert set(metrics["model"]) == {"majority", "byt5", "flant5", "mmbyt5", "ensemble"}
+    assert set(metrics.loc[metrics["model"] == "ensemble", "stage"]) == {"corrected", "joint"}
     assert metrics["item_accuracy"].between(0, 1).all()
     assert (metrics["n"] > 0).all()
     efficiency = pd.read_csv(results / "report" / "efficiency.csv")
@@ -65,6 +68,8 @@ def test_whole_dag_runs_on_test_data(tmp_path):
     # logs hold the device line and the Trainer's progress
     log = (results / "logs" / "train_labeler" / "byt5.log").read_text()
     assert "device: cpu" in log and "eval_loss" in log
+    names = pd.read_csv(results / "report" / "names.csv")
+    assert set(names["names"]) == {"teacher", "student"} and names["chrf"].between(0, 100).all()
     # a second run finds nothing to do
     proc = run_snakemake("-n", "--cores", "2", "--configfile", ".test/config.yaml", "--config", f"results={results}")
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -65,7 +65,8 @@ def _cmd_correct(args):
     from .io import write_parquet
 
     hierarchy = Hierarchy.from_json(args.hierarchy)
-    corrected = correct_predictions(_read_predictions(args.predictions), hierarchy, method=args.method)
+    corrected = correct_predictions(_read_predictions(args.predictions), hierarchy, method=args.method,
+                                    salvage=args.salvage)
     write_parquet(corrected, args.out)
     changed = {level: int(corrected[f"corrected_{level}"].sum()) for level in LEVELS}
     logging.info("corrected (%s): %s", args.method, ", ".join(f"{k} {v}" for k, v in changed.items()))
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--method", choices=["topdown", "joint"], default="topdown")
+    p.add_argument("--salvage", action="store_true",
+                   help="correct unparsable generations from the parts that can be read, not from nothing")
     p.set_defaults(func=_cmd_correct)
 
     p = sub.add_parser("vote", help="hierarchy-compliant hard vote over several models' predictions")

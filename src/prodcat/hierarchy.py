@@ -104,9 +104,9 @@ class Hierarchy:
         children: dict[tuple, list[str]] = {}
         for depth in range(len(LEVELS)):
             counts = self.paths.groupby(list(LEVELS[: depth + 1]), sort=False)["count"].sum()
+            items = [(key if isinstance(key, tuple) else (key,), int(n)) for key, n in counts.items()]
             # parent, then count descending, then label: the deterministic child order
-            for key, _ in sorted(counts.items(), key=lambda kv: (kv[0][:-1], -int(kv[1]), kv[0][-1])):
-                key = key if isinstance(key, tuple) else (key,)
+            for key, _ in sorted(items, key=lambda kv: (kv[0][:-1], -kv[1], kv[0][-1])):
                 children.setdefault(key[:-1], []).append(key[-1])
         self._children = children
 

@@ -86,7 +86,7 @@ def _collator(tokenizer, model, kind: str):
     if kind == MULTIMODAL:
         from .mmt5 import MultimodalSeq2SeqCollator
 
-        return MultimodalSeq2SeqCollator(tokenizer, model=model, label_pad_token_id=-100)
+        return MultimodalSeq2SeqCollator(tokenizer, model=model)  # pads labels with -100
     from transformers import DataCollatorForSeq2Seq
 
     return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)
@@ -100,7 +100,11 @@ def load_base_model(base_dir, kind: str, train_rows: pd.DataFrame | None = None,
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if kind == TEXT:
-        return AutoModelForSeq2SeqLM.from_pretrained(base_dir), tokenizer
+        model = AutoModelForSeq2SeqLM.from_pretrained(base_dir)
+        # T5's forward takes **kwargs, so the Trainer would assume it normalises the loss over
+        # gradient-accumulation steps itself; it does not. This makes the Trainer divide.
+        model.accepts_loss_kwargs = False
+        return model, tokenizer
     if kind != MULTIMODAL:
         raise ValueError(f"unknown labeler kind {kind!r}: expected {TEXT!r} or {MULTIMODAL!r}")
     from .mmt5 import MultimodalT5ForConditionalGeneration
