@@ -1,6 +1,8 @@
 # Shared names and input functions. Config values reach rules through params (so that a change
 # reruns exactly the rules that use it) and never directly through shell commands.
 
+import os
+
 RESULTS = config["results"]
 LABELERS = list(config["labelers"])
 TINY = config["tiny"]["enabled"]
@@ -61,6 +63,8 @@ def final_outputs():
     outputs = [
         f"{RESULTS}/report/metrics.csv",
         f"{RESULTS}/report/efficiency.csv",
+        f"{RESULTS}/report/item_accuracy.svg",
+        f"{RESULTS}/manifest.json",
         f"{RESULTS}/submission/ensemble.predict",
     ]
     outputs += expand(f"{RESULTS}/submission/{{labeler}}.predict", labeler=LABELERS)
@@ -119,3 +123,14 @@ def table1_entries(split):
     entries += [(f"{m}:{stage}", predictions(m, split, stage)) for stage in CORRECTED_STAGES for m in LABELERS]
     entries += [(f"ensemble:{stage}", predictions("ensemble", split, stage)) for stage in CORRECTED_STAGES]
     return entries
+
+
+# Table 2 covers every trained model: the labelers and, when a labeler reads names, the namer.
+EFFICIENCY_MODELS = LABELERS + (["namer"] if uses_names() else [])
+
+
+def efficiency_files(model):
+    """(prediction summary, training benchmark) of one model, for Table 2."""
+    if model == "namer":
+        return f"{RESULTS}/names/student/test.summary.json", f"{RESULTS}/benchmarks/train_namer.tsv"
+    return f"{RESULTS}/predictions/{model}/test.summary.json", f"{RESULTS}/benchmarks/train_labeler/{model}.tsv"

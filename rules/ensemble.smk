@@ -39,3 +39,44 @@ rule vote:
     shell:
         "prodcat vote --hierarchy {input.hierarchy} --accuracy {input.accuracy} {params.weighted}"
         " --out {output} {params.named} > {log} 2>&1"
+
+
+rule manifest:
+    # What `prodcat predict` needs to label new files with this run's models, without retraining.
+    input:
+        models=expand(f"{RESULTS}/models/{{labeler}}", labeler=config["ensemble"]["labelers"]),
+        accuracy=f"{RESULTS}/ensemble/level_accuracy.{SUBMIT_STAGE}.json",
+        hierarchy=f"{RESULTS}/data/hierarchy.json",
+    output:
+        f"{RESULTS}/manifest.json",
+    params:
+        config={key: config[key] for key in ("labelers", "namer", "correction", "ensemble")},
+        stage=SUBMIT_STAGE,
+    log:
+        f"{RESULTS}/logs/manifest.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/manifest.py"
+
+
+rule predict_new:
+    # snakemake --cores 2 results/new/NAME.predictions.parquet   labels data/new/NAME.parquet
+    input:
+        rows="data/new/{name}.parquet",
+        manifest=f"{RESULTS}/manifest.json",
+    output:
+        f"{RESULTS}/new/{{name}}.predictions.parquet",
+    params:
+        results=lambda wildcards, input: os.path.dirname(input.manifest),
+    log:
+        f"{RESULTS}/logs/predict_new/{{name}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict_new/{{name}}.tsv"
+    threads: config["threads"]["predict"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    shell:
+        "prodcat predict --models {params.results} --input {input.rows} --out {output} > {log} 2>&1"

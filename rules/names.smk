@@ -56,7 +56,8 @@ rule infer_names:
         model=f"{RESULTS}/models/namer",
         rows=lambda wildcards: rows_for_split(wildcards.split),
     output:
-        f"{RESULTS}/names/student/{{split}}.parquet",
+        names=f"{RESULTS}/names/student/{{split}}.parquet",
+        summary=f"{RESULTS}/names/student/{{split}}.summary.json",
     params:
         templates=config["namer"]["templates"],
         generate=config["namer"]["student"],

@@ -24,16 +24,16 @@ rule evaluate:
 rule report_tables:
     input:
         metrics=expand(f"{RESULTS}/metrics/{{split}}.json", split=EVAL_SPLITS),
-        models=expand(f"{RESULTS}/models/{{labeler}}", labeler=LABELERS),
-        predict_summaries=expand(f"{RESULTS}/predictions/{{labeler}}/test.summary.json", labeler=LABELERS),
-        train_benchmarks=expand(f"{RESULTS}/benchmarks/train_labeler/{{labeler}}.tsv", labeler=LABELERS),
+        models=[f"{RESULTS}/models/{model}" for model in EFFICIENCY_MODELS],
+        predict_summaries=[efficiency_files(model)[0] for model in EFFICIENCY_MODELS],
+        train_benchmarks=[efficiency_files(model)[1] for model in EFFICIENCY_MODELS],
     output:
         metrics_csv=report(f"{RESULTS}/report/metrics.csv", category="Tables"),
         metrics_md=f"{RESULTS}/report/metrics.md",
         efficiency_csv=report(f"{RESULTS}/report/efficiency.csv", category="Tables"),
         efficiency_md=f"{RESULTS}/report/efficiency.md",
     params:
-        models=LABELERS,
+        models=EFFICIENCY_MODELS,
     log:
         f"{RESULTS}/logs/report_tables.log",
     conda:
@@ -53,3 +53,21 @@ rule submission:
         "../envs/cpu.yaml"
     shell:
         "prodcat submission --predictions {input} --out {output} > {log} 2>&1"
+
+
+rule plots:
+    input:
+        metrics=f"{RESULTS}/report/metrics.csv",
+        models=[f"{RESULTS}/models/{model}" for model in EFFICIENCY_MODELS],
+    output:
+        accuracy=report(f"{RESULTS}/report/item_accuracy.svg", category="Figures", caption="../report/accuracy.rst"),
+        f1=report(f"{RESULTS}/report/f1_per_level.svg", category="Figures", caption="../report/f1.rst"),
+        curves=report(f"{RESULTS}/report/training_curves.svg", category="Figures", caption="../report/curves.rst"),
+    params:
+        models=EFFICIENCY_MODELS,
+    log:
+        f"{RESULTS}/logs/plots.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/plots.py"

@@ -1,7 +1,8 @@
-"""The workflow as a user drives it: lint, dry run, and the whole DAG on .test/ to completion."""
+"""The workflow as a user drives it: lint, dry run, the whole DAG on .test/ to completion, a
+rerun that finds nothing to do, the HTML report, and labelling a new file with the trained models."""
 
+import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,15 +10,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prodcat.report import METRICS_COLUMNS, EFFICIENCY_COLUMNS
+from prodcat import LEVELS
+from prodcat.cli import main
+from prodcat.report import EFFICIENCY_COLUMNS, METRICS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def run_snakemake(*args, check=True, timeout=1800):
+def run_snakemake(*args, check=True, timeout=3600):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run([*SNAKEMAKE, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -34,7 +37,7 @@ def test_dry_run_of_default_config_plans_every_stage():
     out = proc.stdout + proc.stderr
     for rule in ("ingest", "split", "hierarchy", "build_tiny_model", "synthesize_names", "train_namer",
                  "infer_names", "train_labeler", "predict_labeler", "correct", "level_accuracy", "vote",
-                 "evaluate", "report_tables", "submission", "name_quality"):
+                 "evaluate", "report_tables", "plots", "submission", "name_quality", "manifest"):
         assert rule in out, f"{rule} missing from the dry run:\n{out}"
 
 
@@ -46,30 +49,96 @@ def test_config_schema_rejects_unknown_keys_and_wrong_types(tmp_path):
     bad.write_text("split: {fraction: high, seed: 42}\n")
     proc = run_snakemake("-n", "--configfile", str(bad), check=False)
     assert proc.returncode != 0 and "fraction" in proc.stdout + proc.stderr
+    bad.write_text("ensemble: {labelers: [byt5, nope]}\n")
+    proc = run_snakemake("-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0 and "nope" in proc.stdout + proc.stderr
+
+
+def test_paper_config_validates_and_names_the_hub_models():
+    proc = run_snakemake("-n", "--configfile", "configs/paper.yaml", check=False)
+    out = proc.stdout + proc.stderr
+    # only the competition files are missing (they are not shipped)
+    assert "data/raw/train.features" in out
+    assert "Failed validating" not in out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("run") / "results"
+    run_snakemake("--cores", "2", "--resources", "gpu=1", "--configfile", ".test/config.yaml",
+                  "--config", f"results={results}")
+    return results
 
 
 @pytest.mark.slow
-def test_whole_dag_runs_on_test_data(tmp_path):
-    results = tmp_path / "results"
-    run_snakemake("--cores", "2", "--resources", "gpu=1", "--configfile", ".test/config.yaml",
-                  "--config", f"results={results}")
+def test_whole_dag_runs_on_test_data(finished_run):
+    results = finished_run
     metrics = pd.read_csv(results / "report" / "metrics.csv")
     assert list(metrics.columns) == METRICS_COLUMNS
     assert set(metrics["split"]) == {"val", "test"}
     assert set(metrics["stage"]) == {"raw", "corrected", "joint", "baseline"}
     assert set(metrics["model"]) == {"majority", "byt5", "flant5", "mmbyt5", "ensemble"}
     assert set(metrics.loc[metrics["model"] == "ensemble", "stage"]) == {"corrected", "joint"}
-    assert metrics["item_accuracy"].between(0, 1).all()
-    assert (metrics["n"] > 0).all()
+    assert metrics["item_accuracy"].between(0, 1).all() and (metrics["n"] > 0).all()
     efficiency = pd.read_csv(results / "report" / "efficiency.csv")
-    assert list(efficiency.columns) == EFFICIENCY_COLUMNS and (efficiency["parameters"] > 0).all()
+    assert list(efficiency.columns) == EFFICIENCY_COLUMNS
+    assert set(efficiency["model"]) == {"byt5", "flant5", "mmbyt5", "namer"}
+    assert (efficiency["parameters"] > 0).all() and (efficiency["train_gflops_per_step"] > 0).all()
     test_rows = sum(1 for _ in open(REPO / ".test" / "data" / "test.features"))
-    assert sum(1 for _ in open(results / "submission" / "ensemble.predict")) == test_rows
-    # logs hold the device line and the Trainer's progress
+    for model in ("ensemble", "byt5", "flant5", "mmbyt5"):
+        assert sum(1 for _ in open(results / "submission" / f"{model}.predict")) == test_rows
     log = (results / "logs" / "train_labeler" / "byt5.log").read_text()
     assert "device: cpu" in log and "eval_loss" in log
     names = pd.read_csv(results / "report" / "names.csv")
     assert set(names["names"]) == {"teacher", "student"} and names["chrf"].between(0, 100).all()
-    # a second run finds nothing to do
-    proc = run_snakemake("-n", "--cores", "2", "--configfile", ".test/config.yaml", "--config", f"results={results}")
+    for figure in ("item_accuracy.svg", "f1_per_level.svg", "training_curves.svg"):
+        assert (results / "report" / figure).read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.slow
+def test_submission_round_trips_through_ingest(finished_run, tmp_path):
+    out = tmp_path / "joined.parquet"
+    assert main(["ingest", "--features", str(REPO / ".test/data/test.features"),
+                 "--labels", str(finished_run / "submission" / "ensemble.predict"), "--out", str(out)]) == 0
+    assert set(LEVELS) <= set(pd.read_parquet(out).columns)
+
+
+@pytest.mark.slow
+def test_rerun_finds_nothing_to_do(finished_run):
+    proc = run_snakemake("-n", "--cores", "2", "--configfile", ".test/config.yaml", "--config", f"results={finished_run}")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_html_report_holds_tables_and_figures(finished_run):
+    report = finished_run.parent / "report.html"
+    run_snakemake("--configfile", ".test/config.yaml", "--config", f"results={finished_run}", "--report", str(report))
+    html = report.read_text(errors="replace")
+    for name in ("metrics.csv", "efficiency.csv", "item_accuracy.svg", "training_curves.svg"):
+        assert name in html
+
+
+@pytest.mark.slow
+def test_predict_new_file_with_unseen_retailers_missing_prices_and_odd_characters(finished_run, tmp_path, capsys):
+    new = tmp_path / "new.jsonl"
+    records = [
+        {"indoml_id": 1, "description": "cad 5 pk creme egg 197 g", "retailer": "a shop nobody saw", "price": None},
+        {"indoml_id": 2, "description": "ÿ€ 🍫 choc\tbar ✓", "retailer": "", "price": "1.99"},
+        {"indoml_id": 3, "description": "x", "retailer": "greenzen", "price": 0.0},
+    ]
+    new.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "labels.parquet"
+    assert main(["predict", "--models", str(finished_run), "--input", str(new), "--out", str(out),
+                 "--keep", str(tmp_path / "keep")]) == 0
+    labels = pd.read_parquet(out)
+    assert labels["indoml_id"].tolist() == [1, 2, 3]
+    hierarchy = json.loads((finished_run / "data" / "hierarchy.json").read_text())
+    valid = {tuple(p[:4]) for p in hierarchy["paths"]}
+    assert all(tuple(row) in valid for row in labels[list(LEVELS)].itertuples(index=False, name=None))
+    assert {f"byt5_{level}" for level in LEVELS} <= set(labels.columns)
+    assert (tmp_path / "keep" / "names.parquet").exists()
+    # bad input: the same rules as ingest, exit 2, nothing written
+    new.write_text(json.dumps({"indoml_id": 1, "description": "", "retailer": "r", "price": 1}) + "\n")
+    bad_out = tmp_path / "bad.parquet"
+    assert main(["predict", "--models", str(finished_run), "--input", str(new), "--out", str(bad_out)]) == 2
+    assert "column 'description'" in capsys.readouterr().err and not bad_out.exists()

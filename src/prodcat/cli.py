@@ -134,6 +134,15 @@ def _cmd_submission(args):
     write_submission(_read_predictions(args.predictions), args.out, source=args.predictions)
 
 
+def _cmd_predict(args):
+    from .io import ingest, write_parquet
+    from .predict import predict_new_rows
+
+    rows = ingest(args.input)
+    write_parquet(predict_new_rows(args.models, rows, keep_dir=args.keep), args.out)
+    logging.info("labelled %d rows from %s into %s", len(rows), args.input, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prodcat", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"prodcat {__version__}")
@@ -184,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hierarchy", help="add the majority-path baseline from this hierarchy")
     p.add_argument("predictions", nargs="+", help="[MODEL:STAGE=]PATH")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label a new file with the trained models of a finished run")
+    p.add_argument("--models", required=True, help="the run's results folder (holds manifest.json, models/, data/)")
+    p.add_argument("--input", required=True, help="features: Parquet or JSON lines, validated as by ingest")
+    p.add_argument("--out", required=True)
+    p.add_argument("--keep", help="write names and every labeler's raw and corrected predictions here")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("make-sample", help="write the synthetic sample data (bit-for-bit reproducible)")
     p.add_argument("--out", required=True)

@@ -28,9 +28,10 @@ def metrics_table(metrics_files) -> pd.DataFrame:
     return table[METRICS_COLUMNS]
 
 
-def efficiency_table(models: list[str], train_summaries, predict_summaries, train_benchmarks) -> pd.DataFrame:
+def efficiency_table(entries) -> pd.DataFrame:
+    """entries: (model, train summary JSON, prediction summary JSON, training benchmark TSV)."""
     rows = []
-    for model, train_json, predict_json, bench in zip(models, train_summaries, predict_summaries, train_benchmarks):
+    for model, train_json, predict_json, bench in entries:
         train = json.loads(Path(train_json).read_text())
         predict = json.loads(Path(predict_json).read_text())
         measured = read_benchmark(bench)

@@ -47,14 +47,18 @@ def with_source(rows: pd.DataFrame, source: str, names_path: str | None) -> pd.D
     indoml_id (every row must have one)."""
     if source == "description":
         return rows
-    from .errors import InputError
     from .io import read_table
 
-    names = read_table(names_path)[["indoml_id", "name"]]
-    merged = rows.merge(names, on="indoml_id", how="left", validate="one_to_one")
+    return with_names(rows, read_table(names_path), names_path)
+
+
+def with_names(rows: pd.DataFrame, names: pd.DataFrame, source="names") -> pd.DataFrame:
+    from .errors import InputError
+
+    merged = rows.merge(names[["indoml_id", "name"]], on="indoml_id", how="left", validate="one_to_one")
     missing = merged["name"].isna()
     if missing.any():
-        raise InputError(names_path, f"no name for indoml_id {merged.loc[missing, 'indoml_id'].iloc[0]}", column="name")
+        raise InputError(source, f"no name for indoml_id {merged.loc[missing, 'indoml_id'].iloc[0]}", column="name")
     return merged
 
 
@@ -139,10 +143,14 @@ def report_tables(smk) -> None:
         metrics = metrics_table(smk.input.metrics)
         write_table(metrics, smk.output.metrics_csv, smk.output.metrics_md, "Table 1: accuracy per model and stage",
                     VALIDATION_CAVEAT)
-        train_summaries = [Path(model_dir) / "train_summary.json" for model_dir in smk.input.models]
-        efficiency = efficiency_table(smk.params.models, train_summaries, smk.input.predict_summaries,
-                                      smk.input.train_benchmarks)
-        write_table(efficiency, smk.output.efficiency_csv, smk.output.efficiency_md, "Table 2: efficiency per model")
+        entries = [(model, Path(model_dir) / "train_summary.json", predict, bench)
+                   for model, model_dir, predict, bench in zip(smk.params.models, smk.input.models,
+                                                               smk.input.predict_summaries, smk.input.train_benchmarks)]
+        efficiency = efficiency_table(entries)
+        write_table(efficiency, smk.output.efficiency_csv, smk.output.efficiency_md, "Table 2: efficiency per model",
+                    "Training time and peak memory come from the rules' benchmark files; FLOPs are counted by "
+                    "torch's FlopCounterMode for one training step and one prediction batch (the namer's step is "
+                    "a full forward + backward of the merged model: an upper bound on its LoRA step).")
         logging.info("\n%s", metrics.to_string(index=False))
 
 
@@ -158,26 +166,65 @@ def synthesize_names(smk) -> None:
 
 
 def train_namer(smk) -> None:
-    from .io import read_table
+    from .io import read_table, write_json
     from .namer import train_namer as train
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
         # The teacher table carries the prompt's source fields (description, price) with each name.
         rows = read_table(smk.input.names)
-        train(smk.params.base, rows, smk.output[0], dict(smk.params.train), templates=dict(smk.params.templates),
-              checkpoint_dir=smk.params.checkpoints)
+        params, templates = dict(smk.params.train), dict(smk.params.templates)
+        metrics = train(smk.params.base, rows, smk.output[0], params, templates=templates,
+                        checkpoint_dir=smk.params.checkpoints)
+        write_json({**namer_training_costs(Path(smk.output[0]) / "merged", rows, templates,
+                                           params.get("per_device_train_batch_size", 8)),
+                    "train_seconds": metrics.get("train_runtime")},
+                   Path(smk.output[0]) / "train_summary.json")
+
+
+def namer_training_costs(merged_dir, rows: pd.DataFrame, templates: dict, batch_size: int) -> dict:
+    """Parameters and FLOPs of one training step of the namer, for Table 2. Counted as a full
+    forward + backward of the merged model on one batch of prompt + answer texts: an upper bound
+    on a LoRA step, which skips the weight gradients of the frozen base."""
+    from .device import describe_device
+    from .efficiency import count_parameters, training_step_flops
+    from .namer import load_causal_lm
+    from .prompts import student_messages
+
+    model, tokenizer = load_causal_lm(merged_dir)
+    model.float()
+    tokenizer.padding_side = "right"
+    texts = [tokenizer.apply_chat_template(student_messages(row, templates) + [{"role": "assistant", "content": row["name"]}],
+                                           tokenize=False) for _, row in rows.head(batch_size).iterrows()]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    return {"parameters": count_parameters(model), "device": describe_device(),
+            "train_gflops_per_step": training_step_flops(model, dict(batch)) / 1e9, "train_batch_size": batch_size}
 
 
 def infer_names(smk) -> None:
-    from .io import read_rows, write_parquet
-    from .namer import infer_names as infer
+    import time
+
+    from .efficiency import count_flops
+    from .io import read_rows, write_json, write_parquet
+    from .namer import generate_token_ids, infer_names as infer, load_causal_lm
+    from .prompts import student_messages
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
-        names = infer(Path(smk.input.model) / "merged", read_rows(smk.input.rows), dict(smk.params.templates),
-                      dict(smk.params.generate))
-        write_parquet(names, smk.output[0])
+        merged, templates, generate = Path(smk.input.model) / "merged", dict(smk.params.templates), dict(smk.params.generate)
+        rows = read_rows(smk.input.rows)
+        started = time.time()
+        names = infer(merged, rows, templates, generate)
+        seconds = time.time() - started
+        # FLOPs of one generation batch, counted on a separate pass so the timing above is clean.
+        model, tokenizer = load_causal_lm(merged, load_in_8bit=generate.get("load_in_8bit", False))
+        chats = [student_messages(row, templates) for _, row in rows.head(generate["batch_size"]).iterrows()]
+        flops, _ = count_flops(generate_token_ids, model, tokenizer, chats, batch_size=len(chats),
+                               max_new_tokens=generate["max_new_tokens"], num_beams=generate.get("num_beams", 1))
+        write_json({"rows": len(rows), "predict_seconds": seconds, "predict_seconds_per_1k": seconds / max(len(rows), 1) * 1000,
+                    "predict_gflops_per_batch": flops / 1e9, "batch_size": generate["batch_size"]}, smk.output.summary)
+        write_parquet(names, smk.output.names)
 
 
 def name_quality(smk) -> None:
@@ -214,3 +261,21 @@ def name_quality(smk) -> None:
                     "real method's quality: they show that the stages run and learn.")
         logging.info("\n%s", table.to_string(index=False))
 
+
+
+def plots(smk) -> None:
+    from .plots import accuracy_bars, f1_by_level, read_history, training_curves
+
+    with logging_to(smk.log[0]):
+        metrics = pd.read_csv(smk.input.metrics)
+        accuracy_bars(metrics, smk.output.accuracy)
+        f1_by_level(metrics, smk.output.f1)
+        training_curves({model: read_history(path) for model, path in zip(smk.params.models, smk.input.models)},
+                        smk.output.curves)
+
+
+def manifest(smk) -> None:
+    from .predict import write_manifest
+
+    with logging_to(smk.log[0]):
+        write_manifest(smk.params.config, smk.params.stage, smk.output[0])
