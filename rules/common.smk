@@ -10,6 +10,8 @@ EVAL_SPLITS = ["val", "test"] if config["data"]["test_labels"] else ["val"]
 # Table 1 stage name → correction method; SUBMIT_STAGE is the one submissions and the vote use.
 CORRECTION_METHODS = {"corrected": "topdown", "joint": "joint"}
 CORRECTED_STAGES = list(CORRECTION_METHODS)
+# Labelers that also decode under the hierarchy constraint: Table 1 stage "constrained".
+CONSTRAINED_LABELERS = [name for name, cfg in config["labelers"].items() if cfg.get("constrained", False)]
 SUBMIT_STAGE = {"topdown": "corrected", "joint": "joint"}[config["correction"]["method"]]
 
 
@@ -35,7 +37,7 @@ wildcard_constraints:
     labeler="|".join(LABELERS),
     split="train|val|test",
     dataset="train|test",
-    stage="raw|corrected|joint",
+    stage="raw|corrected|joint|constrained",
     model="|".join(["ensemble", *LABELERS]),
 
 
@@ -86,6 +88,8 @@ def labeler_train_inputs(wildcards):
 
 def labeler_predict_inputs(wildcards):
     inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "rows": rows_for_split(wildcards.split)}
+    if wildcards.decoding == "constrained":
+        inputs["hierarchy"] = f"{RESULTS}/data/hierarchy.json"
     if config["labelers"][wildcards.labeler]["source"] == "name":
         inputs["names"] = names_for_split(wildcards.split, "student")
     return inputs
@@ -121,6 +125,7 @@ def table1_entries(split):
     both ways, and the vote over each correction."""
     entries = [(f"{m}:raw", predictions(m, split, "raw")) for m in LABELERS]
     entries += [(f"{m}:{stage}", predictions(m, split, stage)) for stage in CORRECTED_STAGES for m in LABELERS]
+    entries += [(f"{m}:constrained", predictions(m, split, "constrained")) for m in CONSTRAINED_LABELERS]
     entries += [(f"ensemble:{stage}", predictions("ensemble", split, stage)) for stage in CORRECTED_STAGES]
     return entries
 
@@ -133,4 +138,11 @@ def efficiency_files(model):
     """(prediction summary, training benchmark) of one model, for Table 2."""
     if model == "namer":
         return f"{RESULTS}/names/student/test.summary.json", f"{RESULTS}/benchmarks/train_namer.tsv"
-    return f"{RESULTS}/predictions/{model}/test.summary.json", f"{RESULTS}/benchmarks/train_labeler/{model}.tsv"
+    return f"{RESULTS}/predictions/{model}/test.raw.summary.json", f"{RESULTS}/benchmarks/train_labeler/{model}.tsv"
+
+
+def labeler_config(labeler, task):
+    """A labeler's settings without those of the other task (train vs predict), so that editing
+    one reruns only the rules that read it."""
+    drop = {"train": ("predict", "constrained"), "predict": ("train", "train_names", "side_dim", "fusion")}[task]
+    return {key: value for key, value in config["labelers"][labeler].items() if key not in drop}

@@ -28,7 +28,8 @@ rule train_labeler:
     output:
         directory(f"{RESULTS}/models/{{labeler}}"),
     params:
-        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+        # only what training reads, so that a change of prediction settings does not retrain
+        cfg=lambda wildcards: labeler_config(wildcards.labeler, "train"),
         base=lambda wildcards: base_model(wildcards.labeler),
         # Outside the output folder, so a killed run resumes (Snakemake clears incomplete outputs).
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.labeler}",
@@ -48,15 +49,18 @@ rule train_labeler:
 rule predict_labeler:
     input:
         unpack(labeler_predict_inputs),
+    # decoding: raw (free generation, the paper) or constrained (only valid paths can be written)
     output:
-        predictions=f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet",
-        summary=f"{RESULTS}/predictions/{{labeler}}/{{split}}.summary.json",
+        predictions=f"{RESULTS}/predictions/{{labeler}}/{{split}}.{{decoding}}.parquet",
+        summary=f"{RESULTS}/predictions/{{labeler}}/{{split}}.{{decoding}}.summary.json",
     params:
-        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+        cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
     log:
-        f"{RESULTS}/logs/predict_labeler/{{labeler}}.{{split}}.log",
+        f"{RESULTS}/logs/predict_labeler/{{labeler}}.{{split}}.{{decoding}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.tsv"
+        f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.{{decoding}}.tsv"
+    wildcard_constraints:
+        decoding="raw|constrained",
     threads: config["threads"]["predict"]
     resources:
         gpu=1,

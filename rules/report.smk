@@ -27,6 +27,7 @@ rule report_tables:
         models=[f"{RESULTS}/models/{model}" for model in EFFICIENCY_MODELS],
         predict_summaries=[efficiency_files(model)[0] for model in EFFICIENCY_MODELS],
         train_benchmarks=[efficiency_files(model)[1] for model in EFFICIENCY_MODELS],
+        constrained_summaries=[f"{RESULTS}/predictions/{m}/test.constrained.summary.json" for m in CONSTRAINED_LABELERS],
     output:
         metrics_csv=report(f"{RESULTS}/report/metrics.csv", category="Tables"),
         metrics_md=f"{RESULTS}/report/metrics.md",
@@ -34,6 +35,7 @@ rule report_tables:
         efficiency_md=f"{RESULTS}/report/efficiency.md",
     params:
         models=EFFICIENCY_MODELS,
+        constrained_models=CONSTRAINED_LABELERS,
     log:
         f"{RESULTS}/logs/report_tables.log",
     conda:

@@ -245,9 +245,13 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
 
 
 # ---- prediction -------------------------------------------------------------------------
-def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_column: str = "description") -> tuple[pd.DataFrame, dict]:
+def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_column: str = "description",
+                    hierarchy=None, constrained: bool = False) -> tuple[pd.DataFrame, dict]:
     """Generate, parse and return the predictions table (labels None where the parse failed) and
-    a summary (parse failures, unfinished generations, seconds, FLOPs of one batch)."""
+    a summary (parse failures, unfinished generations, seconds, FLOPs of one batch).
+
+    With `constrained`, decoding follows a prefix trie over the tokenised targets of the
+    hierarchy's paths, so every output is a valid path and is read off the trie exactly."""
     import torch
     from tqdm.auto import tqdm
 
@@ -260,6 +264,18 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     max_new_tokens = int(params["max_new_tokens"])
     sources = rows[source_column].astype(str).tolist()
     side = side_features(model, rows) if kind == MULTIMODAL else None
+    trie = None
+    if constrained:
+        from transformers import LogitsProcessorList
+
+        from .constrained import PathTrie, constrained_logits_processor, max_target_tokens
+
+        if hierarchy is None:
+            raise ValueError("constrained decoding needs the hierarchy")
+        trie = PathTrie.from_hierarchy(hierarchy, tokenizer)
+        max_new_tokens = max(max_new_tokens, max_target_tokens(trie))
+        constraint = LogitsProcessorList([constrained_logits_processor(trie)])
+    paths: list[tuple | None] = [None] * len(sources)
 
     # Longest first: similar lengths share a batch (less padding) and a memory problem shows at once.
     order = np.argsort([-len(s) for s in sources], kind="stable")
@@ -277,6 +293,8 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
             if side is not None:
                 kwargs["retailer_ids"] = side[0][idx].to(device)
                 kwargs["prices"] = side[1][idx].to(device=device, dtype=dtype)
+            if trie is not None:
+                kwargs["logits_processor"] = constraint
             if batch_flops is None:
                 batch_flops, out = count_flops(model.generate, **enc, **kwargs)
             else:
@@ -285,9 +303,11 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
             for j, i in enumerate(idx):
                 texts[i] = decoded[j]
                 finished[i] = bool((out[j, 1:] == eos).any())
+                if trie is not None:
+                    paths[i] = trie.path_of(out[j, 1:].tolist())
     seconds = time.time() - started
 
-    parsed = [parse_target(t) for t in texts]
+    parsed = paths if trie is not None else [parse_target(t) for t in texts]
     table = pd.DataFrame({"indoml_id": rows["indoml_id"].to_numpy()})
     for k, level in enumerate(LEVELS):
         table[level] = [p[k] if p is not None else None for p in parsed]
@@ -296,6 +316,7 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     table["finished"] = finished
     summary = {
         "kind": kind,
+        "constrained": constrained,
         "rows": len(table),
         "parse_failures": int((~table["parse_ok"]).sum()),
         "unfinished": int((~table["finished"]).sum()),
