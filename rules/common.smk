@@ -5,6 +5,12 @@ import os
 
 RESULTS = config["results"]
 LABELERS = list(config["labelers"])
+SEQ2SEQ = [name for name, cfg in config["labelers"].items() if cfg["kind"] != "charngram"]
+CHARNGRAM = [name for name, cfg in config["labelers"].items() if cfg["kind"] == "charngram"]
+# a pattern that matches no labeler when the list is empty
+SEQ2SEQ_PATTERN = "|".join(SEQ2SEQ) or "(?!)"
+CHARNGRAM_PATTERN = "|".join(CHARNGRAM) or "(?!)"
+ENSEMBLES = config["ensemble"]["members"]
 TINY = config["tiny"]["enabled"]
 EVAL_SPLITS = ["val", "test"] if config["data"]["test_labels"] else ["val"]
 # Table 1 stage name → correction method; SUBMIT_STAGE is the one submissions and the vote use.
@@ -16,14 +22,21 @@ SUBMIT_STAGE = {"topdown": "corrected", "joint": "joint"}[config["correction"]["
 
 
 def _check_config():
-    for name in config["ensemble"]["labelers"]:
-        if name not in config["labelers"]:
-            raise ValueError(f"config: ensemble.labelers names {name!r}, which is not under labelers ({', '.join(LABELERS)})")
+    for ensemble, members in config["ensemble"]["members"].items():
+        for name in members:
+            if name not in config["labelers"]:
+                raise ValueError(
+                    f"config: ensemble.members.{ensemble} names {name!r}, which is not under labelers ({', '.join(LABELERS)})"
+                )
+        if ensemble in config["labelers"]:
+            raise ValueError(f"config: ensemble name {ensemble!r} is also a labeler name")
+    if config["ensemble"]["submit"] not in config["ensemble"]["members"]:
+        raise ValueError(f"config: ensemble.submit is {config['ensemble']['submit']!r}, not one of ensemble.members")
     known = config["tiny"] if TINY else config["base_models"]
     if config["namer"]["base"] not in known:
         raise ValueError(f"config: namer.base is {config['namer']['base']!r}, but {'tiny' if TINY else 'base_models'} has no such key")
     for name, cfg in config["labelers"].items():
-        if cfg["base"] not in known:
+        if cfg["kind"] != "charngram" and cfg["base"] not in known:
             raise ValueError(
                 f"config: labelers.{name}.base is {cfg['base']!r}, but "
                 f"{'tiny' if TINY else 'base_models'} has no such key"
@@ -38,7 +51,7 @@ wildcard_constraints:
     split="train|val|test",
     dataset="train|test",
     stage="raw|corrected|joint|constrained",
-    model="|".join(["ensemble", *LABELERS]),
+    model="|".join([*ENSEMBLES, *LABELERS]),
 
 
 def base_model(labeler):
@@ -58,7 +71,18 @@ def rows_for_split(split):
 
 
 def predictions(labeler, split, stage):
+    # charngram decodes over the hierarchy by construction: its "constrained" output is its raw one
+    if stage == "constrained" and labeler in CHARNGRAM:
+        stage = "raw"
     return f"{RESULTS}/predictions/{labeler}/{split}.{stage}.parquet"
+
+
+def vote_stages(ensemble):
+    """The stages an ensemble votes on: both corrections, and constrained decoding when every
+    member has it."""
+    members = config["ensemble"]["members"][ensemble]
+    constrained = all(m in CONSTRAINED_LABELERS or m in CHARNGRAM for m in members)
+    return CORRECTED_STAGES + (["constrained"] if constrained else [])
 
 
 def final_outputs():
@@ -67,9 +91,8 @@ def final_outputs():
         f"{RESULTS}/report/efficiency.csv",
         f"{RESULTS}/report/item_accuracy.svg",
         f"{RESULTS}/manifest.json",
-        f"{RESULTS}/submission/ensemble.predict",
     ]
-    outputs += expand(f"{RESULTS}/submission/{{labeler}}.predict", labeler=LABELERS)
+    outputs += expand(f"{RESULTS}/submission/{{model}}.predict", model=[*ENSEMBLES, *LABELERS])
     if uses_names() and config["data"]["true_names"]:
         outputs.append(f"{RESULTS}/report/names.csv")
     return outputs
@@ -78,7 +101,7 @@ def final_outputs():
 def labeler_train_inputs(wildcards):
     cfg = config["labelers"][wildcards.labeler]
     inputs = {"train": rows_for_split("train"), "val": rows_for_split("val"), "base": base_model_input(wildcards)}
-    if cfg["source"] == "name":
+    if cfg.get("source") == "name":
         # training (and its early-stopping validation) reads teacher or student names, as configured
         which = cfg.get("train_names", "teacher")
         inputs["train_names"] = names_for_split("train", which)
@@ -90,7 +113,7 @@ def labeler_predict_inputs(wildcards):
     inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "rows": rows_for_split(wildcards.split)}
     if wildcards.decoding == "constrained":
         inputs["hierarchy"] = f"{RESULTS}/data/hierarchy.json"
-    if config["labelers"][wildcards.labeler]["source"] == "name":
+    if config["labelers"][wildcards.labeler].get("source") == "name":
         inputs["names"] = names_for_split(wildcards.split, "student")
     return inputs
 
@@ -100,7 +123,7 @@ def names_for_split(split, which):
 
 
 def uses_names():
-    return any(cfg["source"] == "name" for cfg in config["labelers"].values())
+    return any(cfg.get("source") == "name" for cfg in config["labelers"].values())
 
 
 def namer_base():
@@ -126,12 +149,14 @@ def table1_entries(split):
     entries = [(f"{m}:raw", predictions(m, split, "raw")) for m in LABELERS]
     entries += [(f"{m}:{stage}", predictions(m, split, stage)) for stage in CORRECTED_STAGES for m in LABELERS]
     entries += [(f"{m}:constrained", predictions(m, split, "constrained")) for m in CONSTRAINED_LABELERS]
-    entries += [(f"ensemble:{stage}", predictions("ensemble", split, stage)) for stage in CORRECTED_STAGES]
+    entries += [(f"{e}:{stage}", predictions(e, split, stage)) for e in ENSEMBLES for stage in vote_stages(e)]
     return entries
 
 
 # Table 2 covers every trained model: the labelers and, when a labeler reads names, the namer.
 EFFICIENCY_MODELS = LABELERS + (["namer"] if uses_names() else [])
+# the models trained with a transformers Trainer, whose loss curves the report plots
+TRAINER_MODELS = [m for m in EFFICIENCY_MODELS if m not in CHARNGRAM]
 
 
 def efficiency_files(model):
@@ -144,5 +169,12 @@ def efficiency_files(model):
 def labeler_config(labeler, task):
     """A labeler's settings without those of the other task (train vs predict), so that editing
     one reruns only the rules that read it."""
-    drop = {"train": ("predict", "constrained"), "predict": ("train", "train_names", "side_dim", "fusion")}[task]
+    drop = {"train": ("predict", "constrained"), "predict": ("train", "train_names", "side_dim", "fusion", "params")}[task]
     return {key: value for key, value in config["labelers"][labeler].items() if key not in drop}
+
+
+def voters(stage):
+    """Every labeler that votes in some ensemble at this stage (their validation accuracy per level
+    breaks ties)."""
+    members = {m for e in ENSEMBLES if stage in vote_stages(e) for m in config["ensemble"]["members"][e]}
+    return [m for m in LABELERS if m in members]

@@ -5,11 +5,11 @@ rule level_accuracy:
     # Per-level validation accuracy of each voter: breaks vote ties (and weights votes if asked).
     input:
         truth=rows_for_split("val"),
-        predictions=expand(predictions("{labeler}", "val", "{{stage}}"), labeler=config["ensemble"]["labelers"]),
+        predictions=lambda wildcards: [predictions(m, "val", wildcards.stage) for m in voters(wildcards.stage)],
     output:
         f"{RESULTS}/ensemble/level_accuracy.{{stage}}.json",
     params:
-        models=config["ensemble"]["labelers"],
+        models=lambda wildcards: voters(wildcards.stage),
     log:
         f"{RESULTS}/logs/level_accuracy.{{stage}}.log",
     conda:
@@ -22,18 +22,24 @@ rule vote:
     input:
         hierarchy=f"{RESULTS}/data/hierarchy.json",
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{{stage}}.json",
-        predictions=expand(predictions("{labeler}", "{{split}}", "{{stage}}"), labeler=config["ensemble"]["labelers"]),
+        predictions=lambda wildcards: [
+            predictions(m, wildcards.split, wildcards.stage) for m in config["ensemble"]["members"][wildcards.ensemble]
+        ],
     output:
-        f"{RESULTS}/predictions/ensemble/{{split}}.{{stage}}.parquet",
+        f"{RESULTS}/predictions/{{ensemble}}/{{split}}.{{stage}}.parquet",
     params:
+        # member order is the last tie rule: keep it as configured
         named=lambda wildcards, input: " ".join(
-            f"{name}={path}" for name, path in zip(config["ensemble"]["labelers"], input.predictions)
+            f"{name}={path}" for name, path in zip(config["ensemble"]["members"][wildcards.ensemble], input.predictions)
         ),
         weighted="--weighted" if config["ensemble"].get("weighted", False) else "",
     log:
-        f"{RESULTS}/logs/vote/{{split}}.{{stage}}.log",
+        f"{RESULTS}/logs/vote/{{ensemble}}.{{split}}.{{stage}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/vote/{{split}}.{{stage}}.tsv"
+        f"{RESULTS}/benchmarks/vote/{{ensemble}}.{{split}}.{{stage}}.tsv"
+    wildcard_constraints:
+        ensemble="|".join(ENSEMBLES),
+        stage="corrected|joint|constrained",
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -44,7 +50,7 @@ rule vote:
 rule manifest:
     # What `prodcat predict` needs to label new files with this run's models, without retraining.
     input:
-        models=expand(f"{RESULTS}/models/{{labeler}}", labeler=config["ensemble"]["labelers"]),
+        models=[f"{RESULTS}/models/{m}" for m in config["ensemble"]["members"][config["ensemble"]["submit"]]],
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{SUBMIT_STAGE}.json",
         hierarchy=f"{RESULTS}/data/hierarchy.json",
     output:

@@ -23,6 +23,8 @@ rule build_tiny_model:
 
 
 rule train_labeler:
+    wildcard_constraints:
+        labeler=SEQ2SEQ_PATTERN,
     input:
         unpack(labeler_train_inputs),
     output:
@@ -60,6 +62,7 @@ rule predict_labeler:
     benchmark:
         f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.{{decoding}}.tsv"
     wildcard_constraints:
+        labeler=SEQ2SEQ_PATTERN,
         decoding="raw|constrained",
     threads: config["threads"]["predict"]
     resources:
@@ -68,6 +71,49 @@ rule predict_labeler:
         "../envs/gpu.yaml"
     script:
         "../scripts/predict_labeler.py"
+
+
+rule train_charngram:
+    # The CPU baseline and fourth voter: character n-grams, one softmax per node of the label tree.
+    input:
+        train=rows_for_split("train"),
+        val=rows_for_split("val"),
+        hierarchy=f"{RESULTS}/data/hierarchy.json",
+    output:
+        directory(f"{RESULTS}/models/{{labeler}}"),
+    params:
+        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+    log:
+        f"{RESULTS}/logs/train_charngram/{{labeler}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_labeler/{{labeler}}.tsv"
+    wildcard_constraints:
+        labeler=CHARNGRAM_PATTERN,
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/train_charngram.py"
+
+
+rule predict_charngram:
+    input:
+        model=f"{RESULTS}/models/{{labeler}}",
+        rows=lambda wildcards: rows_for_split(wildcards.split),
+    output:
+        predictions=f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet",
+        summary=f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.summary.json",
+    log:
+        f"{RESULTS}/logs/predict_charngram/{{labeler}}.{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.raw.tsv"
+    wildcard_constraints:
+        labeler=CHARNGRAM_PATTERN,
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/predict_charngram.py"
 
 
 rule correct:

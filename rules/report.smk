@@ -60,13 +60,13 @@ rule submission:
 rule plots:
     input:
         metrics=f"{RESULTS}/report/metrics.csv",
-        models=[f"{RESULTS}/models/{model}" for model in EFFICIENCY_MODELS],
+        models=[f"{RESULTS}/models/{model}" for model in TRAINER_MODELS],
     output:
         accuracy=report(f"{RESULTS}/report/item_accuracy.svg", category="Figures", caption="../report/accuracy.rst"),
         f1=report(f"{RESULTS}/report/f1_per_level.svg", category="Figures", caption="../report/f1.rst"),
         curves=report(f"{RESULTS}/report/training_curves.svg", category="Figures", caption="../report/curves.rst"),
     params:
-        models=EFFICIENCY_MODELS,
+        models=TRAINER_MODELS,
     log:
         f"{RESULTS}/logs/plots.log",
     conda:

@@ -76,16 +76,24 @@ def test_whole_dag_runs_on_test_data(finished_run):
     metrics = pd.read_csv(results / "report" / "metrics.csv")
     assert list(metrics.columns) == METRICS_COLUMNS
     assert set(metrics["split"]) == {"val", "test"}
-    assert set(metrics["stage"]) == {"raw", "corrected", "joint", "baseline"}
-    assert set(metrics["model"]) == {"majority", "byt5", "flant5", "mmbyt5", "ensemble"}
-    assert set(metrics.loc[metrics["model"] == "ensemble", "stage"]) == {"corrected", "joint"}
+    assert set(metrics["stage"]) == {"raw", "corrected", "joint", "constrained", "baseline"}
+    assert set(metrics["model"]) == {"majority", "byt5", "flant5", "mmbyt5", "charngram", "ensemble", "ensemble_ngram"}
+    for ensemble in ("ensemble", "ensemble_ngram"):
+        assert set(metrics.loc[metrics["model"] == ensemble, "stage"]) == {"corrected", "joint", "constrained"}
+    # constrained decoding and the charngram labeler only ever write valid paths
+    valid = {tuple(p[:4]) for p in json.loads((results / "data" / "hierarchy.json").read_text())["paths"]}
+    for model, stage in (("byt5", "constrained"), ("mmbyt5", "constrained"), ("charngram", "raw")):
+        table = pd.read_parquet(results / "predictions" / model / f"val.{stage}.parquet")
+        assert all(tuple(r) in valid for r in table[list(LEVELS)].itertuples(index=False, name=None)), (model, stage)
     assert metrics["item_accuracy"].between(0, 1).all() and (metrics["n"] > 0).all()
     efficiency = pd.read_csv(results / "report" / "efficiency.csv")
     assert list(efficiency.columns) == EFFICIENCY_COLUMNS
-    assert set(efficiency["model"]) == {"byt5", "flant5", "mmbyt5", "namer"}
-    assert (efficiency["parameters"] > 0).all() and (efficiency["train_gflops_per_step"] > 0).all()
+    assert set(efficiency["model"]) == {"byt5", "flant5", "mmbyt5", "charngram", "namer"}
+    neural = efficiency[efficiency["model"] != "charngram"]
+    assert (efficiency["parameters"] > 0).all() and (neural["train_gflops_per_step"] > 0).all()
+    assert (efficiency.set_index("model").loc[["byt5", "flant5", "mmbyt5"], "constrained_predict_seconds_per_1k"] > 0).all()
     test_rows = sum(1 for _ in open(REPO / ".test" / "data" / "test.features"))
-    for model in ("ensemble", "byt5", "flant5", "mmbyt5"):
+    for model in ("ensemble", "ensemble_ngram", "byt5", "flant5", "mmbyt5", "charngram"):
         assert sum(1 for _ in open(results / "submission" / f"{model}.predict")) == test_rows
     log = (results / "logs" / "train_labeler" / "byt5.log").read_text()
     assert "device: cpu" in log and "eval_loss" in log
@@ -135,7 +143,7 @@ def test_predict_new_file_with_unseen_retailers_missing_prices_and_odd_character
     hierarchy = json.loads((finished_run / "data" / "hierarchy.json").read_text())
     valid = {tuple(p[:4]) for p in hierarchy["paths"]}
     assert all(tuple(row) in valid for row in labels[list(LEVELS)].itertuples(index=False, name=None))
-    assert {f"byt5_{level}" for level in LEVELS} <= set(labels.columns)
+    assert {f"{m}_{level}" for m in ("byt5", "flant5", "mmbyt5") for level in LEVELS} <= set(labels.columns)
     assert (tmp_path / "keep" / "names.parquet").exists()
     # bad input: the same rules as ingest, exit 2, nothing written
     new.write_text(json.dumps({"indoml_id": 1, "description": "", "retailer": "r", "price": 1}) + "\n")

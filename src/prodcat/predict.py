@@ -24,7 +24,7 @@ def write_manifest(config: dict, stage: str, path) -> None:
     """What `predict_new_rows` needs from the run's configuration (paths relative to the results folder)."""
     from .io import write_json
 
-    labelers = config["ensemble"]["labelers"]
+    labelers = config["ensemble"]["members"][config["ensemble"]["submit"]]
     write_json({
         "labelers": {name: config["labelers"][name] for name in labelers},
         "namer": {"templates": config["namer"]["templates"], "generate": config["namer"]["student"]},
@@ -59,7 +59,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
     keep = Path(keep_dir) if keep_dir else None
 
     names = None
-    if any(cfg["source"] == "name" for cfg in manifest["labelers"].values()):
+    if any(cfg.get("source") == "name" for cfg in manifest["labelers"].values()):
         from .namer import infer_names
 
         names = infer_names(results_dir / "models" / "namer" / "merged", rows, manifest["namer"]["templates"],
@@ -69,9 +69,15 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
 
     corrected = {}
     for name, cfg in manifest["labelers"].items():
-        source_rows = with_names(rows, names) if cfg["source"] == "name" else rows
-        raw, summary = predict_labeler(results_dir / "models" / name, source_rows, cfg["predict"], source_column=cfg["source"])
-        log.info("%s: %d rows, %d parse failures", name, len(raw), summary["parse_failures"])
+        if cfg["kind"] == "charngram":
+            from .charngram import CharNgramLabeler
+
+            raw = CharNgramLabeler.load(results_dir / "models" / name).predict(rows)
+        else:
+            source_rows = with_names(rows, names) if cfg["source"] == "name" else rows
+            raw, summary = predict_labeler(results_dir / "models" / name, source_rows, cfg["predict"],
+                                           source_column=cfg["source"])
+            log.info("%s: %d rows, %d parse failures", name, len(raw), summary["parse_failures"])
         corrected[name] = correct_predictions(raw, hierarchy, method=manifest["correction"]["method"],
                                               salvage=manifest["correction"].get("salvage", False))
         if keep:

@@ -285,3 +285,40 @@ def manifest(smk) -> None:
 
     with logging_to(smk.log[0]):
         write_manifest(smk.params.config, smk.params.stage, smk.output[0])
+
+
+def train_charngram(smk) -> None:
+    import time
+
+    from .charngram import train_charngram as train
+    from .device import describe_device
+    from .hierarchy import Hierarchy
+    from .io import read_rows, write_json
+
+    with logging_to(smk.log[0]):
+        started = time.time()
+        labeler = train(read_rows(smk.input.train, labelled=True), Hierarchy.from_json(smk.input.hierarchy),
+                        params=dict(smk.params.cfg.get("params", {})), val_rows=read_rows(smk.input.val, labelled=True))
+        labeler.save(smk.output[0])
+        write_json({"kind": "charngram", "parameters": sum(m.weights.size + m.bias.size for m in labeler.models), "device": describe_device(),
+                    "train_seconds": time.time() - started, "train_gflops_per_step": float("nan"),
+                    "val_metrics": labeler.metrics}, Path(smk.output[0]) / "train_summary.json")
+
+
+def predict_charngram(smk) -> None:
+    import time
+
+    from .charngram import CharNgramLabeler
+    from .device import describe_device
+    from .io import read_rows, write_json, write_parquet
+
+    with logging_to(smk.log[0]):
+        labeler = CharNgramLabeler.load(smk.input.model)
+        rows = read_rows(smk.input.rows)
+        started = time.time()
+        table = labeler.predict(rows)
+        seconds = time.time() - started
+        write_json({"kind": "charngram", "rows": len(table), "parse_failures": 0, "predict_seconds": seconds,
+                    "predict_seconds_per_1k": seconds / max(len(table), 1) * 1000,
+                    "predict_gflops_per_batch": float("nan"), "device": describe_device()}, smk.output.summary)
+        write_parquet(table, smk.output.predictions)

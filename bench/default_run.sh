@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Time the default workflow from an empty results folder (install excluded), then show how the
+# tiny ByT5 compares with the majority-path baseline. Usage: bench/default_run.sh [RESULTS_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+results=${1:-/tmp/prodcat-default-run}
+rm -rf "$results"
+export PATH="$PWD/.venv/bin:$PATH"
+start=$(date +%s)
+snakemake --cores 2 --config results="$results" > "$results.log" 2>&1
+end=$(date +%s)
+echo "default run: $((end - start)) s wall (log: $results.log)"
+grep -E "^\| (majority|byt5|mmbyt5|flant5|charngram|ensemble|ensemble_ngram) " "$results/report/metrics.md"
