@@ -1,5 +1,7 @@
 # Two commands for a newcomer: `make run` (the whole workflow on the bundled sample) and
 # `make test`. Both create or reuse .venv with the pinned requirements first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SNAKEMAKE := $(VENV)/bin/snakemake
 
-.PHONY: install run test lint dag report sample clean
+.PHONY: install run test lint dag report sample slurm clean
 
 install: $(STAMP)
 
@@ -28,12 +30,16 @@ lint: $(STAMP)
 	$(SNAKEMAKE) --lint
 
 dag: $(STAMP)
+	@command -v dot >/dev/null || { echo "make dag needs graphviz (apt-get install graphviz)" >&2; exit 1; }
 	mkdir -p results
 	$(SNAKEMAKE) --dag | dot -Tsvg > results/dag.svg
 	$(SNAKEMAKE) --rulegraph | dot -Tsvg > results/rulegraph.svg
 
 report: $(STAMP)
 	$(SNAKEMAKE) --report results/report.html
+
+slurm: $(STAMP)
+	$(SNAKEMAKE) --workflow-profile profiles/slurm
 
 sample: $(STAMP)
 	$(VENV)/bin/prodcat make-sample --out data/sample

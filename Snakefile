@@ -24,6 +24,14 @@ include: "rules/ensemble.smk"
 include: "rules/report.smk"
 
 
+# Trivial jobs run where Snakemake runs, not as cluster jobs.
+localrules:
+    all,
+    test_rows,
+    submission,
+    manifest,
+
+
 rule all:
     input:
         final_outputs(),

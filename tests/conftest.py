@@ -31,3 +31,29 @@ def labelled_rows() -> pd.DataFrame:
                             "retailer": f"shop{i % 3}", "price": 1.0 + k, **dict(zip(LEVELS, path))})
             i += 1
     return pd.DataFrame(records)
+
+
+def run_snakemake(*args, check=True, timeout=3600):
+    """snakemake as a user runs it, from the repository, with this environment's bin first on
+    PATH (the rules call the `prodcat` command)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def finished_test_run(tmp_path_factory):
+    """One run of the whole .test DAG, shared by the workflow and scheduling tests: --cores 4 so
+    that independent jobs can run side by side, --resources gpu=1 as a one-GPU user runs it.
+    Returns (results folder, Snakemake's log of the run)."""
+    results = tmp_path_factory.mktemp("test-run") / "results"
+    proc = run_snakemake("--cores", "4", "--resources", "gpu=1", "--configfile", ".test/config.yaml",
+                         "--config", f"results={results}")
+    return results, proc.stderr

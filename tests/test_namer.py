@@ -185,19 +185,6 @@ def test_training_resumes_from_the_last_checkpoint(base, rows, tmp_path):
     assert [entry["loss"] for entry in second["log_history"] if "loss" in entry][:2] == first_losses
 
 
-def test_checkpoints_of_another_run_are_discarded(tmp_path):
-    checkpoints = tmp_path / "ckpt"
-    (checkpoints / "checkpoint-3").mkdir(parents=True)
-    (checkpoints / "checkpoint-3" / "trainer_state.json").write_text("{}")
-    (checkpoints / "checkpoint-12").mkdir()
-    (checkpoints / "checkpoint-12" / "trainer_state.json").write_text("{}")
-    (checkpoints / "checkpoint-20").mkdir()  # killed while saving: no trainer state
-    (checkpoints / "run_signature.txt").write_text("abc\n")
-    assert namer._last_checkpoint(checkpoints, "abc") == str(checkpoints / "checkpoint-12")
-    assert namer._last_checkpoint(checkpoints, "other") is None
-    assert not (checkpoints / "checkpoint-12").exists()
-
-
 def test_8bit_loading_runs_on_cpu(base, rows):
     from bitsandbytes.nn import Linear8bitLt
 

@@ -2,10 +2,6 @@
 rerun that finds nothing to do, the HTML report, and labelling a new file with the trained models."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,17 +9,7 @@ import pytest
 from prodcat import LEVELS
 from prodcat.cli import main
 from prodcat.report import EFFICIENCY_COLUMNS, METRICS_COLUMNS
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_snakemake(*args, check=True, timeout=3600):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
+from tests.conftest import REPO, run_snakemake
 
 
 def test_lint_is_clean():
@@ -63,11 +49,8 @@ def test_paper_config_validates_and_names_the_hub_models():
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("run") / "results"
-    run_snakemake("--cores", "2", "--resources", "gpu=1", "--configfile", ".test/config.yaml",
-                  "--config", f"results={results}")
-    return results
+def finished_run(finished_test_run):
+    return finished_test_run[0]
 
 
 @pytest.mark.slow

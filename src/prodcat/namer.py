@@ -10,7 +10,6 @@ stand-in from `tiny_llama`, on a CPU.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import LEVELS
+from .checkpoints import last_checkpoint_of_run, run_signature
 from .io import write_json
 from .prompts import ANSWER_STATUSES, clean_answer, student_messages, teacher_messages
 
@@ -260,27 +260,9 @@ def _sequence_lengths(tokenizer, records: list[dict]) -> list[int]:
 
 def _run_signature(base_model_dir, rows: pd.DataFrame, templates: dict, params: dict) -> str:
     """What a checkpoint was trained from; checkpoints are resumed only when this matches."""
-    digest = hashlib.sha256()
     fixed = {k: v for k, v in params.items() if k not in RESUMABLE_CHANGES}
-    digest.update(json.dumps({"params": fixed, "templates": templates}, sort_keys=True, default=str).encode())
-    digest.update(Path(base_model_dir, "config.json").read_bytes())
     columns = [c for c in ("indoml_id", "description", "price", "name") if c in rows]
-    digest.update(pd.util.hash_pandas_object(rows[columns], index=False).to_numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _last_checkpoint(checkpoint_dir: Path, signature: str) -> str | None:
-    """The newest complete checkpoint of this same run; checkpoints of another run are removed."""
-    marker = checkpoint_dir / "run_signature.txt"
-    if checkpoint_dir.exists() and (not marker.exists() or marker.read_text().strip() != signature):
-        log.info("discarding checkpoints in %s: they belong to a different run", checkpoint_dir)
-        shutil.rmtree(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(signature + "\n")
-    done = [p for p in checkpoint_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    if not done:
-        return None
-    return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[-1])))
+    return run_signature({"params": fixed, "templates": templates}, base_model_dir, [rows[columns]])
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -358,7 +340,7 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
         )
 
     signature = _run_signature(base_model_dir, rows, templates, params)
-    resume_from = _last_checkpoint(checkpoint_dir, signature)
+    resume_from = last_checkpoint_of_run(checkpoint_dir, signature)
     config = SFTConfig(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=params["per_device_train_batch_size"],

@@ -9,7 +9,6 @@ length-sorted batched generation, parsing — is shared here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import LEVELS
+from .checkpoints import last_checkpoint_of_run, run_signature
 from .device import describe_device, pick_device
 from .efficiency import count_flops, count_parameters, training_step_flops
 from .target_text import format_target, parse_target
@@ -132,29 +132,9 @@ def load_trained_model(model_dir):
 # ---- training ---------------------------------------------------------------------------
 def _run_signature(base_dir, rows: list[pd.DataFrame], source_column: str, kind: str, params: dict) -> str:
     """What a checkpoint was trained from; a checkpoint is only resumed when this matches."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"params": params, "kind": kind, "source": source_column}, sort_keys=True).encode())
-    digest.update(Path(base_dir, "config.json").read_bytes())
-    for frame in rows:
-        cols = ["indoml_id", source_column, *[c for c in LEVELS if c in frame], *(["retailer", "price"] if kind == MULTIMODAL else [])]
-        digest.update(pd.util.hash_pandas_object(frame[cols], index=False).to_numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _prepare_checkpoints(checkpoint_dir: Path, signature: str) -> str | bool:
-    """Keep checkpoints only when they belong to this exact run; return what to resume from."""
-    marker = checkpoint_dir / "run_signature.txt"
-    if checkpoint_dir.exists() and (not marker.exists() or marker.read_text().strip() != signature):
-        log.info("discarding checkpoints in %s: they belong to a different run", checkpoint_dir)
-        shutil.rmtree(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(signature + "\n")
-    done = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    done = [p for p in done if (p / "trainer_state.json").exists()]
-    if done:
-        log.info("resuming from %s", done[-1])
-        return str(done[-1])
-    return False
+    side = ["retailer", "price"] if kind == MULTIMODAL else []
+    frames = [frame[["indoml_id", source_column, *[c for c in LEVELS if c in frame], *side]] for frame in rows]
+    return run_signature({"params": params, "kind": kind, "source": source_column}, base_dir, frames)
 
 
 def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, out_dir, checkpoint_dir,
@@ -180,7 +160,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     log.info("training %s labeler on %d rows (validation %d) from %s", kind, len(train_set), len(val_set), base_dir)
 
     signature = _run_signature(base_dir, [train_rows, val_rows], source_column, kind, params)
-    resume = _prepare_checkpoints(checkpoint_dir, signature)
+    resume = last_checkpoint_of_run(checkpoint_dir, signature)
     args = Seq2SeqTrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=int(params["batch_size"]),
