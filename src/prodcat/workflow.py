@@ -299,7 +299,7 @@ def train_charngram(smk) -> None:
         labeler = train(read_rows(smk.input.train, labelled=True), Hierarchy.from_json(smk.input.hierarchy),
                         params=dict(smk.params.cfg.get("params", {})), val_rows=read_rows(smk.input.val, labelled=True))
         labeler.save(smk.output[0])
-        write_json({"kind": "charngram", "parameters": sum(m.weights.size + m.bias.size for m in labeler.models), "device": describe_device(),
+        write_json({"kind": "charngram", "parameters": labeler.n_parameters, "device": describe_device(),
                     "train_seconds": time.time() - started, "train_gflops_per_step": float("nan"),
                     "val_metrics": labeler.metrics}, Path(smk.output[0]) / "train_summary.json")
 
