@@ -26,7 +26,7 @@ def accuracy_bars(metrics: pd.DataFrame, out_path) -> None:
     fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False, sharey=True)
     for ax, split in zip(axes[0], splits):
         part = metrics[metrics["split"] == split]
-        labels = [f"{m}\n{s}" for m, s in zip(part["model"], part["stage"])]
+        labels = [f"{m} · {s}" for m, s in zip(part["model"], part["stage"])]
         ax.bar(range(len(part)), part["item_accuracy"], color=[_stage_colour(s) for s in part["stage"]])
         ax.set_xticks(range(len(part)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"item accuracy ({split})")
@@ -46,7 +46,7 @@ def f1_by_level(metrics: pd.DataFrame, out_path, split: str = "val") -> None:
     for k, level in enumerate(LEVELS):
         ax.bar([i + k * width for i in range(len(part))], part[f"f1_{level}"], width=width, label=level)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(part))],
-                  [f"{m}\n{s}" for m, s in zip(part["model"], part["stage"])], rotation=60, ha="right", fontsize=7)
+                  [f"{m} · {s}" for m, s in zip(part["model"], part["stage"])], rotation=60, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_title(f"macro F1 per level ({split})")
     ax.legend(fontsize=8)
