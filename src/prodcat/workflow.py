@@ -267,7 +267,6 @@ def name_quality(smk) -> None:
         logging.info("\n%s", table.to_string(index=False))
 
 
-
 def plots(smk) -> None:
     from .plots import accuracy_bars, f1_by_level, read_history, training_curves
 
