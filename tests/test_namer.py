@@ -212,3 +212,25 @@ def test_chrf():
     assert namer.chrf(["ab", "xyz"], ["abc", "xyz"]) > namer.chrf(["ab", "xyy"], ["abc", "xyz"])
     with pytest.raises(ValueError):
         namer.chrf(["a"], [])
+
+
+def test_tiny_tokenizer_trained_on_whole_prompts_encodes_prose_like_llama3(rows):
+    """The stand-in tokenizer is trained on every row's prompts, so the template's prose is
+    encoded at a real Llama-3 tokenizer's density (≥ 3 characters per token), not letter by letter."""
+    from prodcat.prompts import DEFAULT_TEMPLATES
+    from prodcat.tiny_llama import build_tiny_tokenizer
+    from prodcat.workflow import tokenizer_corpus
+
+    corpus = tokenizer_corpus(rows, DEFAULT_TEMPLATES)
+    row = rows.iloc[1].to_dict()
+    prompt = student_messages(row, DEFAULT_TEMPLATES)
+    assert all(message["content"] in corpus for message in prompt)
+    assert rows["description"].iloc[0] in corpus
+
+    dense = build_tiny_tokenizer(corpus, vocab_size=600)
+    sparse = build_tiny_tokenizer(tokenizer_corpus(rows) + list(DEFAULT_TEMPLATES.values()), vocab_size=600)
+    text = prompt[0]["content"] + prompt[1]["content"]
+    n_dense = len(dense(text, add_special_tokens=False)["input_ids"])
+    n_sparse = len(sparse(text, add_special_tokens=False)["input_ids"])
+    assert len(text) / n_dense >= 3.0
+    assert n_dense < n_sparse

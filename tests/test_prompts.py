@@ -142,10 +142,20 @@ def test_clean_answer_keeps_the_name(answer, expected):
         ("x" * (4 * len(DESCRIPTION) + 61), "runaway"),
         ("egg egg egg egg", "runaway"),
         ("creme egg pack creme egg pack creme egg pack creme", "runaway"),
+        ("egg", "short"),
+        ("**Cadbury**", "short"),
     ],
 )
 def test_clean_answer_falls_back_to_the_description(answer, status):
     assert clean_answer(answer, DESCRIPTION) == (DESCRIPTION, status)
+
+
+def test_short_limit_is_half_the_description_without_spaces():
+    letters = len("".join(DESCRIPTION.split()))
+    just_enough = "z" * -(-letters // 2)
+    assert clean_answer(just_enough, DESCRIPTION) == (just_enough, "ok")
+    too_short = "z" * (-(-letters // 2) - 1)
+    assert clean_answer(too_short, DESCRIPTION) == (DESCRIPTION, "short")
 
 
 def test_runaway_limit_scales_with_the_description():

@@ -51,7 +51,11 @@ RUNAWAY_SLACK = 60
 RUNAWAY_REPEAT = 4
 RUNAWAY_MIN_WORDS = 8
 
-ANSWER_STATUSES = ("ok", "empty", "runaway")
+# A name is an expansion of its receipt line: one with fewer than SHORT_FACTOR × the description's
+# non-space characters lost the product (a collapsed model writes one or two tokens) and is "short".
+SHORT_FACTOR = 0.5
+
+ANSWER_STATUSES = ("ok", "empty", "runaway", "short")
 
 
 def validate_templates(templates: dict) -> dict[str, str]:
@@ -151,18 +155,25 @@ def _is_runaway(name: str, description: str) -> bool:
     return len(words) >= RUNAWAY_MIN_WORDS and len(set(words)) * 2 < len(words)
 
 
+def _is_short(name: str, description: str) -> bool:
+    return len("".join(name.split())) < SHORT_FACTOR * len("".join(description.split()))
+
+
 def clean_answer(text: str | None, fallback: str) -> tuple[str, str]:
-    """The name in a model's answer, and a status: "ok", "empty" or "runaway".
+    """The name in a model's answer, and a status: "ok", "empty", "runaway" or "short".
 
     Takes the first line that still has text after stripping markdown, list markers, "Product name:"
-    style prefixes, quotes and trailing explanations. An empty or runaway answer (too long for the
-    description `fallback`, or repeating itself) is replaced by `fallback`, so no row is ever dropped;
-    the status lets the caller count them.
+    style prefixes, quotes and trailing explanations. An empty, runaway (too long for the description
+    `fallback`, or repeating itself) or short answer (less than half the description: not an
+    expansion of it) is replaced by `fallback`, so no row is ever dropped; the status lets the
+    caller count them.
     """
     for line in (text or "").splitlines():
         name = _clean_line(line)
         if name:
             if _is_runaway(name, fallback):
                 return fallback, "runaway"
+            if _is_short(name, fallback):
+                return fallback, "short"
             return name, "ok"
     return fallback, "empty"

@@ -30,6 +30,9 @@ LLAMA3_SPLIT_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# The fixed text of the template's system header (a tokenizer corpus should contain it).
+CHAT_HEADER_TEXT = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+
 # The structure of the Llama-3.1 Instruct template (system header with the knowledge/today dates,
 # one header + content + <|eot_id|> per message, assistant header as generation prompt), without
 # the tool-calling branches that this project never uses.

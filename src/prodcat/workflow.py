@@ -63,12 +63,23 @@ def with_names(rows: pd.DataFrame, names: pd.DataFrame, source="names") -> pd.Da
 
 def tokenizer_corpus(rows: pd.DataFrame, templates: dict | None = None) -> list[str]:
     """What a stand-in's tokenizer is trained on: the receipt lines, the target texts and (for the
-    chat model) the prompt templates, so that every text the model meets is covered."""
+    chat model) every row's teacher and student prompt as the model reads them.
+
+    Whole prompts, not the templates once: BPE merges follow frequency, and the template's words
+    come with every row. Trained on the templates once, the tiny tokenizer spelled the prompt prose
+    out at ~2 characters per token (380 tokens a prompt); the real Llama-3 tokenizer encodes English
+    at ~4, and every namer stage's cost grows with the prompt length."""
+    from .prompts import student_messages, teacher_messages
     from .target_text import format_target
+    from .tiny_llama import CHAT_HEADER_TEXT
 
     texts = rows["description"].astype(str).tolist()
     texts += [format_target(labels) for labels in rows[list(LEVELS)].drop_duplicates().itertuples(index=False, name=None)]
-    texts += list((templates or {}).values())
+    if templates:
+        texts.append(CHAT_HEADER_TEXT)
+        for row in rows.to_dict("records"):
+            texts += [message["content"] for message in teacher_messages(row, templates)[1:]]
+            texts += [message["content"] for message in student_messages(row, templates)]
     return texts
 
 
@@ -262,7 +273,7 @@ def name_quality(smk) -> None:
         write_table(table, smk.output.csv, smk.output.md, "Name quality against the true product names",
                     "chrF (0-100) of each name against the sample's true product name; chrf_description scores "
                     "the raw receipt line the same way, the floor a namer must beat; fallbacks are empty or "
-                    "runaway answers replaced by the description. Tiny random-init stand-ins cannot show the "
+                    "runaway or short answers replaced by the description. Tiny random-init stand-ins cannot show the "
                     "real method's quality: they show that the stages run and learn.")
         logging.info("\n%s", table.to_string(index=False))
 
