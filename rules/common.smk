@@ -16,8 +16,10 @@ EVAL_SPLITS = ["val", "test"] if config["data"]["test_labels"] else ["val"]
 # Table 1 stage name → correction method; SUBMIT_STAGE is the one submissions and the vote use.
 CORRECTION_METHODS = {"corrected": "topdown", "joint": "joint"}
 CORRECTED_STAGES = list(CORRECTION_METHODS)
-# Labelers that also decode under the hierarchy constraint: Table 1 stage "constrained".
-CONSTRAINED_LABELERS = [name for name, cfg in config["labelers"].items() if cfg.get("constrained", False)]
+# How the seq2seq labelers decode: "raw" (free generation, the paper) and, with
+# decoding.constrained, also under the hierarchy (Table 1 stage "constrained").
+DECODINGS = ["raw", "constrained"] if config["decoding"]["constrained"] else ["raw"]
+CONSTRAINED_LABELERS = SEQ2SEQ if "constrained" in DECODINGS else []
 SUBMIT_STAGE = {"topdown": "corrected", "joint": "joint"}[config["correction"]["method"]]
 
 
@@ -111,7 +113,7 @@ def labeler_train_inputs(wildcards):
 
 def labeler_predict_inputs(wildcards):
     inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "rows": rows_for_split(wildcards.split)}
-    if wildcards.decoding == "constrained":
+    if "constrained" in DECODINGS:
         inputs["hierarchy"] = f"{RESULTS}/data/hierarchy.json"
     if config["labelers"][wildcards.labeler].get("source") == "name":
         inputs["names"] = names_for_split(wildcards.split, "student")
@@ -169,7 +171,7 @@ def efficiency_files(model):
 def labeler_config(labeler, task):
     """A labeler's settings without those of the other task (train vs predict), so that editing
     one reruns only the rules that read it."""
-    drop = {"train": ("predict", "constrained"), "predict": ("train", "train_names", "side_dim", "fusion", "params")}[task]
+    drop = {"train": ("predict",), "predict": ("train", "train_names", "side_dim", "fusion", "params")}[task]
     return {key: value for key, value in config["labelers"][labeler].items() if key not in drop}
 
 

@@ -49,21 +49,22 @@ rule train_labeler:
 
 
 rule predict_labeler:
+    # Every decoding in one job (the model is loaded once): raw (free generation, the paper) and,
+    # when configured, constrained (only valid paths can be written).
     input:
         unpack(labeler_predict_inputs),
-    # decoding: raw (free generation, the paper) or constrained (only valid paths can be written)
     output:
-        predictions=f"{RESULTS}/predictions/{{labeler}}/{{split}}.{{decoding}}.parquet",
-        summary=f"{RESULTS}/predictions/{{labeler}}/{{split}}.{{decoding}}.summary.json",
+        predictions=expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.parquet", decoding=DECODINGS),
+        summaries=expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.summary.json", decoding=DECODINGS),
     params:
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
+        decodings=DECODINGS,
     log:
-        f"{RESULTS}/logs/predict_labeler/{{labeler}}.{{split}}.{{decoding}}.log",
+        f"{RESULTS}/logs/predict_labeler/{{labeler}}.{{split}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.{{decoding}}.tsv"
+        f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.tsv"
     wildcard_constraints:
         labeler=SEQ2SEQ_PATTERN,
-        decoding="raw|constrained",
     threads: config["threads"]["predict"]
     resources:
         gpu=1,
@@ -106,7 +107,7 @@ rule predict_charngram:
     log:
         f"{RESULTS}/logs/predict_charngram/{{labeler}}.{{split}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.raw.tsv"
+        f"{RESULTS}/benchmarks/predict_labeler/{{labeler}}.{{split}}.tsv"
     wildcard_constraints:
         labeler=CHARNGRAM_PATTERN,
     threads: 1

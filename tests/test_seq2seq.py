@@ -55,6 +55,12 @@ def test_train_then_predict_writes_parsed_table(tiny_byt5, tmp_path):
     # 8 bytes cannot hold a full target: every row is an unfinished parse failure, never a label
     assert info["parse_failures"] == 6 and info["unfinished"] == 6
     assert table["supergroup"].isna().all()
+    assert info["predict_gflops_per_batch"] is None  # FLOPs are counted only on request
+
+    counted, counted_info = predict_labeler(tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 2,
+                                            "max_new_tokens": 8, "max_source_length": 32}, count_batch_flops=True)
+    assert counted_info["predict_gflops_per_batch"] > 0
+    pd.testing.assert_frame_equal(counted, table)  # the counting pass changes nothing
 
 
 class KillAfterFirstSave(TrainerCallback):

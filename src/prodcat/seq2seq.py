@@ -226,9 +226,11 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
 
 # ---- prediction -------------------------------------------------------------------------
 def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_column: str = "description",
-                    hierarchy=None, constrained: bool = False) -> tuple[pd.DataFrame, dict]:
+                    hierarchy=None, constrained: bool = False, count_batch_flops: bool = False) -> tuple[pd.DataFrame, dict]:
     """Generate, parse and return the predictions table (labels None where the parse failed) and
-    a summary (parse failures, unfinished generations, seconds, FLOPs of one batch).
+    a summary (parse failures, unfinished generations, seconds and, with `count_batch_flops`, the
+    FLOPs of generating the first (longest) batch, counted on an extra untimed pass: torch's FLOP
+    counter slows every op down, ~5 s a batch for a tiny model).
 
     With `constrained`, decoding follows a prefix trie over the tokenised targets of the
     hierarchy's paths, so every output is a valid path and is read off the trie exactly."""
@@ -262,23 +264,27 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     texts: list[str | None] = [None] * len(sources)
     finished: list[bool] = [False] * len(sources)
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+
+    def batch_inputs(idx):
+        enc = tokenizer([sources[i] for i in idx], max_length=int(params["max_source_length"]),
+                        truncation=True, padding=True, return_tensors="pt").to(device)
+        kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        if side is not None:
+            kwargs["retailer_ids"] = side[0][idx].to(device)
+            kwargs["prices"] = side[1][idx].to(device=device, dtype=dtype)
+        if trie is not None:
+            kwargs["logits_processor"] = constraint
+        return {**enc, **kwargs}
+
     batch_flops = None
+    if count_batch_flops and len(order):
+        with torch.inference_mode():
+            batch_flops, _ = count_flops(model.generate, **batch_inputs(order[:batch_size]))
     started = time.time()
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", file=sys.stderr, mininterval=5):
             idx = order[start:start + batch_size]
-            enc = tokenizer([sources[i] for i in idx], max_length=int(params["max_source_length"]),
-                            truncation=True, padding=True, return_tensors="pt").to(device)
-            kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
-            if side is not None:
-                kwargs["retailer_ids"] = side[0][idx].to(device)
-                kwargs["prices"] = side[1][idx].to(device=device, dtype=dtype)
-            if trie is not None:
-                kwargs["logits_processor"] = constraint
-            if batch_flops is None:
-                batch_flops, out = count_flops(model.generate, **enc, **kwargs)
-            else:
-                out = model.generate(**enc, **kwargs)
+            out = model.generate(**batch_inputs(idx))
             decoded = tokenizer.batch_decode(out, skip_special_tokens=True)
             for j, i in enumerate(idx):
                 texts[i] = decoded[j]
@@ -302,7 +308,7 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
         "unfinished": int((~table["finished"]).sum()),
         "predict_seconds": seconds,
         "predict_seconds_per_1k": seconds / max(len(table), 1) * 1000,
-        "predict_gflops_per_batch": (batch_flops or 0) / 1e9,
+        "predict_gflops_per_batch": batch_flops / 1e9 if batch_flops is not None else None,
         "batch_size": batch_size,
         "num_beams": num_beams,
         "device": describe_device(),

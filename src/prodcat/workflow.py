@@ -126,12 +126,15 @@ def predict_labeler(smk) -> None:
         _set_threads(smk.threads)
         cfg = smk.params.cfg
         rows = with_source(read_rows(smk.input.rows), cfg["source"], smk.input.get("names"))
-        constrained = smk.wildcards.decoding == "constrained"
-        hierarchy = Hierarchy.from_json(smk.input.hierarchy) if constrained else None
-        table, summary = predict(smk.input.model, rows, cfg["predict"], source_column=cfg["source"],
-                                 hierarchy=hierarchy, constrained=constrained)
-        write_json(summary, smk.output.summary)
-        write_parquet(table, smk.output.predictions)
+        hierarchy = Hierarchy.from_json(smk.input.hierarchy) if "constrained" in smk.params.decodings else None
+        for decoding, predictions, summary_path in zip(smk.params.decodings, smk.output.predictions, smk.output.summaries):
+            constrained = decoding == "constrained"
+            # Table 2 reads the FLOPs of free decoding on the test split only; counting is slow.
+            table, summary = predict(smk.input.model, rows, cfg["predict"], source_column=cfg["source"],
+                                     hierarchy=hierarchy, constrained=constrained,
+                                     count_batch_flops=smk.wildcards.split == "test" and not constrained)
+            write_json(summary, summary_path)
+            write_parquet(table, predictions)
 
 
 def level_accuracy(smk) -> None:
@@ -233,13 +236,17 @@ def infer_names(smk) -> None:
         started = time.time()
         names = infer(merged, rows, templates, generate)
         seconds = time.time() - started
-        # FLOPs of one generation batch, counted on a separate pass so the timing above is clean.
-        model, tokenizer = load_causal_lm(merged, load_in_8bit=generate.get("load_in_8bit", False))
-        chats = [student_messages(row, templates) for _, row in rows.head(generate["batch_size"]).iterrows()]
-        flops, _ = count_flops(generate_token_ids, model, tokenizer, chats, batch_size=len(chats),
-                               max_new_tokens=generate["max_new_tokens"], num_beams=generate.get("num_beams", 1))
+        # FLOPs of one generation batch (Table 2 reads the test split's), counted on a separate
+        # pass so the timing above is clean.
+        flops = None
+        if smk.wildcards.split == "test":
+            model, tokenizer = load_causal_lm(merged, load_in_8bit=generate.get("load_in_8bit", False))
+            chats = [student_messages(row, templates) for _, row in rows.head(generate["batch_size"]).iterrows()]
+            flops, _ = count_flops(generate_token_ids, model, tokenizer, chats, batch_size=len(chats),
+                                   max_new_tokens=generate["max_new_tokens"], num_beams=generate.get("num_beams", 1))
         write_json({"rows": len(rows), "predict_seconds": seconds, "predict_seconds_per_1k": seconds / max(len(rows), 1) * 1000,
-                    "predict_gflops_per_batch": flops / 1e9, "batch_size": generate["batch_size"]}, smk.output.summary)
+                    "predict_gflops_per_batch": flops / 1e9 if flops is not None else None,
+                    "batch_size": generate["batch_size"]}, smk.output.summary)
         write_parquet(names, smk.output.names)
 
 
