@@ -20,6 +20,9 @@ CORRECTED_STAGES = list(CORRECTION_METHODS)
 # decoding.constrained, also under the hierarchy (Table 1 stage "constrained").
 DECODINGS = ["raw", "constrained"] if config["decoding"]["constrained"] else ["raw"]
 CONSTRAINED_LABELERS = SEQ2SEQ if "constrained" in DECODINGS else []
+# The stages every ensemble votes on: both corrections and, when the seq2seq labelers decode
+# constrained, that too (charngram's raw output is already constrained).
+VOTE_STAGES = CORRECTED_STAGES + (["constrained"] if "constrained" in DECODINGS else [])
 SUBMIT_STAGE = {"topdown": "corrected", "joint": "joint"}[config["correction"]["method"]]
 
 
@@ -77,14 +80,6 @@ def predictions(labeler, split, stage):
     if stage == "constrained" and labeler in CHARNGRAM:
         stage = "raw"
     return f"{RESULTS}/predictions/{labeler}/{split}.{stage}.parquet"
-
-
-def vote_stages(ensemble):
-    """The stages an ensemble votes on: both corrections, and constrained decoding when every
-    member has it."""
-    members = config["ensemble"]["members"][ensemble]
-    constrained = all(m in CONSTRAINED_LABELERS or m in CHARNGRAM for m in members)
-    return CORRECTED_STAGES + (["constrained"] if constrained else [])
 
 
 def final_outputs():
@@ -151,7 +146,7 @@ def table1_entries(split):
     entries = [(f"{m}:raw", predictions(m, split, "raw")) for m in LABELERS]
     entries += [(f"{m}:{stage}", predictions(m, split, stage)) for stage in CORRECTED_STAGES for m in LABELERS]
     entries += [(f"{m}:constrained", predictions(m, split, "constrained")) for m in CONSTRAINED_LABELERS]
-    entries += [(f"{e}:{stage}", predictions(e, split, stage)) for e in ENSEMBLES for stage in vote_stages(e)]
+    entries += [(f"{e}:{stage}", predictions(e, split, stage)) for e in ENSEMBLES for stage in VOTE_STAGES]
     return entries
 
 
@@ -178,5 +173,7 @@ def labeler_config(labeler, task):
 def voters(stage):
     """Every labeler that votes in some ensemble at this stage (their validation accuracy per level
     breaks ties)."""
-    members = {m for e in ENSEMBLES if stage in vote_stages(e) for m in config["ensemble"]["members"][e]}
+    if stage not in VOTE_STAGES:
+        return []
+    members = {m for ensemble_members in ENSEMBLES.values() for m in ensemble_members}
     return [m for m in LABELERS if m in members]

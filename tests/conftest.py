@@ -14,6 +14,20 @@ def write_jsonl(path: Path, records) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`).
+
+    On a shared 2-core machine several torch threads spin against each other (a 64-wide linear
+    layer took 40x longer with 2 threads than with 1); tiny models are far too small to gain."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def labelled_rows() -> pd.DataFrame:
     """A small labelled table: 3 paths with several rows each, plus a singleton path."""

@@ -26,12 +26,7 @@ SYLLABLES = ["ba", "ko", "mi", "ru", "te", "san", "lo", "pe", "di", "& co", "2",
 SEEDS = (0, 1, 2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_label(rng: random.Random) -> str:

@@ -47,13 +47,7 @@ RETAILERS = ["north", "south", "east", "west"]
 LETTERS = {"north": "a", "south": "b", "east": "c", "west": "d", None: "u"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models train ~20x faster on one thread than on two oversubscribed shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

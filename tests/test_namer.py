@@ -38,14 +38,7 @@ FAST_TRAIN = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a shared 2-core machine, several torch threads spin against each other (a 64-wide linear
-    # layer took 40x longer with 2 threads than with 1); these models are far too small to gain.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

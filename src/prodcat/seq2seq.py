@@ -226,19 +226,22 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
 
 # ---- prediction -------------------------------------------------------------------------
 def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_column: str = "description",
-                    hierarchy=None, constrained: bool = False, count_batch_flops: bool = False) -> tuple[pd.DataFrame, dict]:
+                    hierarchy=None, constrained: bool = False, count_batch_flops: bool = False,
+                    loaded=None) -> tuple[pd.DataFrame, dict]:
     """Generate, parse and return the predictions table (labels None where the parse failed) and
     a summary (parse failures, unfinished generations, seconds and, with `count_batch_flops`, the
     FLOPs of generating the first (longest) batch, counted on an extra untimed pass: torch's FLOP
     counter slows every op down, ~5 s a batch for a tiny model).
 
     With `constrained`, decoding follows a prefix trie over the tokenised targets of the
-    hierarchy's paths, so every output is a valid path and is read off the trie exactly."""
+    hierarchy's paths, so every output is a valid path and is read off the trie exactly.
+    `loaded`: the (model, tokenizer) of `load_trained_model(model_dir)`, when the caller decodes
+    the same rows more than one way."""
     import torch
     from tqdm.auto import tqdm
 
     device, dtype = pick_device()
-    model, tokenizer = load_trained_model(model_dir)
+    model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir)
     model.to(device=device, dtype=dtype).eval()
     kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
     batch_size = int(params["batch_size"])

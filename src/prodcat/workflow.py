@@ -15,6 +15,10 @@ import pandas as pd
 
 from . import LEVELS
 
+# Table 2 reads generation FLOPs from the test split's prediction summaries (rules/common.smk,
+# efficiency_files); FlopCounterMode is slow, so the other splits skip counting.
+FLOPS_SPLIT = "test"
+
 
 @contextlib.contextmanager
 def logging_to(path):
@@ -120,19 +124,19 @@ def train_labeler(smk) -> None:
 def predict_labeler(smk) -> None:
     from .hierarchy import Hierarchy
     from .io import read_rows, write_json, write_parquet
-    from .seq2seq import predict_labeler as predict
+    from .seq2seq import load_trained_model, predict_labeler as predict
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
         cfg = smk.params.cfg
         rows = with_source(read_rows(smk.input.rows), cfg["source"], smk.input.get("names"))
         hierarchy = Hierarchy.from_json(smk.input.hierarchy) if "constrained" in smk.params.decodings else None
+        loaded = load_trained_model(smk.input.model)
         for decoding, predictions, summary_path in zip(smk.params.decodings, smk.output.predictions, smk.output.summaries):
             constrained = decoding == "constrained"
-            # Table 2 reads the FLOPs of free decoding on the test split only; counting is slow.
             table, summary = predict(smk.input.model, rows, cfg["predict"], source_column=cfg["source"],
-                                     hierarchy=hierarchy, constrained=constrained,
-                                     count_batch_flops=smk.wildcards.split == "test" and not constrained)
+                                     hierarchy=hierarchy, constrained=constrained, loaded=loaded,
+                                     count_batch_flops=smk.wildcards.split == FLOPS_SPLIT and not constrained)
             write_json(summary, summary_path)
             write_parquet(table, predictions)
 
@@ -239,7 +243,7 @@ def infer_names(smk) -> None:
         # FLOPs of one generation batch (Table 2 reads the test split's), counted on a separate
         # pass so the timing above is clean.
         flops = None
-        if smk.wildcards.split == "test":
+        if smk.wildcards.split == FLOPS_SPLIT:
             model, tokenizer = load_causal_lm(merged, load_in_8bit=generate.get("load_in_8bit", False))
             chats = [student_messages(row, templates) for _, row in rows.head(generate["batch_size"]).iterrows()]
             flops, _ = count_flops(generate_token_ids, model, tokenizer, chats, batch_size=len(chats),
