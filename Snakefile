@@ -17,6 +17,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/names.smk"
 include: "rules/labelers.smk"
@@ -24,12 +25,13 @@ include: "rules/ensemble.smk"
 include: "rules/report.smk"
 
 
-# Trivial jobs run where Snakemake runs, not as cluster jobs.
+# Trivial jobs, and downloads (compute nodes often have no internet), run where Snakemake runs.
 localrules:
     all,
     test_rows,
     submission,
     manifest,
+    download_model,
 
 
 rule all:

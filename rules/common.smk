@@ -57,17 +57,34 @@ wildcard_constraints:
     dataset="train|test",
     stage="raw|corrected|joint|constrained",
     model="|".join([*ENSEMBLES, *LABELERS]),
+    arch="|".join(sorted(set(config["base_models"]) | {k for k in config["tiny"] if k not in ("enabled", "seed")})),
+
+
+def hub_model(name):
+    """base_models.<name> as {"id", "revision"} (a hub model) or {"path"} (a local folder): a plain
+    string is a local folder when such a directory exists, else a hub id at revision main."""
+    value = config["base_models"][name]
+    if isinstance(value, dict):
+        return dict(value) if "path" in value else {"id": value["id"], "revision": value.get("revision", "main")}
+    return {"path": value} if os.path.isdir(value) else {"id": value, "revision": "main"}
+
+
+def base_model_dir(name):
+    """Where every job reads base model `name`: the stand-in built in tiny mode, a
+    downloaded hub model, or the user's own folder."""
+    if TINY:
+        return f"{RESULTS}/models/base/{name}"
+    spec = hub_model(name)
+    return spec["path"] if "path" in spec else f"{RESULTS}/models/hub/{name}"
 
 
 def base_model(labeler):
-    """The folder or hub id a labeler starts from."""
-    name = config["labelers"][labeler]["base"]
-    return f"{RESULTS}/models/base/{name}" if TINY else config["base_models"][name]
+    """The folder a labeler starts from."""
+    return base_model_dir(config["labelers"][labeler]["base"])
 
 
 def base_model_input(wildcards):
-    # A built stand-in is a file dependency; a hub model is not.
-    return [base_model(wildcards.labeler)] if TINY else []
+    return [base_model(wildcards.labeler)]
 
 
 def rows_for_split(split):
@@ -124,12 +141,11 @@ def uses_names():
 
 
 def namer_base():
-    name = config["namer"]["base"]
-    return f"{RESULTS}/models/base/{name}" if TINY else config["base_models"][name]
+    return base_model_dir(config["namer"]["base"])
 
 
 def namer_base_input(wildcards):
-    return [namer_base()] if TINY else []
+    return [namer_base()]
 
 
 def ingest_inputs(wildcards):

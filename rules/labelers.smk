@@ -1,25 +1,4 @@
-# The seq2seq labelers: build stand-ins (tiny mode) → train → predict → correct.
-
-
-rule build_tiny_model:
-    # Only in tiny mode: a random-init stand-in for a hub model, saved like the real one.
-    input:
-        train=f"{RESULTS}/data/train.parquet",
-    output:
-        directory(f"{RESULTS}/models/base/{{arch}}"),
-    params:
-        dims=lambda wildcards: config["tiny"][wildcards.arch],
-        seed=config["tiny"].get("seed", 0),
-        templates=config["namer"]["templates"],
-    log:
-        f"{RESULTS}/logs/build_tiny_model/{{arch}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/build_tiny_model/{{arch}}.tsv"
-    threads: 1
-    conda:
-        "../envs/gpu.yaml"
-    script:
-        "../scripts/build_tiny_model.py"
+# The labelers: train → predict → correct (seq2seq), train → predict (charngram).
 
 
 rule train_labeler:

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 def run_signature(settings: dict, base_model_dir, frames: list[pd.DataFrame]) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    digest.update(Path(base_model_dir, "config.json").read_bytes())
+    # the base model's config: from its folder, or from the hub cache for a hub id
+    from .hub import local_model_dir
+
+    digest.update((local_model_dir(base_model_dir) / "config.json").read_bytes())
     for frame in frames:
         digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()

@@ -8,6 +8,18 @@ from pathlib import Path
 import pandas as pd
 
 
+def report_only(what: str, fn, *args, **kwargs):
+    """fn's result, or None when it fails: a figure for the report must never fail the rule that
+    trained a model (Snakemake would delete the model with the failed job's outputs)."""
+    import logging
+
+    try:
+        return fn(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - report-only, logged with its traceback
+        logging.getLogger(__name__).exception("%s failed; it is left out of the report, the model is kept", what)
+        return None
+
+
 def count_parameters(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 

@@ -310,6 +310,10 @@ class MultimodalT5ForConditionalGeneration(T5ForConditionalGeneration):
             fusion=fusion,
         )
         model = cls(config)
+        if text_model.lm_head.weight is not text_model.shared.weight:
+            # The T5 v1.1 family (ByT5, Flan-T5) has its own lm_head; transformers 5 builds T5 tied,
+            # so untie before loading, or the lm_head's values would overwrite the input embedding.
+            model.lm_head.weight = torch.nn.Parameter(text_model.lm_head.weight.detach().clone())
         result = model.load_state_dict(text_model.state_dict(), strict=False)
         missing = [k for k in result.missing_keys if not k.startswith("side_fusion.")]
         if missing or result.unexpected_keys:

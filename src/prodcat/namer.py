@@ -74,7 +74,7 @@ def load_causal_lm(path, *, load_in_8bit: bool = False, device: str | None = Non
     CUDA in bf16 when there is a GPU, else the CPU in fp32; `load_in_8bit` quantizes the linear
     layers with bitsandbytes (LLM.int8, which also runs on a CPU with bitsandbytes >= 0.45; the
     remaining weights are then fp16, the dtype its int8 matmul computes in). The tokenizer pads on
-    the left, as batched decoder-only generation needs.
+    the left, as batched decoder-only generation needs. `path` is a folder or a hub id.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -88,12 +88,11 @@ def load_causal_lm(path, *, load_in_8bit: bool = False, device: str | None = Non
             dtype = torch.bfloat16
         else:
             dtype = torch.float32
-    if load_in_8bit:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device}
-        )
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    # Straight to the device in the target dtype (device_map): no full host copy first, no
+    # fp32 intermediate; for the 8B model that is the difference between 16 and 32+ GB.
+    quantization = BitsAndBytesConfig(load_in_8bit=True) if load_in_8bit else None
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quantization,
+                                                 device_map={"": device})
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
@@ -290,6 +289,66 @@ def _log_callback():
     return LogToLogging()
 
 
+def lora_config(params: dict):
+    """The namer's LoRA (PEFT) configuration from its training parameters."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=params["r"],
+        lora_alpha=params["alpha"],
+        lora_dropout=params["dropout"],
+        use_rslora=params["use_rslora"],
+        target_modules=list(params["target_modules"]),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+TRAINING_FLOPS_METHOD = ("counted on the meta device: the base built from its config without memory, LoRA attached, "
+                         "one forward + backward of the first training batch (frozen base: no weight gradients; "
+                         "gradient checkpointing's recomputation included when on)")
+
+
+def training_step_costs(base_model_dir, rows: pd.DataFrame, templates: dict, params: dict | None = None) -> dict:
+    """Parameters (base + LoRA) and FLOPs of one namer training step, for Table 2, in no memory.
+
+    The model is built on the meta device, so even the 8B base costs nothing; the batch has the
+    shape of the first training batch (per_device_train_batch_size rows, padded to the longest).
+    Matmuls count the same whatever the base's precision (8-bit or bf16)."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .efficiency import count_flops, count_parameters
+    from .hub import local_model_dir
+
+    params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
+    base = local_model_dir(base_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    batch_rows = rows.reset_index(drop=True).head(params["per_device_train_batch_size"])
+    length = max(_sequence_lengths(tokenizer, _training_records(batch_rows, templates)))
+    with torch.device("meta"):
+        # eager attention: its matmuls are counted as such (a fused kernel may hide them from the counter)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base), dtype=torch.bfloat16,
+                                                 attn_implementation="eager")
+    model = get_peft_model(model, lora_config(params))
+    if params["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    ids = torch.zeros((len(batch_rows), length), dtype=torch.long, device="meta")
+    # A ready 4-d additive mask: building one from a 2-d mask reads tensor values, which meta
+    # tensors do not have. Attention FLOPs do not depend on the mask's values.
+    mask = torch.zeros((len(batch_rows), 1, length, length), dtype=torch.bfloat16, device="meta")
+
+    def step():
+        model(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False).loss.backward()
+
+    flops, _ = count_flops(step)
+    return {"parameters": count_parameters(model), "train_gflops_per_step": flops / 1e9,
+            "train_batch_size": len(batch_rows), "train_step_tokens": len(batch_rows) * length,
+            "train_flops_method": TRAINING_FLOPS_METHOD}
+
+
 def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, params: dict | None = None, *,
                 templates: dict | None = None, checkpoint_dir=None) -> dict:
     """LoRA fine-tune of the namer on (student prompt → synthesized name), then a merged 16-bit model.
@@ -300,9 +359,25 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
     output directory, which Snakemake deletes before a rerun) and a rerun of the same run resumes
     from the newest one. Returns the metrics written to trainer_log.json.
     """
+    from .hub import local_model_dir
+    from .merge import merge_lora
+
+    metrics = train_adapter(base_model_dir, train_rows_with_names, out_dir, params, templates=templates,
+                            checkpoint_dir=checkpoint_dir)
+    # Merged tensor by tensor from the base's safetensors (prodcat.merge): exact (fp32 sum, one
+    # rounding to bf16), and it never holds the whole model, on the GPU or off it.
+    merge_lora(local_model_dir(base_model_dir), Path(out_dir) / "adapter", Path(out_dir) / "merged")
+    log.info("namer: adapter and merged bf16 model written to %s", out_dir)
+    return metrics
+
+
+def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, params: dict | None = None, *,
+                  templates: dict | None = None, checkpoint_dir=None) -> dict:
+    """The LoRA training of `train_namer`, without the merge: writes out_dir/adapter and
+    out_dir/trainer_log.json."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -369,15 +444,7 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
         completion_only_loss=True,
         disable_tqdm=True,  # progress goes through the logging callback instead
     )
-    peft_config = LoraConfig(
-        r=params["r"],
-        lora_alpha=params["alpha"],
-        lora_dropout=params["dropout"],
-        use_rslora=params["use_rslora"],
-        target_modules=list(params["target_modules"]),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    peft_config = lora_config(params)
     callback = _log_callback()
     trainer = SFTTrainer(
         model=model,
@@ -390,7 +457,8 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
     trainer.remove_callback(PrinterCallback)  # it print()s every log; LogToLogging logs them instead
     if len(trainer.train_dataset) != len(records):
         raise RuntimeError(f"trl kept {len(trainer.train_dataset)} of {len(records)} training rows (max_length {max_length})")
-    log.info("namer: %d rows, longest %d tokens, resume from %s", len(records), longest, resume_from or "nothing")
+    log.info("namer: %d rows, longest %d tokens, gradient checkpointing %s, resume from %s", len(records), longest,
+             "on" if params["gradient_checkpointing"] else "off", resume_from or "nothing")
     result = trainer.train(resume_from_checkpoint=resume_from)
 
     tmp_adapter = out_dir / "adapter.tmp"
@@ -412,17 +480,6 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
     write_json(metrics, out_dir / "trainer_log.json")
     del trainer, model
     gc.collect()
-
-    # Merge into the base reloaded unquantized (an 8-bit base cannot be merged into exactly), in fp32
-    # so the small LoRA delta is added before the one rounding to bf16.
-    base, merge_tokenizer = load_causal_lm(base_model_dir, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, out_dir / "adapter").merge_and_unload()
-    merged = merged.to(torch.bfloat16)
-    tmp_merged = out_dir / "merged.tmp"
-    merged.save_pretrained(tmp_merged)
-    merge_tokenizer.save_pretrained(tmp_merged)
-    _replace_dir(tmp_merged, out_dir / "merged")
-    log.info("namer: adapter and merged bf16 model written to %s", out_dir)
     return metrics
 
 

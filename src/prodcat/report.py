@@ -29,6 +29,10 @@ def metrics_table(metrics_files) -> pd.DataFrame:
     return table[METRICS_COLUMNS]
 
 
+def _number(value):
+    return float("nan") if value is None else value
+
+
 def efficiency_table(entries) -> pd.DataFrame:
     """entries: (model, train summary JSON, prediction summary JSON, training benchmark TSV,
     constrained-prediction summary JSON or None)."""
@@ -39,12 +43,13 @@ def efficiency_table(entries) -> pd.DataFrame:
         measured = read_benchmark(bench)
         rows.append({
             "model": model,
-            "parameters": int(train["parameters"]),
+            # None where a report-only count failed (logged in the training rule's log)
+            "parameters": _number(train.get("parameters")),
             "train_seconds": measured["seconds"],
             "train_max_rss_mb": measured["max_rss_mb"],
             "predict_seconds_per_1k": predict["predict_seconds_per_1k"],
-            "train_gflops_per_step": train["train_gflops_per_step"],
-            "predict_gflops_per_batch": predict["predict_gflops_per_batch"],
+            "train_gflops_per_step": _number(train.get("train_gflops_per_step")),
+            "predict_gflops_per_batch": _number(predict.get("predict_gflops_per_batch")),
             "device": train["device"],
             "constrained_predict_seconds_per_1k": (
                 json.loads(Path(constrained_json).read_text())["predict_seconds_per_1k"] if constrained_json else float("nan")

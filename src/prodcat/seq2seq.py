@@ -23,7 +23,7 @@ import pandas as pd
 from . import LEVELS
 from .checkpoints import last_checkpoint_of_run, run_signature
 from .device import describe_device, pick_device
-from .efficiency import count_flops, count_parameters, training_step_flops
+from .efficiency import count_flops, count_parameters, report_only, training_step_flops
 from .target_text import format_target, parse_target
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         "best_eval_loss": trainer.state.best_metric,
         "epochs_run": trainer.state.epoch,
         "global_step": trainer.state.global_step,
-        "train_gflops_per_step": training_step_flops(trainer.model, batch) / 1e9,
+        "train_gflops_per_step": _gflops(report_only("the training-step FLOPs", training_step_flops, trainer.model, batch)),
         "train_batch_size": args.per_device_train_batch_size,
         "log_history": trainer.state.log_history,
     }
@@ -222,6 +222,10 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     if not params.get("keep_checkpoints", False):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
+
+
+def _gflops(flops):
+    return flops / 1e9 if flops is not None else None
 
 
 # ---- prediction -------------------------------------------------------------------------
@@ -282,7 +286,8 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     batch_flops = None
     if count_batch_flops and len(order):
         with torch.inference_mode():
-            batch_flops, _ = count_flops(model.generate, **batch_inputs(order[:batch_size]))
+            counted = report_only("the prediction-batch FLOPs", count_flops, model.generate, **batch_inputs(order[:batch_size]))
+            batch_flops = counted[0] if counted else None
     started = time.time()
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", file=sys.stderr, mininterval=5):

@@ -92,3 +92,61 @@ def _save(model, tokenizer, out_dir) -> Path:
     n = sum(p.numel() for p in model.parameters())
     log.info("saved %s (%s parameters) to %s", type(model).__name__, f"{n:,}", out_dir)
     return out_dir
+
+
+# ---- stand-ins under the paper's hub ids ---------------------------------------------------
+# Tiny widths, but each real model's tokenizer kind, special tokens and config traits: ByT5's byte
+# tokenizer, a deeper encoder than decoder and an untied lm_head; Flan-T5's SentencePiece tokenizer
+# and untied lm_head; Llama-3.1's byte-level BPE, chat template, <|eot_id|> and
+# <|finetune_right_pad_id|> (prodcat.tiny_llama).
+HUB_STANDIN_DIMS = {
+    "byt5": {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0},
+    "flant5": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0},
+    "llama": {"vocab_size": 400, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
+              "intermediate_size": 64},
+}
+
+
+def build_hub_standin(arch: str, out_dir, texts: list[str], *, seed: int = 0) -> Path:
+    """A tiny random-init stand-in for the paper's `arch` (byt5, flant5 or llama), saved like the real one."""
+    import torch
+    from transformers import AutoTokenizer, ByT5Tokenizer, T5ForConditionalGeneration
+
+    dims = dict(HUB_STANDIN_DIMS[arch])
+    if arch == "byt5":
+        torch.manual_seed(seed)
+        tokenizer = ByT5Tokenizer()
+        out = _save(T5ForConditionalGeneration(_t5_config(len(tokenizer), dims)), tokenizer, out_dir)
+        return _untie_lm_head(out, seed)
+    if arch == "flant5":
+        return _untie_lm_head(build_tiny_flant5(out_dir, texts, dims, vocab_size=400, seed=seed), seed)
+    if arch == "llama":
+        from .tiny_llama import build_tiny_llama
+
+        return build_tiny_llama(out_dir, texts, seed=seed, **dims)
+    raise ValueError(f"no hub stand-in for {arch!r}: expected byt5, flant5 or llama")
+
+
+def _untie_lm_head(model_dir: Path, seed: int) -> Path:
+    """Give a saved T5 its own lm_head, as the T5 v1.1 family (ByT5, Flan-T5) ships it.
+
+    transformers 5 always builds T5 with a tied lm_head, but keeps a checkpoint's own lm_head when
+    it differs from the embedding (and the config says tie_word_embeddings: false); a stand-in
+    must be saved that way for the real checkpoints' loading path to be the one tested."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = Path(model_dir) / "model.safetensors"
+    tensors = load_file(weights)
+    generator = torch.Generator().manual_seed(seed + 1)
+    shared = tensors["shared.weight"]
+    tensors["lm_head.weight"] = torch.randn(shared.shape, generator=generator, dtype=shared.dtype) * shared.std()
+    save_file(tensors, weights, metadata={"format": "pt"})
+    config_path = Path(model_dir) / "config.json"
+    config = json.loads(config_path.read_text())
+    config["tie_word_embeddings"] = False
+    config.pop("scale_decoder_outputs", None)  # derived from tie_word_embeddings; the hub configs have no such key
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return Path(model_dir)
