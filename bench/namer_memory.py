@@ -46,7 +46,9 @@ def build(work: Path, layers: int, rows: int) -> None:
     from prodcat.tiny_llama import build_tiny_tokenizer
     from prodcat.workflow import tokenizer_corpus
 
-    train = pd.read_parquet(REPO / "data/sample/train.parquet").head(rows)
+    from prodcat.io import ingest
+
+    train = ingest(REPO / "data/sample/train.parquet").head(rows)
     names = pd.read_parquet(REPO / "data/sample/names.parquet")
     train = train.merge(names[["indoml_id", "name"]], on="indoml_id")
     train.to_parquet(work / "rows.parquet")

@@ -121,12 +121,17 @@ def load_base_model(base_dir, kind: str, train_rows: pd.DataFrame | None = None,
     return model, tokenizer
 
 
-def load_trained_model(model_dir):
+def load_trained_model(model_dir, device: str | None = None, dtype=None):
+    """(model, tokenizer) of a trained labeler, loaded straight onto its device in its dtype (bf16
+    on a GPU), with no full-precision host copy first."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from . import mmt5  # noqa: F401  registers the multimodal classes with the Auto* factories
 
-    return AutoModelForSeq2SeqLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    if device is None:
+        device, dtype = pick_device()
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=dtype, device_map={"": device})
+    return model, AutoTokenizer.from_pretrained(model_dir)
 
 
 # ---- training ---------------------------------------------------------------------------
@@ -245,8 +250,8 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     from tqdm.auto import tqdm
 
     device, dtype = pick_device()
-    model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir)
-    model.to(device=device, dtype=dtype).eval()
+    model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir, device, dtype)
+    model.to(device=device, dtype=dtype).eval()  # a no-op for a model from load_trained_model
     kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
     batch_size = int(params["batch_size"])
     num_beams = int(params.get("num_beams", 1))
