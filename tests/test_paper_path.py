@@ -141,3 +141,17 @@ def test_t5_standins_keep_an_untied_lm_head_through_every_loader(tmp_path):
         assert torch.equal(loaded.shared.weight, text.shared.weight)
         assert torch.equal(loaded.lm_head.weight, text.lm_head.weight)
         assert not loaded.config.scale_decoder_outputs
+
+
+def test_real_shapes_reproduce_the_paper_parameter_counts():
+    """The public configurations, built on the meta device, give PRMAS's Table 2 counts (as loaded
+    from the hub: ByT5 and Flan-T5 carry their own lm_head); the multimodal labeler differs by its
+    unknown-retailer row and missing-price vector (8 + 8 values), which the paper's model lacked."""
+    from prodcat.paper_models import parameter_counts
+
+    counts = parameter_counts()
+    assert counts["llama_lora"]["base"] == 8_030_261_248 and counts["llama_lora"]["lora"] == 41_943_040
+    for model in ("byt5", "flant5", "llama_lora"):
+        assert counts[model]["as_loaded"] == counts[model]["table2"], model
+    assert counts["mmbyt5"]["as_loaded"] - counts["mmbyt5"]["table2"] == 16
+    assert counts["byt5"]["from_config"] == 299_072_512 and counts["flant5"]["from_config"] == 222_903_552
