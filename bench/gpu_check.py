@@ -1,0 +1,167 @@
+"""The paper's CUDA path at real shapes, in one short run (for a lent GPU; `bench/gpu_check.sh`).
+
+Random-init models at the real configurations (prodcat.paper_models), through the project's own
+code paths, in bf16 on CUDA:
+  1. byt5-small and flan-t5-base: bf16-autocast training steps at batch 32 and the paper's lengths
+     (seconds a step, peak CUDA memory against bench/paper_shapes.py's plan);
+  2. the 8B-shaped Llama written as a checkpoint, then prodcat.namer.train_adapter on it: 8-bit
+     base (bitsandbytes), LoRA r 16 on every projection, gradient checkpointing, a few steps;
+  3. prodcat.merge.merge_lora of that adapter (CPU) and teacher-style generation rows/s with
+     prodcat.namer.generate_token_ids at batch 64 and 256 (bf16).
+
+    python bench/gpu_check.py --out DIR [--smoke]
+
+--smoke runs the same steps with narrow shapes (2 layers, small widths) on whatever device there
+is, so that the script itself is tested on a CPU before a GPU's minutes are spent on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cuda_peak_gib(reset: bool = False):
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    peak = torch.cuda.max_memory_allocated() / 1024**3
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
+def t5_steps(arch: str, smoke: bool, device: str) -> dict:
+    import torch
+
+    from prodcat import paper_models
+
+    narrow = {"num_layers": 2, "num_decoder_layers": 1, "d_model": 64, "d_ff": 128, "num_heads": 2} if smoke else {}
+    batch, source, target = (4, 16, 24) if smoke else {"byt5": (32, 69, 166), "flant5": (32, 48, 64)}[arch]
+    model = paper_models.build(arch, device=device, dropout_rate=0.0, **narrow)
+    vocab = model.config.vocab_size
+    inputs = {"input_ids": torch.randint(3, min(vocab, 300) - 1, (batch, source), device=device),
+              "labels": torch.randint(3, min(vocab, 300) - 1, (batch, target), device=device)}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    use_bf16 = device == "cuda"
+    times = []
+    cuda_peak_gib(reset=True)
+    for _ in range(4):
+        started = time.time()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.time() - started)
+    return {"model": arch, "batch": batch, "source": source, "target": target, "step_seconds": min(times[1:]),
+            "peak_cuda_gib": cuda_peak_gib(reset=True), "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def llama_checkpoint(work: Path, smoke: bool) -> Path:
+    """A random-init Llama of the real shape (or a narrow one) saved as a checkpoint with a Llama-3.1-
+    style tokenizer, so that the namer's own loading path (8-bit, device_map) is what runs."""
+    import torch
+    import yaml
+
+    from prodcat import paper_models
+    from prodcat.io import ingest
+    from prodcat.tiny_llama import build_tiny_tokenizer
+    from prodcat.workflow import tokenizer_corpus
+
+    templates = yaml.safe_load((REPO / "config.yaml").read_text())["namer"]["templates"]
+    rows = ingest(REPO / "data/sample/train.parquet").head(512)
+    tokenizer = build_tiny_tokenizer(tokenizer_corpus(rows, templates), vocab_size=2000)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>",
+                                                           "<|finetune_right_pad_id|>")}
+    narrow = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 4096} if smoke else {}
+    model = paper_models.build("llama", device="meta", **narrow, bos_token_id=ids["<|begin_of_text|>"],
+                               pad_token_id=ids["<|finetune_right_pad_id|>"],
+                               eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]])
+    model = model.to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator, dtype=torch.float32).mul_(0.02).to(param.dtype))
+    model.config.attn_implementation = "sdpa"
+    out = work / "llama"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
+    import pandas as pd
+    import yaml
+
+    from prodcat import namer
+    from prodcat.io import ingest
+
+    templates = yaml.safe_load((REPO / "config.yaml").read_text())["namer"]["templates"]
+    rows = ingest(REPO / "data/sample/train.parquet").head(64)
+    names = pd.read_parquet(REPO / "data/sample/names.parquet")[["indoml_id", "name"]]
+    rows = rows.merge(names, on="indoml_id")
+    params = {"r": 16, "alpha": 16, "load_in_8bit": True, "gradient_checkpointing": True,
+              "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "max_steps": 4, "logging_steps": 1,
+              "save_steps": 1000}
+    cuda_peak_gib(reset=True)
+    started = time.time()
+    metrics = namer.train_adapter(base, rows, work / "namer", params, templates=templates, checkpoint_dir=work / "ckpt")
+    train = {"seconds": time.time() - started, "peak_cuda_gib": cuda_peak_gib(reset=True),
+             "loss": metrics["train_loss"], "steps": metrics["global_step"]}
+    from prodcat.merge import merge_lora
+
+    started = time.time()
+    merge_lora(base, work / "namer" / "adapter", work / "merged")
+    merge = {"seconds": time.time() - started}
+    model, tokenizer = namer.load_causal_lm(work / "merged")
+    from prodcat.prompts import teacher_messages
+
+    chats = [teacher_messages(row, templates) for row in rows.to_dict("records")]
+    generation = {}
+    for batch in (64, 256):
+        prompts = (chats * (batch // len(chats) + 1))[:batch]
+        cuda_peak_gib(reset=True)
+        started = time.time()
+        namer.generate_token_ids(model, tokenizer, prompts, batch_size=batch, max_new_tokens=48)
+        seconds = time.time() - started
+        generation[batch] = {"rows_per_second": batch / seconds, "peak_cuda_gib": cuda_peak_gib(reset=True)}
+    return {"train_adapter_8bit": train, "merge": merge, "generation_bf16": generation}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.out / "work"
+    report = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "smoke": args.smoke}
+
+    def save():
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1), flush=True)
+
+    for arch in ("byt5", "flant5"):
+        report[arch] = t5_steps(arch, args.smoke, device)
+        save()
+    base = llama_checkpoint(work, args.smoke)
+    report["namer"] = namer_steps(base, work, args.smoke)
+    save()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
