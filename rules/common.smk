@@ -136,6 +136,18 @@ def names_for_split(split, which):
     return f"{RESULTS}/names/{which}/{split}.parquet"
 
 
+# Each split's teacher and student names are generated as this many shards (rules/names.smk).
+NAMER_SHARDS = config["namer"]["shards"]
+
+
+def name_shard(which, split, shard, suffix="parquet"):
+    return f"{RESULTS}/names/{which}/shards/{split}.{shard}-of-{NAMER_SHARDS}.{suffix}"
+
+
+def name_shards(which, split, suffix="parquet"):
+    return [name_shard(which, split, shard, suffix) for shard in range(NAMER_SHARDS)]
+
+
 def uses_names():
     return any(cfg.get("source") == "name" for cfg in config["labelers"].values())
 
@@ -193,3 +205,9 @@ def voters(stage):
         return []
     members = {m for ensemble_members in ENSEMBLES.values() for m in ensemble_members}
     return [m for m in LABELERS if m in members]
+
+
+def job_resources(rule):
+    """A rule's cluster job size from config resources.RULE: mem_mb, runtime (minutes) and, where
+    set, gpu_model and slurm_partition (an empty one leaves the profile's default)."""
+    return {key: value for key, value in config["resources"][rule].items() if value != ""}

@@ -21,6 +21,7 @@ rule train_labeler:
     threads: config["threads"]["train"]
     resources:
         gpu=1,
+        **job_resources("train_labeler"),
     conda:
         "../envs/gpu.yaml"
     script:
@@ -47,6 +48,7 @@ rule predict_labeler:
     threads: config["threads"]["predict"]
     resources:
         gpu=1,
+        **job_resources("predict_labeler"),
     conda:
         "../envs/gpu.yaml"
     script:
@@ -70,6 +72,8 @@ rule train_charngram:
     wildcard_constraints:
         labeler=CHARNGRAM_PATTERN,
     threads: 1
+    resources:
+        **job_resources("train_charngram"),
     conda:
         "../envs/cpu.yaml"
     script:
@@ -90,6 +94,8 @@ rule predict_charngram:
     wildcard_constraints:
         labeler=CHARNGRAM_PATTERN,
     threads: 1
+    resources:
+        **job_resources("predict_charngram"),
     conda:
         "../envs/cpu.yaml"
     script:

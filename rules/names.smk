@@ -1,4 +1,12 @@
 # Llama name synthesis (teacher, sees the labels) → LoRA namer (student) → inferred names.
+# Each split's generation runs as namer.shards jobs (one GPU each; a killed run redoes only the
+# shards that did not finish), gathered by a cheap local rule. The shards split the split's
+# length-sorted batches round robin (prodcat.namer.shard_batches), so the names do not depend on
+# the shard count.
+
+
+localrules:
+    gather_names,
 
 
 rule synthesize_names:
@@ -6,24 +14,48 @@ rule synthesize_names:
         rows=lambda wildcards: rows_for_split(wildcards.split),
         base=namer_base_input,
     output:
-        f"{RESULTS}/names/teacher/{{split}}.parquet",
+        names=temp(name_shard("teacher", "{split}", "{shard}")),
+        summary=temp(name_shard("teacher", "{split}", "{shard}", "summary.json")),
     params:
         base=namer_base(),
         templates=config["namer"]["templates"],
         generate=config["namer"]["teacher"],
+        shard=lambda wildcards: int(wildcards.shard),
+        shards=NAMER_SHARDS,
     log:
-        f"{RESULTS}/logs/synthesize_names/{{split}}.log",
+        f"{RESULTS}/logs/synthesize_names/{{split}}.{{shard}}-of-{NAMER_SHARDS}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/synthesize_names/{{split}}.tsv"
+        f"{RESULTS}/benchmarks/synthesize_names/{{split}}.{{shard}}-of-{NAMER_SHARDS}.tsv"
     wildcard_constraints:
         split="train|val",
+        shard=r"\d+",
     threads: config["threads"]["predict"]
     resources:
         gpu=1,
+        **job_resources("synthesize_names"),
     conda:
         "../envs/gpu.yaml"
     script:
         "../scripts/synthesize_names.py"
+
+
+rule gather_names:
+    # The shards of a split in its row order: the table one shard would have written.
+    input:
+        rows=lambda wildcards: rows_for_split(wildcards.split),
+        names=lambda wildcards: name_shards(wildcards.which, wildcards.split),
+        summaries=lambda wildcards: name_shards(wildcards.which, wildcards.split, "summary.json"),
+    output:
+        names=f"{RESULTS}/names/{{which}}/{{split}}.parquet",
+        summary=f"{RESULTS}/names/{{which}}/{{split}}.summary.json",
+    log:
+        f"{RESULTS}/logs/gather_names/{{which}}.{{split}}.log",
+    wildcard_constraints:
+        which="teacher|student",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/gather_names.py"
 
 
 rule train_namer:
@@ -45,6 +77,7 @@ rule train_namer:
     threads: config["threads"]["train"]
     resources:
         gpu=1,
+        **job_resources("train_namer"),
     conda:
         "../envs/gpu.yaml"
     script:
@@ -56,18 +89,23 @@ rule infer_names:
         model=f"{RESULTS}/models/namer",
         rows=lambda wildcards: rows_for_split(wildcards.split),
     output:
-        names=f"{RESULTS}/names/student/{{split}}.parquet",
-        summary=f"{RESULTS}/names/student/{{split}}.summary.json",
+        names=temp(name_shard("student", "{split}", "{shard}")),
+        summary=temp(name_shard("student", "{split}", "{shard}", "summary.json")),
     params:
         templates=config["namer"]["templates"],
         generate=config["namer"]["student"],
+        shard=lambda wildcards: int(wildcards.shard),
+        shards=NAMER_SHARDS,
     log:
-        f"{RESULTS}/logs/infer_names/{{split}}.log",
+        f"{RESULTS}/logs/infer_names/{{split}}.{{shard}}-of-{NAMER_SHARDS}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/infer_names/{{split}}.tsv"
+        f"{RESULTS}/benchmarks/infer_names/{{split}}.{{shard}}-of-{NAMER_SHARDS}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
     threads: config["threads"]["predict"]
     resources:
         gpu=1,
+        **job_resources("infer_names"),
     conda:
         "../envs/gpu.yaml"
     script:

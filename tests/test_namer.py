@@ -102,7 +102,7 @@ def test_batched_generation_matches_one_at_a_time(base, rows):
 
 def test_synthesize_names_keeps_every_row(base, rows):
     names = namer.synthesize_names(base, rows.drop(columns="name"), TEMPLATES, GEN)
-    assert list(names.columns) == ["indoml_id", "name", "status", "description", "price", *LEVELS]
+    assert list(names.columns) == ["indoml_id", "name", "status", "answer", "description", "price", *LEVELS]
     assert names["indoml_id"].tolist() == rows["indoml_id"].tolist()
     assert names["status"].isin(ANSWER_STATUSES).all()
     assert names["name"].str.strip().ne("").all()
@@ -152,7 +152,7 @@ def test_train_namer_learns_merges_and_infers(base, rows, tmp_path):
     assert not torch.equal(q_merged, original.model.layers[0].self_attn.q_proj.weight)
 
     inferred = namer.infer_names(merged_dir, rows[["indoml_id", "description", "price"]], TEMPLATES, GEN)
-    assert list(inferred.columns) == ["indoml_id", "name", "status"]
+    assert list(inferred.columns) == ["indoml_id", "name", "status", "answer"]
     assert inferred["indoml_id"].tolist() == rows["indoml_id"].tolist()
     assert inferred["name"].str.strip().ne("").all()
 

@@ -136,7 +136,8 @@ def namer_chain(cfg: dict) -> list[Pattern]:
     """A new namer gives new student names: every name-reading labeler predicts again; those
     trained on student names also retrain."""
     readers = [name for name, lab in cfg["labelers"].items() if lab.get("source") == "name"]
-    patterns = [Pattern("train_namer"), Pattern("infer_names"), Pattern("name_quality")]
+    patterns = [Pattern("train_namer"), Pattern("infer_names"), Pattern("gather_names", {"which": "student"}),
+                Pattern("name_quality")]
     for name in readers:
         patterns += labeler_chain(cfg, name, retrain=cfg["labelers"][name].get("train_names") == "student")
     return patterns

@@ -21,7 +21,7 @@ def test_lint_is_clean():
 def test_dry_run_of_default_config_plans_every_stage():
     proc = run_snakemake("-n", "--config", "results=/tmp/prodcat-dryrun-results", "--quiet", "rules")
     out = proc.stdout + proc.stderr
-    for rule in ("ingest", "split", "hierarchy", "build_tiny_model", "synthesize_names", "train_namer",
+    for rule in ("ingest", "split", "hierarchy", "build_tiny_model", "synthesize_names", "gather_names", "train_namer",
                  "infer_names", "train_labeler", "predict_labeler", "correct", "level_accuracy", "vote",
                  "evaluate", "report_tables", "plots", "submission", "name_quality", "manifest"):
         assert rule in out, f"{rule} missing from the dry run:\n{out}"

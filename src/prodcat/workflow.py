@@ -186,14 +186,25 @@ def report_tables(smk) -> None:
 
 
 def synthesize_names(smk) -> None:
-    from .io import read_rows, write_parquet
+    """One shard of the teacher names of a split, with its timing."""
+    import time
+
+    from .io import read_rows, write_json, write_parquet
     from .namer import synthesize_names as synthesize
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
-        names = synthesize(smk.params.base, read_rows(smk.input.rows, labelled=True), dict(smk.params.templates),
-                           dict(smk.params.generate))
-        write_parquet(names, smk.output[0])
+        rows, generate = read_rows(smk.input.rows, labelled=True), dict(smk.params.generate)
+        started = time.time()
+        names = synthesize(smk.params.base, rows, dict(smk.params.templates), generate,
+                           shard=smk.params.shard, shards=smk.params.shards)
+        write_json(_generation_summary(names, time.time() - started, generate, smk.params), smk.output.summary)
+        write_parquet(names, smk.output.names)
+
+
+def _generation_summary(names: pd.DataFrame, seconds: float, generate: dict, params, gflops=None) -> dict:
+    return {"rows": len(names), "predict_seconds": seconds, "predict_gflops_per_batch": gflops,
+            "batch_size": generate["batch_size"], "shard": params.shard, "shards": params.shards}
 
 
 def train_namer(smk) -> None:
@@ -220,11 +231,13 @@ def train_namer(smk) -> None:
 
 
 def infer_names(smk) -> None:
+    """One shard of the student names of a split, with its timing (and, for the split Table 2
+    reads, the FLOPs of one generation batch)."""
     import time
 
     from .efficiency import count_flops
     from .io import read_rows, write_json, write_parquet
-    from .namer import generate_token_ids, infer_names as infer, load_causal_lm
+    from .namer import Chats, generate_token_ids, infer_names as infer, load_causal_lm
     from .prompts import student_messages
 
     with logging_to(smk.log[0]):
@@ -232,20 +245,40 @@ def infer_names(smk) -> None:
         merged, templates, generate = Path(smk.input.model) / "merged", dict(smk.params.templates), dict(smk.params.generate)
         rows = read_rows(smk.input.rows)
         started = time.time()
-        names = infer(merged, rows, templates, generate)
+        names = infer(merged, rows, templates, generate, shard=smk.params.shard, shards=smk.params.shards)
         seconds = time.time() - started
-        # FLOPs of one generation batch (Table 2 reads the test split's), counted on a separate
-        # pass so the timing above is clean.
+        # FLOPs of one generation batch (Table 2 reads the test split's), counted by the first shard
+        # on a separate pass so the timing above is clean.
         flops = None
-        if smk.wildcards.split == FLOPS_SPLIT:
+        if smk.wildcards.split == FLOPS_SPLIT and smk.params.shard == 0:
             model, tokenizer = load_causal_lm(merged, load_in_8bit=generate.get("load_in_8bit", False))
-            chats = [student_messages(row, templates) for _, row in rows.head(generate["batch_size"]).iterrows()]
+            chats = Chats(rows.head(generate["batch_size"])[["description", "price"]], student_messages, templates)
             flops, _ = count_flops(generate_token_ids, model, tokenizer, chats, batch_size=len(chats),
                                    max_new_tokens=generate["max_new_tokens"], num_beams=generate.get("num_beams", 1))
-        write_json({"rows": len(rows), "predict_seconds": seconds, "predict_seconds_per_1k": seconds / max(len(rows), 1) * 1000,
-                    "predict_gflops_per_batch": flops / 1e9 if flops is not None else None,
-                    "batch_size": generate["batch_size"]}, smk.output.summary)
+        write_json(_generation_summary(names, seconds, generate, smk.params, flops / 1e9 if flops is not None else None),
+                   smk.output.summary)
         write_parquet(names, smk.output.names)
+
+
+def gather_names(smk) -> None:
+    """The shards of a split's names as one table in the split's row order, and one summary:
+    rows and generation seconds summed over the shards (GPU-seconds when they ran side by side)."""
+    from .io import read_rows, read_table, write_json, write_parquet
+    from .namer import gather_shards
+
+    with logging_to(smk.log[0]):
+        names = gather_shards(read_rows(smk.input.rows)["indoml_id"], [read_table(p) for p in smk.input.names],
+                              what=f"{smk.wildcards.which} names of {smk.wildcards.split}")
+        summaries = [json.loads(Path(p).read_text()) for p in smk.input.summaries]
+        seconds = sum(s["predict_seconds"] for s in summaries)
+        gflops = [s["predict_gflops_per_batch"] for s in summaries if s.get("predict_gflops_per_batch") is not None]
+        write_json({"rows": len(names), "predict_seconds": seconds,
+                    "predict_seconds_per_1k": seconds / max(len(names), 1) * 1000,
+                    "predict_gflops_per_batch": gflops[0] if gflops else None,
+                    "batch_size": summaries[0]["batch_size"], "shards": len(summaries),
+                    "shard_seconds": [s["predict_seconds"] for s in summaries]}, smk.output.summary)
+        write_parquet(names, smk.output.names)
+        logging.info("%d names from %d shard(s), %.1f s of generation", len(names), len(summaries), seconds)
 
 
 def name_quality(smk) -> None:
