@@ -1,11 +1,14 @@
 """The .test workflow through a real one-node Slurm cluster (tests/slurm/start_cluster.sh), driven
-by profiles/slurm as a user would: every job is an sbatch submission.
+by profiles/slurm as a user would: every job that is not a localrule is an sbatch submission, the
+data preparation one group job, and naming runs as 3 shards per split.
 
 Checked from what Slurm recorded (`scontrol show job`, kept for an hour by the test cluster's
 MinJobAge): every job completed; jobs of GPU rules asked for one GPU (TresPerJob gres:gpu:1, from
 the plugin's `--gpus=1`) and the others asked for none; with the node's one GPU, Slurm alone
 (no Snakemake resource cap) ran the GPU jobs one after the other. The sbatch calls themselves
-(Snakemake's --verbose log) show the flags and the partition taken from PRODCAT_SLURM_PARTITION.
+(Snakemake's --verbose log) show the flags, the partition taken from PRODCAT_SLURM_PARTITION and
+the memory and wall time taken from the config's `resources`. The names gathered from the shards
+equal those one unsharded generation writes here, with the models the cluster run trained.
 
     sudo python -m pytest tests/test_cluster.py      (skips unless root with apt-get or Slurm)
 """
@@ -18,7 +21,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "slurm"
@@ -26,6 +31,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # start_cluster.sh exit codes that mean "this machine cannot host the test cluster".
 CANNOT_INSTALL, ANOTHER_CLUSTER = 3, 4
+SHARDS = 3
+# test-only job sizes: memory that any test machine has, and distinctive values to find in sbatch
+JOB_MEM_MB, JOB_RUNTIME = 1900, 17
 
 
 def gpu_rules() -> set[str]:
@@ -53,6 +61,15 @@ def slurm_jobs(env) -> list[dict]:
             for line in out.splitlines() if line.startswith("JobId=")]
 
 
+def merged_test_config() -> dict:
+    """config.yaml with .test/config.yaml merged over it, as the workflow sees it."""
+    def merge(base, override):
+        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                           for k, v in override.items()}}
+    return merge(yaml.safe_load((REPO / "config.yaml").read_text()),
+                 yaml.safe_load((REPO / ".test" / "config.yaml").read_text()))
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     if os.geteuid() != 0:
@@ -76,13 +93,16 @@ def slurm_run(cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm-run")
     env = dict(cluster, PRODCAT_SLURM_PARTITION="extra",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{cluster['PATH']}")
+    overlay = root / "cluster.yaml"
+    sized = {rule: {"mem_mb": JOB_MEM_MB, "runtime": JOB_RUNTIME} for rule in merged_test_config()["resources"]}
+    overlay.write_text(yaml.safe_dump({"results": str(root / "results"), "namer": {"shards": SHARDS},
+                                       "resources": sized}))
     started = datetime.now()
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm",
-         "--configfile", ".test/config.yaml", "--config", f"results={root / 'results'}",
-         # test-only: tiny jobs, so check soon; memory that any test machine has; keep Slurm logs
+         "--configfile", ".test/config.yaml", str(overlay),
+         # test-only: tiny jobs, so check soon; keep Slurm logs
          "--slurm-init-seconds-before-status-checks", "2",
-         "--set-resources", "train_labeler:mem_mb=2000", "predict_labeler:mem_mb=2000",
          "--slurm-logdir", str(root / "slurm-logs"), "--slurm-keep-successful-logs", "--verbose"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
     elapsed = (datetime.now() - started).total_seconds()
@@ -129,3 +149,49 @@ def test_slurm_ran_gpu_jobs_one_at_a_time(slurm_run):
     assert len(spans) >= 2
     for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
         assert start >= end, f"{first} and {second} held the one GPU at the same time"
+
+
+def test_config_sizes_jobs_and_tiny_jobs_are_local_or_grouped(slurm_run):
+    calls = re.findall(r"^sbatch call: (.*)$", slurm_run["log"], flags=re.M)
+    by_rule = {}
+    for call in calls:
+        by_rule.setdefault(rule_of(re.search(r"--comment (\S+)", call).group(1)), []).append(call)
+    # the rules that the config sizes ask Slurm for what it says (test values: 1900 MB, 17 min)
+    for rule in merged_test_config()["resources"]:
+        for call in by_rule.get(rule, []):
+            assert f"--mem {JOB_MEM_MB}" in call and f"-t {JOB_RUNTIME}" in call, call
+    # ingest x2, split, hierarchy: one group job (its comment: rule_GROUP_RULES); the seconds-long
+    # tail never reaches Slurm
+    assert [name for name in by_rule if name.startswith("prepare_")] == ["prepare_hierarchy_ingest_split"]
+    assert len(by_rule.pop("prepare_hierarchy_ingest_split")) == 1
+    assert not set(by_rule) & {"ingest", "split", "hierarchy", "correct", "vote", "evaluate", "gather_names",
+                               "report_tables", "plots", "name_quality", "build_tiny_model", "submission"}
+    assert len(by_rule["synthesize_names"]) == 2 * SHARDS and len(by_rule["infer_names"]) == 2 * SHARDS
+    print(f"{len(calls)} sbatch calls: " + ", ".join(f"{rule} {len(c)}" for rule, c in sorted(by_rule.items())))
+
+
+def test_sharded_names_equal_an_unsharded_local_run(slurm_run):
+    """Every split's names, gathered from 3 Slurm shards, equal one unsharded generation here with
+    the same model (the stand-in the run built, the namer it trained) and the same settings."""
+    import torch
+
+    from prodcat import namer
+    from prodcat.io import read_rows
+
+    results, cfg = slurm_run["results"], merged_test_config()
+    templates = cfg["namer"]["templates"]
+    torch.set_num_threads(cfg["threads"]["predict"])  # as the rule's job did
+    for split in ("train", "val"):
+        rows = read_rows(results / "data" / f"{split}.parquet", labelled=True)
+        local = namer.synthesize_names(results / "models" / "base" / "llama", rows, templates, cfg["namer"]["teacher"])
+        # (values compared exactly; a Parquet round trip turns object columns into strings)
+        pd.testing.assert_frame_equal(pd.read_parquet(results / "names" / "teacher" / f"{split}.parquet"), local,
+                                      check_dtype=False)
+    for split in ("val", "test"):
+        rows = read_rows(results / "data" / f"{split}.parquet")
+        local = namer.infer_names(results / "models" / "namer" / "merged", rows, templates, cfg["namer"]["student"])
+        gathered = pd.read_parquet(results / "names" / "student" / f"{split}.parquet")
+        pd.testing.assert_frame_equal(gathered, local, check_dtype=False)
+        assert gathered["name"].nunique() > len(gathered) // 2  # one name per row, not one for all
+        summary = yaml.safe_load((results / "names" / "student" / f"{split}.summary.json").read_text())
+        assert summary["shards"] == SHARDS and summary["rows"] == len(rows)
