@@ -1,13 +1,18 @@
 """Benchmark and scoring for the name-synthesis branch.
 
-speed: tokens/second of batched greedy generation (left padding, prompts sorted by length) against
-one prompt at a time, on a tiny random Llama built here (or any local chat model via --model), with
-the default student prompts over synthetic receipt lines. A random model rarely emits a stop token,
-so nearly every answer runs to --max-new-tokens; only tokens before a stop token are counted.
-Outputs of every batch size are compared with the one-at-a-time outputs (greedy must agree).
+speed: rows/s and tokens/s of batched greedy generation through `prodcat.namer` (the code the
+naming rules run: prompts tokenised a batch at a time), at several batch sizes, with the prompts
+sorted by length over the whole split (what the rules do) and, with --unsorted, in input order
+(batches of consecutive rows) for comparison. Prompts are the default config's teacher or student
+chats over the bundled sample's rows (data/sample/train.parquet), read by a tiny random Llama built
+here like the default run's stand-in: its tokenizer trained on every row's prompts (~190 tokens a
+teacher prompt, ~160 a student one, as the Llama-3 tokenizer gives), or any local chat model via
+--model. A random model rarely emits a stop token, so nearly every answer runs to
+--max-new-tokens: the rates are for full-length answers. Outputs of every run are compared with
+the first (greedy must agree), and the prompt padding of each batching is reported.
 
-    python bench/namer_generation.py speed [--prompts 256] [--batch-sizes 1,8,32,64]
-        [--max-new-tokens 24] [--threads 1] [--model DIR] [--hidden-size 64] [--layers 2]
+    python bench/namer_generation.py speed [--rows 512] [--batch-sizes 64,128,256] [--unsorted]
+        [--kind teacher|student] [--max-new-tokens 32] [--threads 1] [--model DIR]
 
 score: chrF (orders 1-6, beta 2, as sacrebleu's default) of generated names against reference names,
 joined on indoml_id; one row per --hyp file.
@@ -31,58 +36,65 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import namer  # noqa: E402
-from prodcat.io import read_table  # noqa: E402
-from prodcat.prompts import DEFAULT_TEMPLATES, student_messages  # noqa: E402
+from prodcat.io import read_rows, read_table  # noqa: E402
+from prodcat.prompts import student_messages, teacher_messages  # noqa: E402
 from prodcat.tiny_llama import build_tiny_llama  # noqa: E402
+from prodcat.workflow import tokenizer_corpus  # noqa: E402
 
-WORDS = ["cad", "crm", "egg", "hnz", "bkd", "beans", "tsco", "wht", "brd", "cc", "zero", "btl", "walk",
-         "crsp", "salt", "pg", "tips", "bags", "choc", "mlk", "org", "frz", "pza", "chs", "ssg"]
-SIZES = ["197g", "415g", "800g", "2l", "6pk", "80s", "1kg", "500ml", "12x330ml", "4pk"]
+REPO = Path(__file__).resolve().parents[1]
 
-
-def synthetic_rows(n: int, seed: int) -> pd.DataFrame:
-    """Receipt-like lines of 2-8 words plus a size, so that prompt lengths vary as in the data."""
-    rng = np.random.default_rng(seed)
-    descriptions = [
-        " ".join([*rng.choice(WORDS, size=rng.integers(2, 9)), rng.choice(SIZES)]) for _ in range(n)
-    ]
-    prices = np.where(rng.random(n) < 0.1, np.nan, rng.uniform(0.5, 20, n).round(2))
-    return pd.DataFrame({"indoml_id": np.arange(n, dtype="int64"), "description": descriptions, "price": prices})
+def _padding(lengths: np.ndarray, batches) -> float:
+    """Padding tokens as a share of the padded prompt tokens of these batches."""
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    return 1 - sum(int(lengths[b].sum()) for b in batches) / padded
 
 
 def run_speed(args) -> None:
     import torch
+    import yaml
 
     torch.set_num_threads(args.threads)
-    rows = synthetic_rows(args.prompts, args.seed)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    templates = config["namer"]["templates"]
+    sample = read_rows(REPO / "data" / "sample" / "train.parquet", labelled=True)
+    rows = sample.head(args.rows)
+    build = teacher_messages if args.kind == "teacher" else student_messages
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if model_dir is None:
-            texts = [*rows["description"], *DEFAULT_TEMPLATES.values()]
-            model_dir = build_tiny_llama(Path(tmp) / "tiny", texts, hidden_size=args.hidden_size, num_layers=args.layers,
-                                         intermediate_size=2 * args.hidden_size)
+            dims = config["tiny"]["llama"]
+            model_dir = build_tiny_llama(Path(tmp) / "tiny", tokenizer_corpus(sample, templates), seed=0, **dims)
         model, tokenizer = namer.load_causal_lm(model_dir)
-        chats = [student_messages(row, DEFAULT_TEMPLATES) for _, row in rows.iterrows()]
+        chats = namer.Chats(rows, build, templates)
+        lengths = namer.prompt_lengths(tokenizer, chats)
         namer.generate_token_ids(model, tokenizer, chats[:4], batch_size=4, max_new_tokens=4)  # warm-up
-        results, reference = [], None
+        runs, reference = [], None
         for batch_size in args.batch_sizes:
-            start = time.perf_counter()
-            ids = namer.generate_token_ids(model, tokenizer, chats, batch_size=batch_size, max_new_tokens=args.max_new_tokens)
-            seconds = time.perf_counter() - start
-            tokens = sum(len(t) for t in ids)
-            if reference is None:
-                reference = ids
-            results.append((batch_size, seconds, tokens, sum(a == b for a, b in zip(ids, reference))))
+            for order in ["sorted", *(["input order"] if args.unsorted else [])]:
+                start = time.perf_counter()
+                if order == "sorted":
+                    batches = namer.shard_batches(lengths, batch_size)
+                    ids = namer.generate_token_ids(model, tokenizer, chats, batch_size=batch_size,
+                                                   max_new_tokens=args.max_new_tokens)
+                else:  # consecutive rows, one generate call per batch (sorted within it: same padding)
+                    batches = [np.arange(s, min(s + batch_size, len(chats))) for s in range(0, len(chats), batch_size)]
+                    ids = [t for b in batches for t in namer.generate_token_ids(
+                        model, tokenizer, chats[int(b[0]) : int(b[-1]) + 1], batch_size=len(b),
+                        max_new_tokens=args.max_new_tokens)]
+                seconds = time.perf_counter() - start
+                reference = reference or ids
+                runs.append((batch_size, order, seconds, sum(len(t) for t in ids), _padding(lengths, batches),
+                             sum(a == b for a, b in zip(ids, reference))))
         n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {args.model or 'tiny random Llama'} ({n_params:,} parameters), {args.prompts} prompts, "
+    print(f"model: {args.model or 'tiny random Llama (config.yaml tiny.llama)'} ({n_params:,} parameters), "
+          f"{len(rows)} {args.kind} prompts of {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}), "
           f"max_new_tokens {args.max_new_tokens}, device {next(model.parameters()).device}, "
           f"torch threads {args.threads}, {platform.processor() or platform.machine()}\n")
-    base_rate = results[0][2] / results[0][1]
-    print(f"| batch size | seconds | generated tokens | tokens/s | speed-up vs batch {results[0][0]} | same output as batch {results[0][0]} |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for batch_size, seconds, tokens, same in results:
-        rate = tokens / seconds
-        print(f"| {batch_size} | {seconds:.2f} | {tokens} | {rate:,.0f} | {rate / base_rate:.1f}x | {same}/{args.prompts} |")
+    print("| batch size | prompt order | seconds | rows/s | generated tokens/s | prompt padding | same output as first |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for batch_size, order, seconds, tokens, padding, same in runs:
+        print(f"| {batch_size} | {order} | {seconds:.2f} | {len(rows) / seconds:,.1f} | {tokens / seconds:,.0f} | "
+              f"{padding:.1%} | {same}/{len(rows)} |")
 
 
 def run_score(args) -> None:
@@ -101,16 +113,15 @@ def run_score(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    speed = commands.add_parser("speed", help="batched vs one-at-a-time generation throughput")
-    speed.add_argument("--prompts", type=int, default=256)
-    speed.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64],
-                       help="comma-separated; the first is the baseline (default 1,8,32,64)")
-    speed.add_argument("--max-new-tokens", type=int, default=24)
+    speed = commands.add_parser("speed", help="generation rows/s by batch size, prompts sorted by length or not")
+    speed.add_argument("--rows", type=int, default=512, help="sample rows to name (default 512)")
+    speed.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[64, 128, 256],
+                       help="comma-separated (default 64,128,256; config.yaml uses 64)")
+    speed.add_argument("--unsorted", action="store_true", help="also run each batch size in input order")
+    speed.add_argument("--kind", choices=["teacher", "student"], default="teacher")
+    speed.add_argument("--max-new-tokens", type=int, default=32, help="default: config.yaml's 32")
     speed.add_argument("--threads", type=int, default=1)
     speed.add_argument("--model", help="a local chat model directory instead of the tiny random Llama")
-    speed.add_argument("--hidden-size", type=int, default=64)
-    speed.add_argument("--layers", type=int, default=2)
-    speed.add_argument("--seed", type=int, default=0)
     score = commands.add_parser("score", help="chrF of generated names against reference names")
     score.add_argument("--ref", required=True)
     score.add_argument("--ref-column", default="name")
