@@ -14,6 +14,12 @@ the first (greedy must agree), and the prompt padding of each batching is report
     python bench/namer_generation.py speed [--rows 512] [--batch-sizes 64,128,256] [--unsorted]
         [--kind teacher|student] [--max-new-tokens 32] [--threads 1] [--model DIR]
 
+memory: peak Python memory (tracemalloc) of one naming job's generation (`namer._run_chats`, the
+default teacher prompts, 2 new tokens) at several row counts; flat when nothing is held per row
+beyond the answers (token ids live a chunk or a batch at a time).
+
+    python bench/namer_generation.py memory [--rows 5000,10000]
+
 score: chrF (orders 1-6, beta 2, as sacrebleu's default) of generated names against reference names,
 joined on indoml_id; one row per --hyp file.
 
@@ -97,6 +103,31 @@ def run_speed(args) -> None:
               f"{padding:.1%} | {same}/{len(rows)} |")
 
 
+def run_memory(args) -> None:
+    import gc
+    import tracemalloc
+
+    import torch
+    import yaml
+
+    torch.set_num_threads(1)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    templates = config["namer"]["templates"]
+    sample = read_rows(REPO / "data" / "sample" / "train.parquet", labelled=True)
+    rows_all = pd.concat([sample] * -(-max(args.rows) // len(sample)), ignore_index=True)
+    print("| rows | peak traced Python memory (MiB) |\n|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_llama(Path(tmp) / "tiny", tokenizer_corpus(sample, templates), seed=0, **config["tiny"]["llama"])
+        for n in args.rows:
+            chats = namer.Chats(rows_all.head(n), teacher_messages, templates)
+            gc.collect()
+            tracemalloc.start()
+            namer._run_chats(model_dir, chats, {"batch_size": 64, "max_new_tokens": 2})
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(f"| {n} | {peak / 2**20:.1f} |")
+
+
 def run_score(args) -> None:
     reference = read_table(args.ref)[["indoml_id", args.ref_column]].rename(columns={args.ref_column: "reference"})
     print(f"| names | rows | chrF | exact match |\n|---|---:|---:|---:|")
@@ -122,13 +153,15 @@ def main() -> None:
     speed.add_argument("--max-new-tokens", type=int, default=32, help="default: config.yaml's 32")
     speed.add_argument("--threads", type=int, default=1)
     speed.add_argument("--model", help="a local chat model directory instead of the tiny random Llama")
+    memory = commands.add_parser("memory", help="peak Python memory of generation by row count")
+    memory.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[5000, 10000])
     score = commands.add_parser("score", help="chrF of generated names against reference names")
     score.add_argument("--ref", required=True)
     score.add_argument("--ref-column", default="name")
     score.add_argument("--hyp", action="append", required=True)
     score.add_argument("--hyp-column", default="name")
     args = parser.parse_args()
-    run_speed(args) if args.command == "speed" else run_score(args)
+    {"speed": run_speed, "memory": run_memory, "score": run_score}[args.command](args)
 
 
 if __name__ == "__main__":
