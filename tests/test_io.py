@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -63,6 +64,16 @@ def bad(change=None, drop=None):
         (bad({(0, "description"): 17}), None, ["column 'description'", "row 1", "string"]),
         (bad({(0, "price"): "one ninety"}), None, ["column 'price'", "row 1", "number"]),
         (bad({(1, "price"): -3}), None, ["column 'price'", "row 2", "non-negative"]),
+        # issue 16: ids that int() reads or that overflow int64 were tracebacks
+        (bad({(1, "indoml_id"): "--5"}), None, ["column 'indoml_id'", "row 2", "integer"]),
+        (bad({(1, "indoml_id"): "²"}), None, ["column 'indoml_id'", "row 2", "integer"]),
+        (bad({(1, "indoml_id"): "1_000"}), None, ["column 'indoml_id'", "row 2", "integer"]),
+        (bad({(2, "indoml_id"): 2**70}), None, ["column 'indoml_id'", "row 3", "64-bit"]),
+        (bad({(2, "indoml_id"): 1e30}), None, ["column 'indoml_id'", "row 3", "64-bit"]),
+        (bad({(2, "indoml_id"): 1.5}), None, ["column 'indoml_id'", "row 3", "integer"]),
+        # issue 16: very large and non-finite prices are refused (nan stays "missing")
+        (bad({(0, "price"): 1e300}), None, ["column 'price'", "row 1", "below 1,000,000"]),
+        (bad({(0, "price"): "Infinity"}), None, ["column 'price'", "row 1", "finite"]),
         (FEATURES, LABELS + [{"indoml_id": 9, "supergroup": "s", "group": "g", "module": "m", "brand": "b"}],
          ["train.labels", "indoml_id 9", "row 4"]),
         (FEATURES, LABELS[:2], ["train.features", "indoml_id 2", "no labels"]),
@@ -115,3 +126,130 @@ def test_cli_ingest_writes_validated_parquet(tmp_path):
     rows = pd.read_parquet(out)
     assert len(rows) == 3 and set(LEVELS) <= set(rows.columns)
     assert json.loads(rows.to_json())["price"]["2"] is None
+
+
+def test_ids_in_range_and_decimal_strings_are_read(tmp_path):
+    features = bad({(0, "indoml_id"): " 7 ", (1, "indoml_id"): 2**63 - 1, (2, "indoml_id"): -(2**63)})
+    rows = ingest(write_jsonl(tmp_path / "t.features", features))
+    assert rows["indoml_id"].tolist() == [7, 2**63 - 1, -(2**63)]
+
+
+@pytest.mark.parametrize("column", ["description", "retailer"])
+def test_lone_surrogate_is_an_input_error_not_a_traceback(tmp_path, column):
+    record = dict(FEATURES[0], **{column: "ab\ud800c"})
+    path = tmp_path / "t.features"
+    path.write_text(json.dumps(FEATURES[1]) + "\n" + json.dumps(record, ensure_ascii=True) + "\n")
+    with pytest.raises(InputError, match="lone surrogate") as info:
+        ingest(path)
+    assert info.value.column == column and info.value.row == 2
+
+
+@pytest.mark.parametrize("label, problem", [
+    ("a | b", "reserved separator"),
+    ("dai\nry", "line break"),
+    ("dai\rry", "line break"),
+    (" milk", "white space"),
+    ("milk\t", "white space"),
+])
+def test_labels_that_would_break_the_target_text_are_refused_at_ingest(tmp_path, label, problem):
+    labels = [dict(r) for r in LABELS]
+    labels[1]["module"] = label
+    with pytest.raises(InputError, match=problem) as info:
+        ingest(write_jsonl(tmp_path / "t.features", FEATURES), write_jsonl(tmp_path / "t.labels", labels))
+    assert info.value.path.endswith("t.labels") and info.value.column == "module" and info.value.row == 2
+    # a "|" without the spaces of the separator is an ordinary character
+    labels[1]["module"] = "a|b"
+    assert ingest(tmp_path / "t.features", write_jsonl(tmp_path / "t.labels", labels))["module"].tolist()[0] == "a|b"
+
+
+def test_price_nan_is_missing_and_the_price_limit_is_exclusive(tmp_path):
+    from prodcat.io import MAX_PRICE
+
+    rows = ingest(write_jsonl(tmp_path / "t.features", bad({(0, "price"): "NaN", (1, "price"): MAX_PRICE - 0.01})))
+    assert math.isnan(rows["price"].iloc[0]) and rows["price"].iloc[1] == pytest.approx(MAX_PRICE - 0.01)
+    with pytest.raises(InputError, match="below"):
+        ingest(write_jsonl(tmp_path / "t.features", bad({(1, "price"): MAX_PRICE})))
+
+
+# ---- atomic writes (issue 16: fsync before the rename, temporary files removed on SIGTERM) ----------
+def test_atomic_write_fsyncs_the_data_before_the_rename(tmp_path, monkeypatch):
+    import os
+
+    from prodcat import io as prodcat_io
+
+    events = []
+    real_fsync, real_replace = os.fsync, Path.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(self, target):
+        events.append(("rename", str(self), str(target)))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(prodcat_io.os, "fsync", fsync)
+    monkeypatch.setattr(Path, "replace", replace)
+    out = tmp_path / "o.json"
+    prodcat_io.write_json({"a": 1}, out)
+    assert json.loads(out.read_text()) == {"a": 1}
+    tmp = events[0][1]
+    assert Path(tmp).name.startswith(".o.json.") and tmp.endswith(".tmp")
+    assert events[1] == ("rename", tmp, str(out))
+    assert events[2] == ("fsync", str(tmp_path))  # and the folder, so the rename itself is durable
+
+
+def test_atomic_paths_write_all_outputs_or_none(tmp_path):
+    from prodcat.io import atomic_paths
+
+    a, b = tmp_path / "a.txt", tmp_path / "sub" / "b.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_paths(a, b) as (ta, tb):
+            ta.write_text("a")
+            tb.write_text("b")
+            raise RuntimeError("fails after both were written")
+    assert not a.exists() and not b.exists() and not list(tmp_path.rglob("*.tmp"))
+    with atomic_paths(a, b) as (ta, tb):
+        ta.write_text("a")
+        tb.write_text("b")
+    assert a.read_text() == "a" and b.read_text() == "b"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot create the output's folder"):
+        with atomic_paths(a, tmp_path / "file" / "c.txt"):
+            raise AssertionError("the block must not run when an output path is bad")
+    with pytest.raises(InputError, match="is a folder"):
+        with atomic_paths(tmp_path / "sub"):
+            pass
+
+
+def test_sigterm_removes_the_temporary_file_being_written(tmp_path):
+    """A process killed by SIGTERM in the middle of a write leaves no temporary file and no output,
+    and still dies of the signal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "o.txt"
+    ready = tmp_path / "ready"
+    script = (
+        "import sys, time; from pathlib import Path; from prodcat.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('half')\n"
+        "    Path(sys.argv[2]).write_text(str(tmp))\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out), str(ready)])
+    try:
+        deadline = time.time() + 30
+        while not (ready.exists() and ready.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        tmp = Path(ready.read_text())
+        assert tmp.exists()
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not tmp.exists() and not out.exists()

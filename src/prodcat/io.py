@@ -3,8 +3,11 @@
 Rows table (Parquet): indoml_id int64 unique, description non-empty string, retailer string,
 price float64 (missing stays missing) and, for labelled data, supergroup/group/module/brand.
 Input may be Parquet or the datathon's JSON lines (.features / .labels / .jsonl / .json).
-Every problem raises InputError naming the file, the column and the row (1-based record number),
-and every write goes through a temporary file so that a failure leaves nothing half-written.
+Every problem raises InputError naming the file, the column and the row (1-based record number).
+
+Every write goes through a temporary file next to the output, fsynced and then renamed over it, so
+that a failure (or a crash, or a SIGTERM: the temporary files are removed then) leaves nothing
+half-written; `atomic_paths` does the same for several outputs that must appear together.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import contextlib
 import json
 import math
 import os
+import re
+import signal
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +28,11 @@ from .errors import InputError
 
 FEATURE_COLUMNS = ("indoml_id", "description", "retailer", "price")
 JSON_SUFFIXES = {".features", ".labels", ".jsonl", ".json", ".predict"}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_ID_TEXT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() also reads '²'-like digits and '_'
+# A receipt line above this price is a data error (the real training prices stay below 1,000); such
+# a value would also squash every other price in the multimodal labeler's min-max scaler.
+MAX_PRICE = 1_000_000.0
 
 
 def read_table(path) -> pd.DataFrame:
@@ -52,6 +63,10 @@ def _read_json_lines(path: Path) -> pd.DataFrame:
                     raise InputError(path, f"not valid JSON ({exc.msg})", row=number) from exc
                 if not isinstance(record, dict):
                     raise InputError(path, "expected a JSON object per line", row=number)
+                for key, value in record.items():
+                    _check_text(key, path, key, number)
+                    if isinstance(value, str):
+                        _check_text(value, path, key, number)
                 records.append(record)
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not UTF-8 text: {exc}") from exc
@@ -66,31 +81,49 @@ def _require_columns(df: pd.DataFrame, columns, path) -> None:
             raise InputError(path, f"missing column (has: {', '.join(map(str, df.columns)) or 'none'})", column=column)
 
 
+def parse_id(value, path, row: int, column: str = "indoml_id") -> int:
+    """An id as a Python int: an integer, an integral float or a decimal string ("12", "-3"),
+    within int64. Anything else (None, NaN, bool, "1.5", "--5", "²", 2**70) is an InputError."""
+    parsed = None
+    if isinstance(value, bool) or value is None:
+        parsed = None
+    elif isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            parsed = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if _ID_TEXT.fullmatch(text):
+            parsed = int(text)
+    elif isinstance(value, int) or hasattr(value, "__index__"):  # Python and NumPy integers
+        parsed = int(value)
+    elif hasattr(value, "is_integer") and hasattr(value, "__float__"):  # NumPy floats
+        return parse_id(float(value), path, row, column)
+    if parsed is None:
+        raise InputError(path, f"expected an integer id, got {value!r}", column=column, row=row)
+    if not INT64_MIN <= parsed <= INT64_MAX:
+        raise InputError(path, f"id {value!r} is outside the 64-bit integer range", column=column, row=row)
+    return parsed
+
+
 def _validate_ids(values: pd.Series, path) -> pd.Series:
-    out = []
-    for i, value in enumerate(values, start=1):
-        if isinstance(value, bool) or value is None:
-            raise InputError(path, f"expected an integer id, got {value!r}", column="indoml_id", row=i)
-        if isinstance(value, float):
-            if math.isnan(value) or not value.is_integer():
-                raise InputError(path, f"expected an integer id, got {value!r}", column="indoml_id", row=i)
-            value = int(value)
-        elif isinstance(value, str):
-            if not value.strip().lstrip("-").isdigit():
-                raise InputError(path, f"expected an integer id, got {value!r}", column="indoml_id", row=i)
-            value = int(value)
-        else:
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                raise InputError(path, f"expected an integer id, got {value!r}", column="indoml_id", row=i) from None
-        out.append(value)
-    ids = pd.Series(out, index=values.index, dtype="int64")
+    ids = pd.Series([parse_id(v, path, i) for i, v in enumerate(values.tolist(), start=1)],
+                    index=values.index, dtype="int64")
     duplicated = ids.duplicated()
     if duplicated.any():
         i = int(duplicated.to_numpy().argmax())
-        raise InputError(path, f"duplicate indoml_id {ids.iloc[i]}", column="indoml_id", row=i + 1)
+        first = int(ids.eq(ids.iloc[i]).to_numpy().argmax())
+        raise InputError(path, f"duplicate indoml_id {ids.iloc[i]} (first at row {first + 1})", column="indoml_id", row=i + 1)
     return ids
+
+
+def _check_text(value: str, path, column: str, row: int) -> None:
+    """Text that can be written as UTF-8: JSON may carry a lone surrogate (\\ud800), which Python
+    reads but no file format can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(path, f"not valid Unicode text: {value[exc.start]!r} (a lone surrogate) at position "
+                               f"{exc.start + 1}", column=column, row=row) from None
 
 
 def _validate_strings(values: pd.Series, column: str, path, *, allow_empty: bool) -> pd.Series:
@@ -99,7 +132,20 @@ def _validate_strings(values: pd.Series, column: str, path, *, allow_empty: bool
             raise InputError(path, f"expected a string, got {value!r}", column=column, row=i)
         if not allow_empty and not value.strip():
             raise InputError(path, "expected a non-empty string", column=column, row=i)
+        _check_text(value, path, column, i)
     return values.astype("string[python]").astype(object)
+
+
+def _validate_labels_text(values: pd.Series, column: str, path) -> pd.Series:
+    """Labels become the seq2seq target text `sg | g | m | b`: refuse what would break it."""
+    from .target_text import label_problem
+
+    values = _validate_strings(values, column, path, allow_empty=False)
+    for i, value in enumerate(values, start=1):
+        problem = label_problem(value)
+        if problem:
+            raise InputError(path, f"label {value!r} {problem}", column=column, row=i)
+    return values
 
 
 def parse_price(value, path, row: int) -> float:
@@ -121,8 +167,10 @@ def parse_price(value, path, row: int) -> float:
             price = float(value)
         except (TypeError, ValueError):
             raise InputError(path, f"expected a number, got {value!r}", column="price", row=row) from None
-    if math.isinf(price) or price < 0:
-        raise InputError(path, f"expected a finite non-negative price, got {value!r}", column="price", row=row)
+    if math.isnan(price):  # float("nan") of a numeric value: missing, like a null
+        return math.nan
+    if math.isinf(price) or price < 0 or price >= MAX_PRICE:
+        raise InputError(path, f"expected a finite non-negative price below {MAX_PRICE:,.0f}, got {value!r}", column="price", row=row)
     return price
 
 
@@ -143,7 +191,7 @@ def validate_labels(df: pd.DataFrame, path) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     out["indoml_id"] = _validate_ids(df["indoml_id"], path)
     for level in LEVELS:
-        out[level] = _validate_strings(df[level], level, path, allow_empty=False)
+        out[level] = _validate_labels_text(df[level], level, path)
     return out
 
 
@@ -190,24 +238,167 @@ def read_rows(path, *, labelled: bool = False) -> pd.DataFrame:
     return rows
 
 
+def validate_predictions(table: pd.DataFrame, path) -> pd.DataFrame:
+    """A predictions table (indoml_id + the four levels, other columns kept): ids as by ingest
+    (integers, unique), each label a string or missing (a parse failure)."""
+    missing = [c for c in ("indoml_id", *LEVELS) if c not in table.columns]
+    if missing:
+        raise InputError(path, f"not a predictions table: missing {', '.join(missing)}", column=missing[0])
+    table = table.copy()
+    table["indoml_id"] = _validate_ids(table["indoml_id"], path).to_numpy()
+    for level in LEVELS:
+        for i, value in enumerate(table[level].tolist(), start=1):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if not isinstance(value, str):
+                raise InputError(path, f"expected a label (string) or nothing, got {value!r}", column=level, row=i)
+            _check_text(value, path, level, i)
+    return table
+
+
+def read_predictions(path) -> pd.DataFrame:
+    return validate_predictions(read_table(path), path)
+
+
+def read_json(path, what: str = "JSON"):
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found" if not path.exists() else "not a file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read {what}: {exc}") from None
+
+
+def read_level_accuracy(path, models) -> dict[str, dict[str, float]]:
+    """`{model: {level: validation accuracy}}` for at least `models` (other models may be present),
+    every accuracy a number in [0, 1]."""
+    obj = read_json(path, "a level-accuracy JSON")
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object {{model: {{level: accuracy}}}}, got {type(obj).__name__}")
+    for model in models:
+        if model not in obj:
+            raise InputError(path, f"no accuracies for model {model!r} (has: {', '.join(map(str, obj)) or 'none'})", key=model)
+        levels = obj[model]
+        if not isinstance(levels, dict):
+            raise InputError(path, f"expected an object {{level: accuracy}}, got {levels!r}", key=model)
+        for level in LEVELS:
+            value = levels.get(level)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                problem = "missing" if level not in levels else f"got {value!r}"
+                raise InputError(path, f"expected an accuracy in [0, 1] ({problem})", key=f"{model}.{level}")
+    return obj
+
+
+def check_output_path(path) -> None:
+    """Refuse an output path that cannot be written (a folder, a folder under a file) before work starts."""
+    _prepare_output(Path(path))
+
+
+# ---- atomic writes -------------------------------------------------------------------------
+_live_temps: set[Path] = set()  # temporary files being written now, removed on SIGTERM
+_sigterm_hooked = False
+
+
+def _remove_live_temps_on_sigterm() -> None:
+    """Make SIGTERM (Snakemake cancelling a job, Slurm's time limit, `kill`) remove the temporary
+    files being written before the process dies as it would have died. Python's default action
+    for SIGTERM ends the process without running `finally` blocks, which would leave them."""
+    global _sigterm_hooked
+    if _sigterm_hooked or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:
+        return
+
+    def on_sigterm(signum, frame):
+        for tmp in list(_live_temps):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signum, signal.SIG_DFL)  # then die of the signal, exit status 128 + 15
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    _sigterm_hooked = True
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prepare_output(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(path, "is a folder; expected the path of an output file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(path, f"cannot create the output's folder: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths):
+    """Yield one temporary path per output (next to it). When the block succeeds, each is fsynced
+    and then renamed over its output, so the outputs appear together; when it fails, or on SIGTERM,
+    the temporary files are removed and no output is touched. Every output folder is created (or
+    refused) before the block runs, so a bad path fails before any work is done."""
+    paths = [Path(p) for p in paths]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise ValueError(f"the outputs must be distinct files, got {', '.join(map(str, paths))}")
+    for path in paths:
+        _prepare_output(path)
+    temps = [path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in paths]
+    _remove_live_temps_on_sigterm()
+    _live_temps.update(temps)
+    try:
+        yield temps
+        for tmp in temps:
+            _fsync(tmp)  # the data is on disk before the rename makes it visible
+        renamed = []
+        try:
+            for tmp, path in zip(temps, paths):
+                tmp.replace(path)
+                renamed.append(path)
+        except OSError as exc:
+            for path in renamed:  # all or nothing
+                path.unlink(missing_ok=True)
+            raise InputError(path, f"cannot write: {exc.strerror or exc}") from None
+        for folder in {path.parent for path in paths}:
+            with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
+                _fsync(folder)
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            _live_temps.discard(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to `path`; it replaces `path` only if the block succeeds, so a
-    failure never leaves a half-written output behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    failure never leaves a half-written output behind (see `atomic_paths`)."""
+    with atomic_paths(path) as (tmp,):
         yield tmp
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+
+def parquet_to(df: pd.DataFrame, path) -> None:
+    """Write Parquet to `path` as is (inside `atomic_paths`; otherwise use `write_parquet`)."""
+    df.to_parquet(path, index=False)
+
+
+def json_to(obj, path) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8")
 
 
 def write_parquet(df: pd.DataFrame, path) -> None:
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        parquet_to(df, tmp)
 
 
 def write_text(text: str, path) -> None:
@@ -216,7 +407,8 @@ def write_text(text: str, path) -> None:
 
 
 def write_json(obj, path) -> None:
-    write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n", path)
+    with atomic_path(path) as tmp:
+        json_to(obj, tmp)
 
 
 def write_json_lines(df: pd.DataFrame, path) -> None:

@@ -16,16 +16,29 @@ from . import LEVELS
 SEPARATOR = " | "
 
 
+def label_problem(label: str) -> str | None:
+    """Why a label cannot be part of a target text (None when it can). Ingest and the hierarchy
+    loader refuse such labels, so that training never meets one."""
+    if not label.strip():
+        return "is empty"
+    if SEPARATOR in label:
+        return f"contains the reserved separator {SEPARATOR!r} of the target text"
+    if "\n" in label or "\r" in label:
+        return "contains a line break"
+    if label != label.strip():
+        return "has leading or trailing white space"
+    return None
+
+
 def format_target(labels) -> str:
     """labels: a sequence of 4 strings in LEVELS order."""
     labels = list(labels)
     if len(labels) != len(LEVELS):
         raise ValueError(f"expected {len(LEVELS)} labels, got {len(labels)}")
     for level, label in zip(LEVELS, labels):
-        if SEPARATOR in label or "\n" in label or label != label.strip() or not label:
-            raise ValueError(
-                f"{level} label {label!r} is empty, has outer spaces, a newline or the reserved separator {SEPARATOR!r}"
-            )
+        problem = label_problem(label)
+        if problem:
+            raise ValueError(f"{level} label {label!r} {problem}")
     return SEPARATOR.join(labels)
 
 
