@@ -3,11 +3,14 @@
 supergroup → group → module is a strict tree; a brand may sit under several modules. The JSON
 written by `prodcat hierarchy` is `{"levels": [...], "paths": [[sg, g, m, b, count], ...]}`; the
 nested form of the IndoML label space (sg → g → m → [brands], see shared/indoml2024) is read too,
-with every count set to 1.
+with every count set to 1. Both are validated against `hierarchy.schema.json` (next to this
+module): labels are non-empty strings that can be part of a target text, counts are integers ≥ 1;
+an error names the file and the path's row (1-based) and column, or the nested keys.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,16 +49,15 @@ class Hierarchy:
     def from_json(cls, path) -> "Hierarchy":
         path = Path(path)
         try:
-            obj = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(path, "file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(path, f"cannot read a hierarchy JSON: {exc}") from exc
-        if isinstance(obj, dict) and "paths" in obj:
-            records = obj["paths"]
-            bad = [i for i, r in enumerate(records) if not (isinstance(r, list) and len(r) == 5)]
-            if bad:
-                raise InputError(path, "expected [supergroup, group, module, brand, count]", row=bad[0])
-            df = pd.DataFrame(records, columns=[*LEVELS, "count"])
-        elif isinstance(obj, dict):  # nested IndoML form
+        _validate(obj, path)
+        if "paths" in obj:
+            df = pd.DataFrame([record[:4] + [int(record[4])] for record in obj["paths"]], columns=[*LEVELS, "count"])
+        else:  # nested IndoML form
             records = [
                 (sg, g, m, b, 1)
                 for sg, groups in obj.items()
@@ -64,10 +66,6 @@ class Hierarchy:
                 for b in brands
             ]
             df = pd.DataFrame(records, columns=[*LEVELS, "count"])
-        else:
-            raise InputError(path, "expected a JSON object with 'paths' or a nested sg→g→m→[brands] object")
-        if df.empty:
-            raise InputError(path, "the hierarchy has no paths")
         return cls(df)
 
     def to_json(self, path) -> None:
@@ -116,3 +114,46 @@ def _ordered(counts: pd.Series) -> list[str]:
     items = sorted(counts.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
     return [str(k) for k, _ in items]
 
+
+
+@functools.cache
+def _validator():
+    import jsonschema
+
+    schema = json.loads(Path(__file__).with_name("hierarchy.schema.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _validate(obj, path) -> None:
+    """InputError for the first schema violation in document order: the row (1-based) and column
+    of a path in the `paths` form, the chain of keys in the nested form."""
+    from .target_text import label_problem
+
+    errors = sorted(_validator().iter_errors(obj), key=lambda e: [str(k) for k in e.absolute_path])
+    if not errors:
+        return
+    error = errors[0]
+    where = list(error.absolute_path)
+    instance = error.instance
+    if isinstance(instance, str) and label_problem(instance):
+        message = f"label {instance!r} {label_problem(instance)}"
+    elif error.validator == "type":
+        message = f"expected {_EXPECTED.get(str(error.validator_value), error.validator_value)}, got {_short(instance)}"
+    elif error.validator in ("minItems", "maxItems") and len(where) == 2:
+        message = f"expected [supergroup, group, module, brand, count], got {_short(instance)}"
+    else:
+        message = error.message
+    if isinstance(obj, dict) and "paths" in obj:
+        if len(where) >= 2 and isinstance(where[1], int):
+            column = [*LEVELS, "count"][where[2]] if len(where) > 2 else None
+            raise InputError(path, message, row=where[1] + 1, column=column)
+        raise InputError(path, message, key=".".join(map(str, where)) or None)
+    raise InputError(path, message, key=" → ".join(map(str, where)) or None)
+
+
+_EXPECTED = {"string": "a label (string)", "integer": "an integer count", "array": "a list", "object": "a JSON object"}
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
