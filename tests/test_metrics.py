@@ -1,7 +1,9 @@
+import numpy as np
 import pandas as pd
 import pytest
 
 from prodcat import LEVELS
+from prodcat.errors import InputError
 from prodcat.hierarchy import Hierarchy
 from prodcat.metrics import majority_path_predictions, score
 
@@ -31,10 +33,40 @@ def test_item_accuracy_and_macro_f1_against_hand_computed_values():
 
 def test_missing_prediction_row_is_an_error_and_none_label_is_wrong():
     truth = table([1, 2], [("a", "x", "m", "b"), ("a", "x", "m", "b")])
-    with pytest.raises(ValueError, match="no prediction"):
-        score(truth, truth.iloc[:1])
+    with pytest.raises(InputError, match="no prediction for 1 of the 2 truth rows, e.g. indoml_id 2") as info:
+        score(truth, truth.iloc[:1], name="p.parquet")
+    assert info.value.path == "p.parquet" and info.value.column == "indoml_id"
     pred = table([1, 2], [("a", "x", "m", "b"), ("a", "x", "m", None)])
     assert score(truth, pred)["item_accuracy"] == pytest.approx(0.5)
+
+
+def test_a_repeated_prediction_id_is_an_error_not_counted_twice():
+    truth = table([1, 2], [("a", "x", "m", "b"), ("a", "x", "m", "c")])
+    pred = table([1, 2, 2], [("a", "x", "m", "b"), ("a", "x", "m", "c"), ("a", "x", "m", "c")])
+    with pytest.raises(InputError, match="duplicate indoml_id 2") as info:
+        score(truth, pred, name="p.parquet")
+    assert info.value.row == 3 and info.value.column == "indoml_id"
+
+
+def test_predictions_outside_the_truth_are_ignored_and_counted():
+    truth = table([1, 2], [("a", "x", "m", "b"), ("a", "x", "m", "c")])
+    pred = table([7, 1, 2, 8], [("z", "z", "z", "z"), ("a", "x", "m", "b"), ("a", "x", "m", "d"), ("a", "x", "m", "b")],
+                 parse_ok=[False, True, True, False])
+    result = score(truth, pred)
+    assert result["n"] == 2 and result["ignored_predictions"] == 2
+    assert result["item_accuracy"] == pytest.approx(0.5)
+    assert result["parse_failures"] == 0  # the two failures are on ignored rows
+
+
+def test_item_accuracy_on_rows_whose_retailer_is_unseen_in_training():
+    truth = table([1, 2, 3, 4], [("a", "x", "m", "b")] * 4, retailer=["old", "new", "new", "other"])
+    pred = table([1, 2, 3, 4], [("a", "x", "m", "b"), ("a", "x", "m", "b"), ("a", "x", "m", "WRONG"), ("a", "x", "m", "b")])
+    result = score(truth, pred, seen_retailers={"old", "other"})
+    assert result["n_unseen_retailer"] == 2
+    assert result["item_accuracy_unseen_retailer"] == pytest.approx(0.5)
+    assert result["item_accuracy"] == pytest.approx(0.75)
+    none_unseen = score(truth, pred, seen_retailers={"old", "new", "other"})
+    assert none_unseen["n_unseen_retailer"] == 0 and np.isnan(none_unseen["item_accuracy_unseen_retailer"])
 
 
 def test_majority_path_baseline(labelled_rows):
