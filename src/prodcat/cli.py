@@ -1,7 +1,8 @@
 """`prodcat` command line: the non-neural stages of the workflow, usable on their own.
 
 Bad input exits with status 2 and a message naming the file, column/row and what was expected;
-no output file is written then (every write goes through a temporary file).
+no output file is written then (every write goes through a temporary file). Bad arguments exit
+with status 2 as well (argparse's usage errors, and combinations checked here).
 """
 
 from __future__ import annotations
@@ -12,7 +13,35 @@ import sys
 from pathlib import Path
 
 from . import LEVELS, __version__
-from .errors import InputError
+from .errors import InputError, UsageError
+
+
+# ---- argument types: a bad value is a usage error (exit 2) naming the argument ------------------
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _cmd_ingest(args):
@@ -26,16 +55,20 @@ def _cmd_ingest(args):
 
 
 def _cmd_split(args):
-    from .io import read_rows, write_json, write_parquet
+    from .io import atomic_paths, json_to, parquet_to, read_rows
     from .split import split_group_stratified, split_report
 
-    rows = read_rows(args.data, labelled=True)
-    train, val = split_group_stratified(rows, fraction=args.fraction, seed=args.seed)
-    report = split_report(train, val)
-    if args.report:
-        write_json(report, args.report)
-    write_parquet(train, args.train)
-    write_parquet(val, args.val)
+    outputs = [args.train, args.val] + ([args.report] if args.report else [])
+    if len({Path(p).resolve() for p in outputs}) != len(outputs):
+        raise UsageError(f"--train, --val and --report must be different files, got {', '.join(outputs)}")
+    # train, validation and report appear together or not at all
+    with atomic_paths(*outputs) as temps:
+        rows = read_rows(args.data, labelled=True)
+        train, val = split_group_stratified(rows, fraction=args.fraction, seed=args.seed)
+        parquet_to(train, temps[0])
+        parquet_to(val, temps[1])
+        if args.report:
+            json_to(split_report(train, val), temps[2])
     logging.info("split %d rows: %d train, %d validation", len(rows), len(train), len(val))
 
 
@@ -50,13 +83,9 @@ def _cmd_hierarchy(args):
 
 
 def _read_predictions(path):
-    from .io import read_table
+    from .io import read_predictions
 
-    table = read_table(path)
-    missing = [c for c in ("indoml_id", *LEVELS) if c not in table.columns]
-    if missing:
-        raise InputError(path, f"not a predictions table: missing {', '.join(missing)}", column=missing[0])
-    return table
+    return read_predictions(path)
 
 
 def _cmd_correct(args):
@@ -73,30 +102,51 @@ def _cmd_correct(args):
 
 
 def _parse_named(items, what):
-    """NAME=PATH pairs (NAME defaults to the file's stem)."""
+    """NAME=PATH pairs (NAME defaults to the file's stem); names must be non-empty and distinct."""
     named = []
     for item in items:
         name, sep, path = item.partition("=")
         if not sep:
             name, path = Path(item).stem, item
+        if not name or not path:
+            raise UsageError(f"{what}: expected [NAME=]PATH with a non-empty name and path, got {item!r}")
         named.append((name, path))
-    names = [n for n, _ in named]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"{what}: names must be unique, got {names}")
+    seen = {}
+    for name, path in named:
+        if name in seen:
+            raise UsageError(f"{what}: {seen[name]} and {path} are both named {name!r}; name them apart with NAME=PATH")
+        seen[name] = path
     return named
 
 
-def _cmd_vote(args):
-    import json
+def _same_ids(tables, paths) -> None:
+    """Every predictions table covers the ids of the first one, no more, no fewer."""
+    first = set(tables[0]["indoml_id"])
+    for table, path in zip(tables[1:], paths[1:]):
+        ids = table["indoml_id"]
+        extra = ~ids.isin(first)
+        if extra.any():
+            i = int(extra.to_numpy().argmax())
+            raise InputError(path, f"indoml_id {ids.iloc[i]} is not in {paths[0]}", column="indoml_id", row=i + 1)
+        if len(ids) != len(first):
+            absent = sorted(first - set(ids))[0]
+            raise InputError(path, f"no prediction for indoml_id {absent}, which {paths[0]} has", column="indoml_id")
 
+
+def _cmd_vote(args):
     from .hierarchy import Hierarchy
-    from .io import write_parquet
+    from .io import read_level_accuracy, write_parquet
     from .vote import vote_predictions
 
     named = _parse_named(args.predictions, "vote")
-    accuracy = json.loads(Path(args.accuracy).read_text()) if args.accuracy else None
-    voted = vote_predictions([_read_predictions(p) for _, p in named], [n for n, _ in named],
-                             Hierarchy.from_json(args.hierarchy), level_accuracy=accuracy, weighted=args.weighted)
+    if args.weighted and not args.accuracy:
+        raise UsageError("--weighted needs --accuracy (the per-level validation accuracies that weigh the votes)")
+    names, paths = [n for n, _ in named], [p for _, p in named]
+    hierarchy = Hierarchy.from_json(args.hierarchy)
+    accuracy = read_level_accuracy(args.accuracy, names) if args.accuracy else None
+    tables = [_read_predictions(p) for p in paths]
+    _same_ids(tables, paths)
+    voted = vote_predictions(tables, names, hierarchy, level_accuracy=accuracy, weighted=args.weighted)
     write_parquet(voted, args.out)
     logging.info("voted %d rows from %d models", len(voted), len(named))
 
@@ -105,24 +155,32 @@ def _cmd_evaluate(args):
     from .io import read_rows, write_json
     from .metrics import majority_path_predictions, score
 
+    named = _parse_named(args.predictions, "evaluate")
     truth = read_rows(args.truth, labelled=True)
+    seen = set(read_rows(args.seen_retailers)["retailer"]) if args.seen_retailers else None
     results = []
     if args.hierarchy:
         from .hierarchy import Hierarchy
 
         baseline = majority_path_predictions(Hierarchy.from_json(args.hierarchy), truth["indoml_id"])
-        results.append({"model": "majority", "stage": "baseline", "split": args.split, **score(truth, baseline)})
-    for name, path in _parse_named(args.predictions, "evaluate"):
+        results.append({"model": "majority", "stage": "baseline", "split": args.split,
+                        **score(truth, baseline, seen_retailers=seen)})
+    for name, path in named:
         model, _, stage = name.partition(":")
         results.append({"model": model, "stage": stage or "raw", "split": args.split,
-                        **score(truth, _read_predictions(path), name=str(path))})
+                        **score(truth, _read_predictions(path), name=str(path), seen_retailers=seen)})
     write_json(results, args.out)
     for r in results:
-        logging.info("%-10s %-11s %s item accuracy %.4f", r["model"], r["stage"], r["split"], r["item_accuracy"])
+        logging.info("%-10s %-11s %s item accuracy %.4f%s", r["model"], r["stage"], r["split"], r["item_accuracy"],
+                     f" ({r['ignored_predictions']} predictions for ids outside the truth ignored)"
+                     if r["ignored_predictions"] else "")
 
 
 def _cmd_make_sample(args):
     from .synthetic import write_sample
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(args.out, "is a file; --out names the folder the sample is written to")
 
     write_sample(args.out, n_train=args.train, n_test=args.test, seed=args.seed, fmt=args.format)
     logging.info("wrote a synthetic sample to %s", args.out)
@@ -135,9 +193,10 @@ def _cmd_submission(args):
 
 
 def _cmd_predict(args):
-    from .io import ingest, write_parquet
+    from .io import check_output_path, ingest, write_parquet
     from .predict import predict_new_rows
 
+    check_output_path(args.out)  # before minutes of prediction
     rows = ingest(args.input)
     write_parquet(predict_new_rows(args.models, rows, keep_dir=args.keep), args.out)
     logging.info("labelled %d rows from %s into %s", len(rows), args.input, args.out)
@@ -159,8 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
-    p.add_argument("--fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--fraction", type=_fraction, default=0.1, help="share of each label path for validation, in (0, 1)")
+    p.add_argument("--seed", type=_non_negative_int, default=42)
     p.add_argument("--report", help="JSON report of sizes and label coverage")
     p.set_defaults(func=_cmd_split)
 
@@ -191,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="val")
     p.add_argument("--hierarchy", help="add the majority-path baseline from this hierarchy")
+    p.add_argument("--seen-retailers", metavar="TRAIN", help="training rows: adds the item accuracy on truth rows "
+                   "whose retailer is not among theirs")
     p.add_argument("predictions", nargs="+", help="[MODEL:STAGE=]PATH")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -203,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-sample", help="write the synthetic sample data (bit-for-bit reproducible)")
     p.add_argument("--out", required=True)
-    p.add_argument("--train", type=int, default=5000)
-    p.add_argument("--test", type=int, default=1000)
+    p.add_argument("--train", type=_positive_int, default=5000)
+    p.add_argument("--test", type=_positive_int, default=1000)
     p.add_argument("--seed", type=int, default=20241)
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     p.set_defaults(func=_cmd_make_sample)
@@ -222,7 +283,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except InputError as exc:
+    except (InputError, UsageError) as exc:
         print(f"prodcat {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

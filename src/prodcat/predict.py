@@ -35,11 +35,58 @@ def write_manifest(config: dict, stage: str, path) -> None:
     }, path)
 
 
+# What predict_new_rows reads from a manifest; anything else in it is left alone.
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["labelers", "namer", "correction", "ensemble", "hierarchy", "level_accuracy"],
+    "properties": {
+        "labelers": {
+            "type": "object", "minProperties": 1,
+            "additionalProperties": {
+                "type": "object", "required": ["kind"],
+                "properties": {"kind": {"enum": ["text", "multimodal", "charngram"]}},
+                "if": {"properties": {"kind": {"enum": ["text", "multimodal"]}}},
+                "then": {"required": ["source", "predict"],
+                         "properties": {"source": {"enum": ["description", "name"]}, "predict": {"type": "object"}}},
+            },
+        },
+        "namer": {"type": "object", "required": ["templates", "generate"],
+                  "properties": {"templates": {"type": "object"}, "generate": {"type": "object"}}},
+        "correction": {"type": "object", "required": ["method"],
+                       "properties": {"method": {"enum": ["topdown", "joint"]}, "salvage": {"type": "boolean"}}},
+        "ensemble": {"type": "object", "properties": {"weighted": {"type": "boolean"}}},
+        "hierarchy": {"type": "string", "minLength": 1},
+        "level_accuracy": {"type": "string", "minLength": 1},
+    },
+}
+
+
 def load_manifest(results_dir) -> dict:
+    from .io import read_json
+
     path = Path(results_dir) / MANIFEST
     if not path.is_file():
         raise InputError(path, "not a finished prodcat run: no manifest (run the workflow first)")
-    return json.loads(path.read_text())
+    manifest = read_json(path, "the run's manifest")
+    _validate_manifest(manifest, path)
+    return manifest
+
+
+def _validate_manifest(manifest, path) -> None:
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(manifest),
+                    key=lambda e: [str(k) for k in e.absolute_path])
+    if errors:
+        error = errors[0]
+        raise InputError(path, f"not a prodcat manifest: {error.message}",
+                         key=".".join(map(str, error.absolute_path)) or None)
+
+
+def _require_model(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise InputError(path, f"{what} is missing from the run (an incomplete or moved results folder)")
+    return path
 
 
 def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataFrame:
@@ -52,14 +99,21 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
     from .vote import vote_predictions
     from .workflow import with_names
 
+    from .io import read_level_accuracy
+
     results_dir = Path(results_dir)
     manifest = load_manifest(results_dir)
     hierarchy = Hierarchy.from_json(results_dir / manifest["hierarchy"])
-    accuracy = json.loads((results_dir / manifest["level_accuracy"]).read_text())
+    accuracy = read_level_accuracy(results_dir / manifest["level_accuracy"], list(manifest["labelers"]))
+    for name in manifest["labelers"]:
+        _require_model(results_dir / "models" / name, f"the model of labeler {name!r}")
+    uses_names = any(cfg.get("source") == "name" for cfg in manifest["labelers"].values())
+    if uses_names:
+        _require_model(results_dir / "models" / "namer" / "merged", "the namer")
     keep = Path(keep_dir) if keep_dir else None
 
     names = None
-    if any(cfg.get("source") == "name" for cfg in manifest["labelers"].values()):
+    if uses_names:
         from .namer import infer_names
 
         names = infer_names(results_dir / "models" / "namer" / "merged", rows, manifest["namer"]["templates"],

@@ -4,7 +4,9 @@ Rows are shuffled first (the datathon's training file is sorted by label), then 
 4-label path; from each group of n rows, n·fraction rows go to validation, rounded stochastically
 (floor(n·fraction + u), u uniform) so that the overall fraction is right in expectation while small
 groups are not all forced to give one row. At least one row of every group stays in train, so every
-validation label at every level also occurs in train. Deterministic for a given seed.
+validation label at every level also occurs in train. Deterministic for a given seed, and
+independent of the input's row order: rows are put in indoml_id order (ids are unique within a
+file) before the shuffle, so the same rows in another order give the same split.
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ from . import LEVELS
 
 
 def split_group_stratified(rows: pd.DataFrame, fraction: float = 0.1, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    if not 0.0 < fraction < 1.0:  # also refuses NaN
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     missing = [level for level in LEVELS if level not in rows.columns]
     if missing:
         raise ValueError(f"split needs labelled rows; missing columns: {', '.join(missing)}")
+    if rows["indoml_id"].duplicated().any():
+        raise ValueError("split needs unique indoml_id values (ingest checks them)")
     rng = np.random.default_rng(seed)
-    shuffled = rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
+    canonical = rows.sort_values("indoml_id", kind="mergesort").reset_index(drop=True)
+    shuffled = canonical.iloc[rng.permutation(len(canonical))].reset_index(drop=True)
     group_id = shuffled.groupby(list(LEVELS), sort=True).ngroup().to_numpy()
     sizes = np.bincount(group_id)
     n_val = np.minimum(np.floor(sizes * fraction + rng.random(len(sizes))).astype(int), sizes - 1)
