@@ -43,7 +43,7 @@ slurm: $(STAMP)
 
 sample: $(STAMP)
 	$(VENV)/bin/prodcat make-sample --out data/sample
-	$(VENV)/bin/prodcat make-sample --out .test/data --train 400 --test 100 --seed 7 --format jsonl
+	$(VENV)/bin/prodcat make-sample --out .test/data --train 400 --test 100 --seed 7 --format jsonl --test-ids-from 0
 
 clean:
 	rm -rf results .test/results .snakemake

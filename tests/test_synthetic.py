@@ -17,7 +17,9 @@ from prodcat.target_text import format_target
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"
 TINY_DIR = ROOT / ".test" / "data"
-TINY_ARGS = {"n_train": 400, "n_test": 100, "seed": 7, "fmt": "jsonl"}
+# .test/data numbers its test rows from 0, as the competition's files do: the workflow test then
+# shows that every step keys on (split, indoml_id), not on indoml_id alone.
+TINY_ARGS = {"n_train": 400, "n_test": 100, "seed": 7, "fmt": "jsonl", "test_ids_from": 0}
 PARQUET_FILES = ["names.parquet", "test.labels.parquet", "test.parquet", "train.parquet"]
 JSONL_FILES = ["names.jsonl", "test.features", "test.labels", "train.features", "train.labels"]
 
@@ -173,6 +175,15 @@ def test_test_has_a_few_unseen_retailers(sample):
     unseen = ~test["retailer"].isin(set(train["retailer"]))
     assert 0.005 <= unseen.mean() <= 0.05
     assert 50 <= train["retailer"].nunique() <= synthetic.N_RETAILERS
+
+
+def test_tiny_sample_test_ids_repeat_training_ids(tiny):
+    train = ingest(tiny / "train.features", tiny / "train.labels")
+    test = ingest(tiny / "test.features", tiny / "test.labels")
+    assert test["indoml_id"].tolist() == list(range(100))
+    assert len(set(test["indoml_id"]) & set(train["indoml_id"])) >= 50  # most test ids are training ids too
+    names = read_table(tiny / "names.jsonl")
+    assert names.groupby("split")["indoml_id"].nunique().to_dict() == {"test": 100, "train": 400}
 
 
 def test_tiny_sample_repeats_its_paths(tiny):

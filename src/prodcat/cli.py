@@ -182,7 +182,8 @@ def _cmd_make_sample(args):
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(args.out, "is a file; --out names the folder the sample is written to")
 
-    write_sample(args.out, n_train=args.train, n_test=args.test, seed=args.seed, fmt=args.format)
+    write_sample(args.out, n_train=args.train, n_test=args.test, seed=args.seed, fmt=args.format,
+                 test_ids_from=args.test_ids_from)
     logging.info("wrote a synthetic sample to %s", args.out)
 
 
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=_positive_int, default=1000)
     p.add_argument("--seed", type=int, default=20241)
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.add_argument("--test-ids-from", type=_non_negative_int, metavar="N",
+                   help="number the test rows from N, as the competition's file does (default: ids unique over both files)")
     p.set_defaults(func=_cmd_make_sample)
 
     p = sub.add_parser("submission", help="predictions as the datathon's JSON lines")

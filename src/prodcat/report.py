@@ -10,8 +10,8 @@ import pandas as pd
 
 from .efficiency import read_benchmark
 
-METRICS_COLUMNS = ["model", "stage", "split", "n", "item_accuracy", "f1_supergroup", "f1_group",
-                   "f1_module", "f1_brand", "parse_failures"]
+METRICS_COLUMNS = ["model", "stage", "split", "n", "item_accuracy", "item_accuracy_unseen_retailer", "f1_supergroup",
+                   "f1_group", "f1_module", "f1_brand", "parse_failures"]
 EFFICIENCY_COLUMNS = ["model", "parameters", "train_seconds", "train_max_rss_mb", "predict_seconds_per_1k",
                       "train_gflops_per_step", "predict_gflops_per_batch", "device",
                       "constrained_predict_seconds_per_1k"]
@@ -31,6 +31,18 @@ def metrics_table(metrics_files) -> pd.DataFrame:
 
 def _number(value):
     return float("nan") if value is None else value
+
+
+def unseen_retailer_note(metrics_files) -> str:
+    """What item_accuracy_unseen_retailer is measured on: the rows per split whose retailer never
+    occurs in the training rows."""
+    counts = {}
+    for path in metrics_files:
+        for record in json.loads(Path(path).read_text()):
+            counts.setdefault(record["split"], record.get("n_unseen_retailer"))
+    listed = ", ".join(f"{split} {n}" for split, n in counts.items() if n is not None)
+    return (f"item_accuracy_unseen_retailer is the item accuracy on the rows whose retailer never occurs in the "
+            f"training rows ({listed or 'not measured'}; empty when there are none).")
 
 
 def efficiency_table(entries) -> pd.DataFrame:

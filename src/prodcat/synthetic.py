@@ -953,7 +953,7 @@ def generate_rows(catalogue: Catalogue, *, n_train: int, n_test: int, seed: int)
 
 # ---- files ----------------------------------------------------------------------------------------
 def write_sample(out_dir, *, n_train: int = 5000, n_test: int = 1000, seed: int = 20241,
-                 fmt: str = "parquet") -> list[Path]:
+                 fmt: str = "parquet", test_ids_from: int | None = None) -> list[Path]:
     """Write a synthetic train/test sample and return the files written.
 
     parquet: train.parquet (features + labels), test.parquet (features), test.labels.parquet,
@@ -961,7 +961,10 @@ def write_sample(out_dir, *, n_train: int = 5000, n_test: int = 1000, seed: int 
     as the raw data mixes numbers and strings: "2.49", sometimes with literal quotes ("\\"1.99\\""),
     null when missing. jsonl: the datathon's layout, train.features / train.labels / test.features /
     test.labels and names.jsonl, price a JSON number, sometimes a string, null when missing.
-    The same arguments give byte-identical files."""
+    The same arguments give byte-identical files. ids are unique over both files unless
+    `test_ids_from` is given: then the test rows are numbered from it in file order, as the real
+    competition's test file is (numbered from 0, like the training rows), and names carry the
+    split to tell the two apart."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if n_train < 1 or n_test < 1:
@@ -969,6 +972,8 @@ def write_sample(out_dir, *, n_train: int = 5000, n_test: int = 1000, seed: int 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train, test = generate_rows(generate_catalogue(seed), n_train=n_train, n_test=n_test, seed=seed)
+    if test_ids_from is not None:
+        test = test.assign(indoml_id=pd.Series(range(test_ids_from, test_ids_from + len(test)), dtype="int64"))
     names = pd.concat([train.assign(split="train"), test.assign(split="test")])[["indoml_id", "name", "split"]]
     features = ["indoml_id", "description", "retailer", "price"]
     labels = ["indoml_id", *LEVELS]

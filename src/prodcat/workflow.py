@@ -165,12 +165,12 @@ def level_accuracy(smk) -> None:
 
 
 def report_tables(smk) -> None:
-    from .report import VALIDATION_CAVEAT, efficiency_table, metrics_table, write_table
+    from .report import VALIDATION_CAVEAT, efficiency_table, metrics_table, unseen_retailer_note, write_table
 
     with logging_to(smk.log[0]):
         metrics = metrics_table(smk.input.metrics)
         write_table(metrics, smk.output.metrics_csv, smk.output.metrics_md, "Table 1: accuracy per model and stage",
-                    VALIDATION_CAVEAT)
+                    f"{VALIDATION_CAVEAT} {unseen_retailer_note(smk.input.metrics)}")
         constrained = dict(zip(smk.params.constrained_models, smk.input.constrained_summaries))
         entries = [(model, Path(model_dir) / "train_summary.json", predict, bench, constrained.get(model))
                    for model, model_dir, predict, bench in zip(smk.params.models, smk.input.models,
@@ -281,29 +281,59 @@ def gather_names(smk) -> None:
         logging.info("%d names from %d shard(s), %.1f s of generation", len(names), len(summaries), seconds)
 
 
+# The file a workflow split's rows come from: validation rows are training rows.
+DATASET_OF_SPLIT = {"train": "train", "val": "train", "test": "test"}
+
+
+def true_names_by_dataset(table: pd.DataFrame, path) -> dict[str, pd.Series]:
+    """The true product names per input file ("train", "test"), each indexed by indoml_id: ids are
+    unique within a file, not across files (real test files number rows from 0 like training).
+    A table without a `split` column holds one name per id for both files."""
+    from .errors import InputError
+
+    for column in ("indoml_id", "name"):
+        if column not in table.columns:
+            raise InputError(path, "missing column", column=column)
+    datasets = table["split"] if "split" in table.columns else pd.Series([None] * len(table), index=table.index)
+    out = {}
+    for dataset in sorted(set(DATASET_OF_SPLIT.values())):
+        part = table[datasets.isna() | (datasets == dataset)]
+        duplicated = part["indoml_id"].duplicated().to_numpy()
+        if duplicated.any():
+            i = int(part.index[duplicated.argmax()])
+            raise InputError(path, f"two names for indoml_id {table['indoml_id'].iloc[i]} of the {dataset} file",
+                             column="indoml_id", row=i + 1)
+        out[dataset] = part.set_index("indoml_id")["name"]
+    return out
+
+
 def name_quality(smk) -> None:
-    """chrF (and exact match) of teacher and student names against the true product names."""
-    from .io import read_table
+    """chrF (and exact match) of teacher and student names against the true product names. Every
+    table is matched on (split, indoml_id): a split's names, its rows and the true names of the
+    file it comes from."""
+    from .errors import InputError
+    from .io import read_rows, read_table
     from .namer import chrf, status_counts
     from .report import write_table
 
-    from .io import read_rows
-
     with logging_to(smk.log[0]):
-        truth = read_table(smk.input.truth).set_index("indoml_id")["name"]
-        descriptions = pd.concat([read_rows(p) for p in smk.input.rows]).set_index("indoml_id")["description"]
+        truth = true_names_by_dataset(read_table(smk.input.truth).reset_index(drop=True), smk.input.truth)
+        descriptions = {Path(p).stem: read_rows(p).set_index("indoml_id")["description"] for p in smk.input.rows}
         records = []
         for who, paths in (("teacher", smk.input.teacher), ("student", smk.input.student)):
             for path in paths:
+                split = Path(path).stem
                 names = read_table(path)
-                refs = truth.reindex(names["indoml_id"])
+                refs = truth[DATASET_OF_SPLIT[split]].reindex(names["indoml_id"])
                 if refs.isna().any():
-                    raise ValueError(f"{smk.input.truth}: no true name for some rows of {path}")
+                    missing = names["indoml_id"][refs.isna().to_numpy()].iloc[0]
+                    raise InputError(smk.input.truth, f"no true name for indoml_id {missing} of the "
+                                     f"{DATASET_OF_SPLIT[split]} file (needed by {path})", column="indoml_id")
                 counts = status_counts(names)
                 records.append({
-                    "names": who, "split": Path(path).stem, "n": len(names),
+                    "names": who, "split": split, "n": len(names),
                     "chrf": chrf(names["name"].tolist(), refs.tolist()),
-                    "chrf_description": chrf(descriptions.reindex(names["indoml_id"]).tolist(), refs.tolist()),
+                    "chrf_description": chrf(descriptions[split].reindex(names["indoml_id"]).tolist(), refs.tolist()),
                     "exact": float((names["name"].to_numpy() == refs.to_numpy()).mean()),
                     "fallbacks": len(names) - counts.get("ok", 0),
                 })
