@@ -194,7 +194,8 @@ def efficiency_files(model):
 def labeler_config(labeler, task):
     """A labeler's settings without those of the other task (train vs predict), so that editing
     one reruns only the rules that read it."""
-    drop = {"train": ("predict",), "predict": ("train", "train_names", "side_dim", "fusion", "params")}[task]
+    drop = {"train": ("predict",),
+            "predict": ("train", "train_names", "side_dim", "fusion", "retailer_dropout", "params")}[task]
     return {key: value for key, value in config["labelers"][labeler].items() if key not in drop}
 
 

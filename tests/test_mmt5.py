@@ -252,6 +252,50 @@ def test_collator_pads_labels_with_minus_100_and_batches_side_features(tokenizer
         collator([{k: v for k, v in features[0].items() if k != "prices"}])
 
 
+# --- retailer dropout: the UNKNOWN retailer is trained (issue 16) ------------------------------
+
+
+@pytest.mark.parametrize("dropout, unknown_moves", [(0.0, False), (0.5, True)])
+def test_retailer_dropout_trains_the_unknown_retailer_row(tokenizer, dropout, unknown_moves):
+    """Every training row has a known retailer: without dropout the UNKNOWN row's gradient is
+    exactly 0 and an unseen retailer at prediction meets its random initial vector."""
+    model = MultimodalT5ForConditionalGeneration.from_text_model(
+        text_model(), RETAILERS, price_min=1.0, price_max=100.0, retailer_dropout=dropout
+    ).train()
+    assert model.config.retailer_dropout == dropout
+    before = model.side_fusion.retailer_embedding.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    batch = encode_batch(tokenizer, model, ["egg"] * 8, RETAILERS * 2, [5.0] * 8)
+    assert UNKNOWN_RETAILER_ID not in batch["retailer_ids"].tolist()
+    labels = tokenizer(["ab"] * 8, return_tensors="pt").input_ids
+    torch.manual_seed(0)
+    for _ in range(3):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = model.side_fusion.retailer_embedding.weight.detach()
+    assert torch.equal(after[0], before[0]) is not unknown_moves
+    assert not torch.equal(after[1:], before[1:])  # the known retailers train either way
+
+
+def test_retailer_dropout_is_off_at_prediction(tokenizer, tmp_path):
+    model = MultimodalT5ForConditionalGeneration.from_text_model(
+        text_model(), RETAILERS, price_min=1.0, price_max=100.0, retailer_dropout=0.9
+    ).eval()
+    batch = encode_batch(tokenizer, model, ["egg"] * 4, RETAILERS, [5.0] * 4)
+    unknown = dict(batch, retailer_ids=torch.zeros(4, dtype=torch.long))
+    with torch.no_grad():
+        first = model.get_encoder()(**batch).last_hidden_state
+        again = model.get_encoder()(**batch).last_hidden_state
+        hidden = model.get_encoder()(**unknown).last_hidden_state
+    assert torch.equal(first, again)
+    assert not torch.allclose(first[:, 0], hidden[:, 0])
+    model.save_pretrained(tmp_path)
+    assert MultimodalT5ForConditionalGeneration.from_pretrained(tmp_path).config.retailer_dropout == 0.9
+    with pytest.raises(Exception, match="retailer_dropout"):
+        MultimodalT5Config(**TINY_T5, retailer_dropout=1.0)
+
+
 # --- a task only the side features can solve -------------------------------------------------
 
 

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from prodcat import LEVELS
@@ -90,11 +91,23 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_byt5, tmp_path):
 def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing_price(tiny_byt5, tmp_path):
     train = rows()
     train["retailer"] = [f"shop{i % 3}" for i in range(len(train))]
-    params = {**PARAMS, "num_epochs": 1, "side_dim": 4, "fusion": "prepend"}
+    params = {**PARAMS, "num_epochs": 1, "side_dim": 4, "fusion": "prepend", "retailer_dropout": 0.3}
     summary = train_labeler(tiny_byt5, train, rows(8), tmp_path / "model", tmp_path / "ckpt", params, kind="multimodal")
     assert summary["kind"] == "multimodal"
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["retailers"] == ["shop0", "shop1", "shop2"] and config["fusion"] == "prepend"
+    assert config["retailer_dropout"] == 0.3
+    # the UNKNOWN retailer (row 0) was trained: it moved from the initial model's (same seed)
+    from transformers import set_seed
+
+    from prodcat.seq2seq import load_base_model, load_trained_model
+
+    set_seed(PARAMS["seed"])
+    initial, _ = load_base_model(tiny_byt5, "multimodal", train, params)
+    trained, _ = load_trained_model(tmp_path / "model")
+    before = initial.side_fusion.retailer_embedding.weight.detach()
+    after = trained.side_fusion.retailer_embedding.weight.detach()
+    assert not torch.allclose(after[0], before[0])
     new = rows(4)
     new["retailer"] = ["never seen", "shop1", "shop2", "shop0"]
     new.loc[0, "price"] = float("nan")

@@ -1,7 +1,10 @@
 """Multimodal ByT5 labeler (method step 7, "Labeler 3"): text plus retailer and price.
 
 The retailer id goes through a learned embedding (index 0 is a learned UNKNOWN bucket, so a
-retailer never seen in training does not crash prediction); the price is min-max scaled with
+retailer never seen in training does not crash prediction). Training rows all have known
+retailers, so the UNKNOWN row would never get a gradient and an unseen retailer would meet a random
+vector; with ``retailer_dropout`` p, each training row (drawn anew every step, like dropout) sees
+UNKNOWN instead of its retailer with probability p, so the bucket learns "some retailer". The price is min-max scaled with
 the training range, clipped to [0, 1], and projected by a linear layer, while a missing price
 uses its own learned vector instead of a magic number. Both side vectors are concatenated with
 the encoder's first hidden state and a linear layer maps them back to ``d_model``:
@@ -76,11 +79,13 @@ class MultimodalT5Config(T5Config):
     price_min: float | int = 0.0
     price_max: float | int = 1.0
     fusion: Literal["first", "prepend"] = "first"
+    retailer_dropout: float | int = 0.0
 
     def __post_init__(self, **kwargs):
         self.retailers = list(self.retailers or [])
         self.price_min = float(self.price_min)
         self.price_max = float(self.price_max)
+        self.retailer_dropout = float(self.retailer_dropout)
         super().__post_init__(**kwargs)
 
     def validate_side_features(self):
@@ -93,6 +98,8 @@ class MultimodalT5Config(T5Config):
             raise ValueError(f"price_min/price_max must be finite, got {self.price_min}, {self.price_max}")
         if self.price_max < self.price_min:
             raise ValueError(f"price_max ({self.price_max}) < price_min ({self.price_min})")
+        if not 0.0 <= self.retailer_dropout < 1.0:
+            raise ValueError(f"retailer_dropout must be in [0, 1), got {self.retailer_dropout}")
 
 
 def encode_side_features(
@@ -122,6 +129,7 @@ class SideFeatureFusion(nn.Module):
     def __init__(self, config: MultimodalT5Config):
         super().__init__()
         self.fusion_mode = config.fusion
+        self.retailer_dropout = config.retailer_dropout
         self.price_min = config.price_min
         self.price_range = config.price_max - config.price_min
         self.retailer_embedding = nn.Embedding(len(config.retailers) + 1, config.side_dim)
@@ -145,7 +153,11 @@ class SideFeatureFusion(nn.Module):
                 f"{tuple(retailer_ids.shape)} and {tuple(prices.shape)}"
             )
         dtype = self.fusion.weight.dtype
-        retailer_vectors = self.retailer_embedding(retailer_ids.to(hidden_states.device))
+        retailer_ids = retailer_ids.to(hidden_states.device)
+        if self.training and self.retailer_dropout > 0:
+            hidden = torch.rand(retailer_ids.shape, device=retailer_ids.device) < self.retailer_dropout
+            retailer_ids = retailer_ids.masked_fill(hidden, UNKNOWN_RETAILER_ID)
+        retailer_vectors = self.retailer_embedding(retailer_ids)
         prices = prices.to(device=hidden_states.device, dtype=torch.float32)
         missing = ~torch.isfinite(prices)
         scaled = self.scale_prices(torch.where(missing, torch.zeros_like(prices), prices))
@@ -284,6 +296,7 @@ class MultimodalT5ForConditionalGeneration(T5ForConditionalGeneration):
         price_max: float,
         side_dim: int = 8,
         fusion: Literal["first", "prepend"] = "first",
+        retailer_dropout: float = 0.0,
     ) -> "MultimodalT5ForConditionalGeneration":
         """Start from a plain (Byt)T5 checkpoint: copy every text weight, initialise the side layers.
 
@@ -308,6 +321,7 @@ class MultimodalT5ForConditionalGeneration(T5ForConditionalGeneration):
             price_min=price_min,
             price_max=price_max,
             fusion=fusion,
+            retailer_dropout=retailer_dropout,
         )
         model = cls(config)
         if text_model.lm_head.weight is not text_model.shared.weight:

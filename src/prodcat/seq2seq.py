@@ -117,6 +117,7 @@ def load_base_model(base_dir, kind: str, train_rows: pd.DataFrame | None = None,
         price_max=float(prices.max()) if len(prices) else 1.0,
         side_dim=int(params.get("side_dim", 8)),
         fusion=params.get("fusion", "first"),
+        retailer_dropout=float(params.get("retailer_dropout", 0.0)),
     )
     return model, tokenizer
 

@@ -123,7 +123,7 @@ def train_labeler(smk) -> None:
         cfg = smk.params.cfg
         train_rows = with_source(read_rows(smk.input.train, labelled=True), cfg["source"], smk.input.get("train_names"))
         val_rows = with_source(read_rows(smk.input.val, labelled=True), cfg["source"], smk.input.get("val_names"))
-        params = {**cfg["train"], **{k: cfg[k] for k in ("side_dim", "fusion") if k in cfg}}
+        params = {**cfg["train"], **{k: cfg[k] for k in ("side_dim", "fusion", "retailer_dropout") if k in cfg}}
         train(smk.params.base, train_rows, val_rows, smk.output[0], smk.params.checkpoints, params,
               source_column=cfg["source"], kind=cfg["kind"])
 
