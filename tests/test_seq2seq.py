@@ -114,3 +114,55 @@ def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing
     table, info = predict_labeler(tmp_path / "model", new, {"batch_size": 2, "num_beams": 2, "max_new_tokens": 8,
                                                              "max_source_length": 32})
     assert info["kind"] == "multimodal" and len(table) == 4 and table["text"].notna().all()
+
+
+# ---- "auto" lengths (issue 16): the longest training text + margin, within the model's limit -------
+def test_auto_lengths_follow_the_training_texts_and_explicit_values_stay(tiny_byt5):
+    from transformers import AutoTokenizer
+
+    from prodcat.seq2seq import resolve_training_lengths
+    from prodcat.target_text import format_target
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_byt5)
+    train, val = rows(), rows(8)
+    val.loc[0, "description"] = "a validation description longer than any in training"
+    longest_source = len(val.loc[0, "description"].encode()) + 1  # bytes + EOS
+    longest_target = max(len(format_target(p).encode()) + 1 for p in train[list(LEVELS)].itertuples(index=False))
+    auto = resolve_training_lengths(tokenizer, None, [train, val], "description",
+                                    {"max_source_length": "auto", "max_target_length": "auto"})
+    assert auto == {"max_source_length": longest_source + 8,  # 10 % of 54 is under the minimum margin of 8
+                    "max_target_length": longest_target + 8}
+    explicit = resolve_training_lengths(tokenizer, None, [train, val], "description",
+                                        {"max_source_length": 17, "max_target_length": 300})
+    assert explicit == {"max_source_length": 17, "max_target_length": 300}
+    long_rows = rows(2).assign(description="x" * 200)  # 201 bytes with EOS: a 10 % margin, 21
+    assert resolve_training_lengths(tokenizer, None, [long_rows], "description",
+                                    {"max_source_length": "auto", "max_target_length": 96})["max_source_length"] == 222
+    tokenizer.model_max_length = 30  # a model with a limit: auto stays within it
+    capped = resolve_training_lengths(tokenizer, None, [train], "description",
+                                      {"max_source_length": "auto", "max_target_length": "auto"})
+    assert capped == {"max_source_length": len("item 0") + 1 + 8, "max_target_length": 30}
+    with pytest.raises(ValueError, match="set it to auto"):  # and a target that does not fit says so
+        make_examples(tokenizer, train, "description", **capped)
+
+
+def test_auto_lengths_are_recorded_in_training_and_read_by_prediction(tiny_byt5, tmp_path, caplog):
+    import logging
+
+    from prodcat.seq2seq import resolve_prediction_lengths
+
+    params = {**PARAMS, "num_epochs": 1, "max_source_length": "auto", "max_target_length": "auto"}
+    with caplog.at_level(logging.INFO, logger="prodcat.seq2seq"):
+        summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
+    assert summary["max_source_length"] == len("item 0") + 1 + 8
+    assert summary["max_target_length"] == len("sg b | g y | m 2 | receipt all") + 1 + 8
+    assert "max_target_length auto: the longest training target is 31 tokens; with the margin 39" in caplog.text
+    auto = {"batch_size": 4, "num_beams": 1, "max_new_tokens": "auto", "max_source_length": "auto"}
+    assert resolve_prediction_lengths(tmp_path / "model", auto) == (15, 39)
+    assert resolve_prediction_lengths(tmp_path / "model", {**auto, "max_new_tokens": 5}) == (15, 5)
+    with caplog.at_level(logging.INFO, logger="prodcat.seq2seq"):
+        table, _ = predict_labeler(tmp_path / "model", rows(4), auto)
+    assert len(table) == 4 and "max_new_tokens auto: 39, as in training" in caplog.text
+    (tmp_path / "model" / "train_summary.json").write_text("{}")
+    with pytest.raises(ValueError, match="max_source_length: auto needs the lengths the model was trained with"):
+        resolve_prediction_lengths(tmp_path / "model", auto)

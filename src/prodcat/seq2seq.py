@@ -5,6 +5,12 @@ The labelers differ in their base model, in the column they read (`description` 
 each example. Everything else — tokenisation with masked label padding, Seq2SeqTrainer with
 per-epoch evaluation, early stopping and best-checkpoint selection, resumable checkpoints,
 length-sorted batched generation, parsing — is shared here.
+
+Lengths: `max_source_length` and `max_target_length` (training) and `max_new_tokens` and
+`max_source_length` (prediction) may be "auto". Training then takes the longest tokenised text
+of its rows (training and validation) plus a margin (10 %, at least 8 tokens), within the model's
+limit, logs it and records it in the model's train_summary.json; prediction's "auto" reads the
+lengths the model was trained with. Explicit numbers are used as given.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from .target_text import format_target, parse_target
 log = logging.getLogger(__name__)
 
 TEXT, MULTIMODAL = "text", "multimodal"
+AUTO = "auto"
+# "auto" lengths: the longest training text plus this margin (new data may run a little longer)
+AUTO_MARGIN_SHARE, AUTO_MARGIN_MIN = 0.1, 8
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -62,7 +71,7 @@ def make_examples(tokenizer, rows: pd.DataFrame, source_column: str, *, max_sour
         if longest > max_target_length:
             raise ValueError(
                 f"a target is {longest} tokens long but max_target_length is {max_target_length} "
-                "(ByT5 counts bytes): raise it in config"
+                "(ByT5 counts bytes): raise it in config or set it to auto"
             )
         for example, ids in zip(examples, labels):
             example["labels"] = ids
@@ -72,6 +81,63 @@ def make_examples(tokenizer, rows: pd.DataFrame, source_column: str, *, max_sour
             example["retailer_ids"] = r
             example["prices"] = p
     return examples
+
+
+# ---- lengths -----------------------------------------------------------------------------
+def model_length_limit(tokenizer, model=None) -> int | None:
+    """The most tokens the model takes, when it has a limit (Flan-T5's tokenizer says 512; T5's
+    relative attention itself has none, and ByT5's tokenizer states none)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+        return limit
+    positions = getattr(getattr(model, "config", None), "n_positions", None)
+    return positions if isinstance(positions, int) and positions > 0 else None
+
+
+def auto_length(longest: int, limit: int | None) -> int:
+    length = longest + max(AUTO_MARGIN_MIN, math.ceil(longest * AUTO_MARGIN_SHARE))
+    return min(length, limit) if limit else length
+
+
+def resolve_training_lengths(tokenizer, model, frames: list[pd.DataFrame], source_column: str, params: dict) -> dict:
+    """max_source_length and max_target_length as numbers: "auto" becomes the longest tokenised
+    source / target text over `frames` plus the margin, within the model's limit (logged)."""
+    limit = model_length_limit(tokenizer, model)
+    resolved = {}
+    for key in ("max_source_length", "max_target_length"):
+        value = params[key]
+        if value != AUTO:
+            resolved[key] = int(value)
+            continue
+        if key == "max_source_length":
+            texts = sorted({text for frame in frames for text in frame[source_column].astype(str)})
+            longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+        else:
+            paths = {path for frame in frames for path in frame[list(LEVELS)].itertuples(index=False, name=None)}
+            longest = max(len(ids) for ids in tokenizer(text_target=[format_target(p) for p in sorted(paths)])["input_ids"])
+        resolved[key] = auto_length(longest, limit)
+        log.info("%s auto: the longest training %s is %d tokens; with the margin %d (model limit: %s)", key,
+                 "source" if key == "max_source_length" else "target", longest, resolved[key], limit or "none")
+    return resolved
+
+
+def resolve_prediction_lengths(model_dir, params: dict) -> tuple[int, int]:
+    """(max_source_length, max_new_tokens) for prediction: "auto" takes the model's training
+    lengths (its train_summary.json), the target length being the most a target needs."""
+    needs = {key: params[key] for key in ("max_source_length", "max_new_tokens")}
+    if AUTO in needs.values():
+        summary_path = Path(model_dir) / "train_summary.json"
+        trained = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        from_training = {"max_source_length": trained.get("max_source_length"),
+                         "max_new_tokens": trained.get("max_target_length")}
+        for key, value in needs.items():
+            if value == AUTO:
+                if from_training[key] is None:
+                    raise ValueError(f"{key}: auto needs the lengths the model was trained with, which "
+                                     f"{summary_path} does not record (a model from before auto lengths): set a number")
+                needs[key] = int(from_training[key])
+                log.info("%s auto: %d, as in training", key, needs[key])
+    return int(needs["max_source_length"]), int(needs["max_new_tokens"])
 
 
 def side_features(model_or_config, rows: pd.DataFrame):
@@ -160,7 +226,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     device, dtype = pick_device()
     model, tokenizer = load_base_model(base_dir, kind, train_rows, params)
     side = (lambda rows: side_features(model, rows)) if kind == MULTIMODAL else (lambda rows: None)
-    lengths = dict(max_source_length=int(params["max_source_length"]), max_target_length=int(params["max_target_length"]))
+    lengths = resolve_training_lengths(tokenizer, model, [train_rows, val_rows], source_column, params)
     train_set = ExampleDataset(make_examples(tokenizer, train_rows, source_column, side=side(train_rows), **lengths))
     val_set = ExampleDataset(make_examples(tokenizer, val_rows, source_column, side=side(val_rows), **lengths))
     log.info("training %s labeler on %d rows (validation %d) from %s", kind, len(train_set), len(val_set), base_dir)
@@ -222,6 +288,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         "global_step": trainer.state.global_step,
         "train_gflops_per_step": _gflops(report_only("the training-step FLOPs", training_step_flops, trainer.model, batch)),
         "train_batch_size": args.per_device_train_batch_size,
+        **lengths,  # what prediction's "auto" lengths read
         "log_history": trainer.state.log_history,
     }
     (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -256,7 +323,7 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
     batch_size = int(params["batch_size"])
     num_beams = int(params.get("num_beams", 1))
-    max_new_tokens = int(params["max_new_tokens"])
+    max_source_length, max_new_tokens = resolve_prediction_lengths(model_dir, params)
     sources = rows[source_column].astype(str).tolist()
     side = side_features(model, rows) if kind == MULTIMODAL else None
     trie = None
@@ -279,7 +346,7 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
 
     def batch_inputs(idx):
-        enc = tokenizer([sources[i] for i in idx], max_length=int(params["max_source_length"]),
+        enc = tokenizer([sources[i] for i in idx], max_length=max_source_length,
                         truncation=True, padding=True, return_tensors="pt").to(device)
         kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
         if side is not None:
