@@ -253,3 +253,11 @@ def test_sigterm_removes_the_temporary_file_being_written(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert not tmp.exists() and not out.exists()
+
+
+def test_a_table_with_some_but_not_all_label_columns_is_refused(tmp_path):
+    frame = pd.DataFrame(FEATURES).assign(price=[1.99, 25.35, None], supergroup="sg", group="g", brand="b")  # no module
+    frame.to_parquet(tmp_path / "rows.parquet")
+    with pytest.raises(InputError, match="missing column") as info:
+        ingest(tmp_path / "rows.parquet")
+    assert info.value.column == "module"

@@ -131,6 +131,7 @@ def _validate(obj, path) -> None:
 
     errors = sorted(_validator().iter_errors(obj), key=lambda e: [str(k) for k in e.absolute_path])
     if not errors:
+        _check_labels(obj, path)  # what a JSON schema cannot say: text that no file can store
         return
     error = errors[0]
     where = list(error.absolute_path)
@@ -149,6 +150,23 @@ def _validate(obj, path) -> None:
             raise InputError(path, message, row=where[1] + 1, column=column)
         raise InputError(path, message, key=".".join(map(str, where)) or None)
     raise InputError(path, message, key=" → ".join(map(str, where)) or None)
+
+
+def _check_labels(obj, path) -> None:
+    from .target_text import label_problem
+
+    if "paths" in obj:
+        for i, record in enumerate(obj["paths"], start=1):
+            for level, label in zip(LEVELS, record):
+                if label_problem(label):
+                    raise InputError(path, f"label {label!r} {label_problem(label)}", row=i, column=level)
+        return
+    for sg, groups in obj.items():
+        for g, modules in groups.items():
+            for m, brands in modules.items():
+                for key, label in [*((k, k) for k in (sg, g, m)), *((f"{m} → {i}", b) for i, b in enumerate(brands))]:
+                    if label_problem(label):
+                        raise InputError(path, f"label {label!r} {label_problem(label)}", key=f"{sg} → {g} → {key}")
 
 
 _EXPECTED = {"string": "a label (string)", "integer": "an integer count", "array": "a list", "object": "a JSON object"}

@@ -203,6 +203,10 @@ def ingest(features_path, labels_path=None) -> pd.DataFrame:
         raise InputError(features_path, "the file has no rows")
     rows = validate_features(raw, features_path)
     inline_labels = all(level in raw.columns for level in LEVELS)
+    partial = [level for level in LEVELS if level not in raw.columns]
+    if labels_path is None and 0 < len(partial) < len(LEVELS):
+        raise InputError(features_path, f"has some label columns but not all four ({', '.join(LEVELS)}): missing column",
+                         column=partial[0])
     if labels_path is not None:
         labels = validate_labels(read_table(labels_path), labels_path)
         known = set(rows["indoml_id"])
@@ -233,8 +237,9 @@ def ingest(features_path, labels_path=None) -> pd.DataFrame:
 def read_rows(path, *, labelled: bool = False) -> pd.DataFrame:
     """A rows table written by `ingest` (or any file ingest accepts), validated again."""
     rows = ingest(path)
-    if labelled and not all(level in rows.columns for level in LEVELS):
-        raise InputError(path, f"expected labelled rows with columns {', '.join(LEVELS)}")
+    missing = [level for level in LEVELS if level not in rows.columns]
+    if labelled and missing:
+        raise InputError(path, f"expected labelled rows with columns {', '.join(LEVELS)}: missing column", column=missing[0])
     return rows
 
 

@@ -27,6 +27,10 @@ def label_problem(label: str) -> str | None:
         return "contains a line break"
     if label != label.strip():
         return "has leading or trailing white space"
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
     return None
 
 
