@@ -114,7 +114,7 @@ def test_from_text_model_copies_every_text_weight_and_setting(tmp_path):
     assert set(state) - set(plain_state) == {k for k in state if k.startswith("side_fusion.")}
     assert all(torch.equal(plain_state[k], state[k]) for k in plain_state)
     ignored = {"model_type", "architectures", "transformers_version"}
-    side = {"retailers", "side_dim", "price_min", "price_max", "fusion"}
+    side = {"retailers", "side_dim", "price_min", "price_max", "fusion", "retailer_dropout"}
     plain_fields = {k: v for k, v in plain.config.to_dict().items() if k not in ignored}
     fields = {k: v for k, v in model.config.to_dict().items() if k not in ignored | side}
     assert fields == plain_fields
