@@ -54,19 +54,34 @@ class ExampleDataset:
         return self.examples[i]
 
 
-def make_examples(tokenizer, rows: pd.DataFrame, source_column: str, *, max_source_length: int,
-                  max_target_length: int, side=None) -> list[dict]:
-    """Tokenised examples. A target longer than max_target_length is an error, not a silent cut:
-    a truncated target would teach the model to stop mid-label."""
-    sources = rows[source_column].astype(str).tolist()
-    enc = tokenizer(sources, max_length=max_source_length, truncation=True)
-    n_cut = sum(len(ids) >= max_source_length for ids in enc["input_ids"])
-    if n_cut:
-        log.warning("%d of %d sources reach max_source_length=%d and are cut", n_cut, len(sources), max_source_length)
-    examples = [{"input_ids": ids, "attention_mask": mask} for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+def encode_rows(tokenizer, rows: pd.DataFrame, source_column: str) -> dict:
+    """Token ids of every row's source and, for labelled rows, target text, uncut: tokenised once,
+    both to size "auto" lengths and to build the examples."""
+    encoded = {"sources": tokenizer(rows[source_column].astype(str).tolist())["input_ids"]}
     if all(level in rows.columns for level in LEVELS):
         targets = [format_target(labels) for labels in rows[list(LEVELS)].itertuples(index=False, name=None)]
-        labels = tokenizer(text_target=targets)["input_ids"]
+        encoded["targets"] = tokenizer(text_target=targets)["input_ids"]
+    return encoded
+
+
+def make_examples(tokenizer, rows: pd.DataFrame, source_column: str, *, max_source_length: int,
+                  max_target_length: int, side=None, encoded: dict | None = None) -> list[dict]:
+    """Tokenised examples (from `encoded`, `encode_rows`' ids of these rows, when given). A source
+    longer than max_source_length is cut (with a warning); a target longer than max_target_length
+    is an error, not a silent cut: a truncated target would teach the model to stop mid-label."""
+    encoded = encoded if encoded is not None else encode_rows(tokenizer, rows, source_column)
+    source_ids = list(encoded["sources"])
+    too_long = [i for i, ids in enumerate(source_ids) if len(ids) > max_source_length]
+    if too_long:  # the tokenizer's own truncation (it keeps the end-of-sequence token)
+        sources = rows[source_column].astype(str).tolist()
+        cut = tokenizer([sources[i] for i in too_long], max_length=max_source_length, truncation=True)["input_ids"]
+        for i, ids in zip(too_long, cut):
+            source_ids[i] = ids
+        log.warning("%d of %d sources are longer than max_source_length=%d and are cut", len(too_long),
+                    len(source_ids), max_source_length)
+    examples = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in source_ids]
+    if "targets" in encoded:
+        labels = encoded["targets"]
         longest = max(len(ids) for ids in labels)
         if longest > max_target_length:
             raise ValueError(
@@ -99,25 +114,24 @@ def auto_length(longest: int, limit: int | None) -> int:
     return min(length, limit) if limit else length
 
 
-def resolve_training_lengths(tokenizer, model, frames: list[pd.DataFrame], source_column: str, params: dict) -> dict:
+def resolve_training_lengths(tokenizer, model, frames: list[pd.DataFrame], source_column: str, params: dict,
+                             encoded: list[dict] | None = None) -> dict:
     """max_source_length and max_target_length as numbers: "auto" becomes the longest tokenised
-    source / target text over `frames` plus the margin, within the model's limit (logged)."""
+    source / target text over `frames` (or their `encode_rows` ids) plus the margin, within the
+    model's limit (logged)."""
     limit = model_length_limit(tokenizer, model)
     resolved = {}
-    for key in ("max_source_length", "max_target_length"):
+    for key, part in (("max_source_length", "sources"), ("max_target_length", "targets")):
         value = params[key]
         if value != AUTO:
             resolved[key] = int(value)
             continue
-        if key == "max_source_length":
-            texts = sorted({text for frame in frames for text in frame[source_column].astype(str)})
-            longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])
-        else:
-            paths = {path for frame in frames for path in frame[list(LEVELS)].itertuples(index=False, name=None)}
-            longest = max(len(ids) for ids in tokenizer(text_target=[format_target(p) for p in sorted(paths)])["input_ids"])
+        if encoded is None:
+            encoded = [encode_rows(tokenizer, frame, source_column) for frame in frames]
+        longest = max(len(ids) for enc in encoded for ids in enc.get(part, []))
         resolved[key] = auto_length(longest, limit)
         log.info("%s auto: the longest training %s is %d tokens; with the margin %d (model limit: %s)", key,
-                 "source" if key == "max_source_length" else "target", longest, resolved[key], limit or "none")
+                 part[:-1], longest, resolved[key], limit or "none")
     return resolved
 
 
@@ -226,9 +240,12 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     device, dtype = pick_device()
     model, tokenizer = load_base_model(base_dir, kind, train_rows, params)
     side = (lambda rows: side_features(model, rows)) if kind == MULTIMODAL else (lambda rows: None)
-    lengths = resolve_training_lengths(tokenizer, model, [train_rows, val_rows], source_column, params)
-    train_set = ExampleDataset(make_examples(tokenizer, train_rows, source_column, side=side(train_rows), **lengths))
-    val_set = ExampleDataset(make_examples(tokenizer, val_rows, source_column, side=side(val_rows), **lengths))
+    encoded = [encode_rows(tokenizer, frame, source_column) for frame in (train_rows, val_rows)]
+    lengths = resolve_training_lengths(tokenizer, model, [train_rows, val_rows], source_column, params, encoded=encoded)
+    train_set = ExampleDataset(make_examples(tokenizer, train_rows, source_column, side=side(train_rows),
+                                             encoded=encoded[0], **lengths))
+    val_set = ExampleDataset(make_examples(tokenizer, val_rows, source_column, side=side(val_rows),
+                                           encoded=encoded[1], **lengths))
     log.info("training %s labeler on %d rows (validation %d) from %s", kind, len(train_set), len(val_set), base_dir)
 
     signature = _run_signature(base_dir, [train_rows, val_rows], source_column, kind, params)
