@@ -101,7 +101,7 @@ def _cmd_correct(args):
     logging.info("corrected (%s): %s", args.method, ", ".join(f"{k} {v}" for k, v in changed.items()))
 
 
-def _parse_named(items, what):
+def _parse_named(items):
     """NAME=PATH pairs (NAME defaults to the file's stem); names must be non-empty and distinct."""
     named = []
     for item in items:
@@ -109,12 +109,12 @@ def _parse_named(items, what):
         if not sep:
             name, path = Path(item).stem, item
         if not name or not path:
-            raise UsageError(f"{what}: expected [NAME=]PATH with a non-empty name and path, got {item!r}")
+            raise UsageError(f"expected [NAME=]PATH with a non-empty name and path, got {item!r}")
         named.append((name, path))
     seen = {}
     for name, path in named:
         if name in seen:
-            raise UsageError(f"{what}: {seen[name]} and {path} are both named {name!r}; name them apart with NAME=PATH")
+            raise UsageError(f"{seen[name]} and {path} are both named {name!r}; name them apart with NAME=PATH")
         seen[name] = path
     return named
 
@@ -138,7 +138,7 @@ def _cmd_vote(args):
     from .io import read_level_accuracy, write_parquet
     from .vote import vote_predictions
 
-    named = _parse_named(args.predictions, "vote")
+    named = _parse_named(args.predictions)
     if args.weighted and not args.accuracy:
         raise UsageError("--weighted needs --accuracy (the per-level validation accuracies that weigh the votes)")
     names, paths = [n for n, _ in named], [p for _, p in named]
@@ -155,7 +155,7 @@ def _cmd_evaluate(args):
     from .io import read_rows, write_json
     from .metrics import majority_path_predictions, score
 
-    named = _parse_named(args.predictions, "evaluate")
+    named = _parse_named(args.predictions)
     truth = read_rows(args.truth, labelled=True)
     seen = set(read_rows(args.seen_retailers)["retailer"]) if args.seen_retailers else None
     results = []
@@ -181,7 +181,6 @@ def _cmd_make_sample(args):
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(args.out, "is a file; --out names the folder the sample is written to")
-
     write_sample(args.out, n_train=args.train, n_test=args.test, seed=args.seed, fmt=args.format,
                  test_ids_from=args.test_ids_from)
     logging.info("wrote a synthetic sample to %s", args.out)
