@@ -1,0 +1,193 @@
+"""The learned arbiter: candidates and features, cross-fitting that never scores a row with a model
+that saw it, JSON save/load without pickle, determinism, and that it beats a vote that loses to its
+best member."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prodcat import LEVELS
+from prodcat.errors import InputError
+from prodcat.hierarchy import Hierarchy
+from prodcat.stack import StackModel, cross_fit_stack, feature_names, fit_stack, fold_of_rows
+from prodcat.vote import vote_predictions
+
+PATHS = [
+    ("dairy", "milk", "fresh milk", "glenmoor"),
+    ("dairy", "milk", "fresh milk", "receipt all"),
+    ("dairy", "milk", "long life milk", "glenmoor"),
+    ("dairy", "cheese", "hard cheese", "crumbco"),
+    ("dairy", "cheese", "soft cheese", "crumbco"),
+    ("snacks", "crisps", "potato crisps", "crunchco"),
+    ("snacks", "crisps", "potato crisps", "receipt all"),
+    ("snacks", "nuts", "salted nuts", "nutfield"),
+]
+COUNTS = [40, 30, 20, 15, 10, 8, 5, 2]
+
+
+@pytest.fixture(scope="module")
+def hierarchy():
+    return Hierarchy(pd.DataFrame([(*p, c) for p, c in zip(PATHS, COUNTS)], columns=[*LEVELS, "count"]))
+
+
+def table(ids, paths, **scores):
+    frame = pd.DataFrame({"indoml_id": ids})
+    for d, level in enumerate(LEVELS):
+        frame[level] = [p[d] if p is not None else None for p in paths]
+    for column, values in scores.items():
+        frame[column] = values
+    return frame
+
+
+def synthetic_members(n_rows, seed, accuracy=(0.85, 0.45, 0.45), shared_error=0.7):
+    """Truth and member tables: member 0 is right with its accuracy and knows when it is unsure
+    (its logprob is lower when wrong); the weak members, when wrong, mostly agree on the same wrong
+    path, so they outvote member 0 and the hard vote falls below it."""
+    rng = np.random.default_rng(seed)
+    truth_idx = rng.choice(len(PATHS), size=n_rows, p=np.array(COUNTS) / sum(COUNTS))
+    decoy = (truth_idx + 1 + rng.integers(0, len(PATHS) - 1, n_rows)) % len(PATHS)  # a wrong path per row
+    ids = np.arange(100, 100 + n_rows)
+    truth = table(ids, [PATHS[i] for i in truth_idx])
+    members = []
+    for m, acc in enumerate(accuracy):
+        right = rng.random(n_rows) < acc
+        if m == 0:
+            wrong_path = (truth_idx + 1 + rng.integers(0, len(PATHS) - 1, n_rows)) % len(PATHS)
+        else:
+            own = (truth_idx + 1 + rng.integers(0, len(PATHS) - 1, n_rows)) % len(PATHS)
+            wrong_path = np.where(rng.random(n_rows) < shared_error, decoy, own)
+        chosen = np.where(right, truth_idx, wrong_path)
+        logprob = np.where(right, rng.normal(-1.0, 0.6, n_rows), rng.normal(-3.0, 0.6, n_rows)) if m == 0 else \
+            rng.normal(-2.0, 1.0, n_rows)
+        members.append(table(ids, [PATHS[i] for i in chosen], logprob=logprob, logprob_per_token=logprob / 10))
+    return truth, members
+
+
+def item_accuracy(pred, truth):
+    merged = truth.merge(pred, on="indoml_id", suffixes=("", "_pred"))
+    return float(np.all([merged[level] == merged[f"{level}_pred"] for level in LEVELS], axis=0).mean())
+
+
+NAMES = ["strong", "weak1", "weak2"]
+
+
+def test_candidates_and_features_of_a_hand_made_row(hierarchy):
+    # row 0: strong and weak1 propose path 0, weak2 path 2; row 1: strong path 5, weak1 an invalid
+    # path (it proposes nothing), weak2 path 6
+    ids = [1, 2]
+    members = [table(ids, [PATHS[0], PATHS[5]], logprob=[-1.0, -2.0]),
+               table(ids, [PATHS[0], ("snacks", "crisps", "no such module", "crunchco")], logprob=[-3.0, -1.0]),
+               table(ids, [PATHS[2], PATHS[6]])]
+    truth = table(ids, [PATHS[0], PATHS[6]])
+    model = fit_stack(members, NAMES, truth, hierarchy)
+    assert model.feature_names == feature_names(NAMES, {"strong": ["logprob"], "weak1": ["logprob"], "weak2": []})
+    from prodcat.stack import _PathLookup, _features, _read_members, _with_vote
+
+    lookup = _PathLookup(hierarchy)
+    arrays = _read_members(members, NAMES, lookup, model.score_columns)
+    arrays = _with_vote(arrays, members, NAMES, hierarchy, lookup, model.statistics.level_accuracy)
+    row, slot, path, features = _features(arrays, NAMES, model.score_columns, model.statistics, lookup)
+    f = dict(zip(model.feature_names, features.T))
+    # the vote's path comes first (row 0: path 0; row 1: path 5, which strong proposes too), then
+    # the members' other valid paths
+    assert list(zip(row.tolist(), path.tolist())) == [(0, 0), (0, 2), (1, 5), (1, 6)]
+    first = int(np.flatnonzero((row == 0) & (path == 0))[0])
+    assert f["is_vote"][first] == 1 and f["strong.proposed"][first] == 1 and f["weak2.proposed"][first] == 0
+    assert f["support_share"][first] == pytest.approx(2 / 3)
+    # path 0 vs weak2's path 2: same supergroup and group, other module and brand
+    assert f["agree_supergroup"][first] == 1 and f["agree_group"][first] == 1
+    assert f["agree_module"][first] == pytest.approx(2 / 3) and f["agree_brand"][first] == pytest.approx(1.0)
+    assert f["log_path_count"][first] == pytest.approx(np.log1p(40))
+    second = int(np.flatnonzero((row == 0) & (path == 2))[0])
+    assert f["weak2.proposed"][second] == 1 and f["strong.proposed"][second] == 0 and f["strong.logprob_rank"][second] == 0
+    # every member is right on one of the two rows: equal accuracy, so member order ranks them
+    assert set(model.statistics.item_accuracy.values()) == {0.5}
+    assert f["best_proposer_rank"][first] == 1.0 and f["best_proposer_rank"][second] == pytest.approx(1 / 3)
+    assert f["weak1.corrected"].sum() == 0
+
+
+def test_stack_beats_a_vote_that_loses_to_its_best_member(hierarchy):
+    truth, members = synthetic_members(600, seed=0)
+    strong = item_accuracy(members[0], truth)
+    vote = item_accuracy(vote_predictions(members, NAMES, hierarchy), truth)
+    assert vote < strong - 0.05  # the setting the arbiter is for
+    out, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 5})
+    assert item_accuracy(out, truth) >= strong + 0.01
+    # fit on one set, applied to fresh rows
+    test_truth, test_members = synthetic_members(400, seed=1)
+    test_members = [m.assign(indoml_id=m["indoml_id"] + 10_000) for m in test_members]
+    test_truth = test_truth.assign(indoml_id=test_truth["indoml_id"] + 10_000)
+    model = fit_stack(members, NAMES, truth, hierarchy)
+    assert item_accuracy(model.predict(test_members, NAMES, hierarchy), test_truth) >= item_accuracy(test_members[0], test_truth) + 0.01
+
+
+def test_cross_fitting_never_scores_a_row_with_a_model_that_saw_it(hierarchy):
+    truth, members = synthetic_members(203, seed=2)
+    out, fold, models = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 4, "seed": 3})
+    ids = members[0]["indoml_id"].to_numpy()
+    assert out["indoml_id"].tolist() == ids.tolist()
+    assert sorted(np.bincount(fold).tolist()) == [50, 51, 51, 51]
+    for f, model in enumerate(models):
+        held_out = set(ids[fold == f].tolist())
+        assert held_out and not held_out & set(model.trained_on.tolist())
+        assert set(model.trained_on.tolist()) == set(ids.tolist()) - held_out
+        # and the held-out rows' output is that model's
+        rows = [m[m["indoml_id"].isin(held_out)] for m in members]
+        expected = model.predict(rows, NAMES, hierarchy).set_index("indoml_id")
+        got = out.set_index("indoml_id").loc[expected.index]
+        pd.testing.assert_frame_equal(got[list(LEVELS)], expected[list(LEVELS)])
+    # folds depend on the ids, not on the input order
+    assert (fold_of_rows(ids[::-1], 4, 3) == fold[::-1]).all()
+
+
+def test_save_load_round_trip_is_json_and_predicts_identically(hierarchy, tmp_path):
+    truth, members = synthetic_members(300, seed=4)
+    model = fit_stack(members, NAMES, truth, hierarchy, {"C": 0.5})
+    path = tmp_path / "stack.json"
+    model.save(path)
+    saved = json.loads(path.read_text())  # plain JSON: nothing to unpickle
+    assert saved["members"] == NAMES and len(saved["features"]) == len(model.feature_names)
+    loaded = StackModel.load(path)
+    _, fresh = synthetic_members(200, seed=5)
+    pd.testing.assert_frame_equal(loaded.predict(fresh, NAMES, hierarchy), model.predict(fresh, NAMES, hierarchy))
+    np.testing.assert_array_equal(loaded.coef, model.coef)
+    # a broken or foreign file is an input error naming it
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InputError, match="bad.json"):
+        StackModel.load(tmp_path / "bad.json")
+    saved["format_version"] = 99
+    (tmp_path / "other.json").write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="format_version"):
+        StackModel.load(tmp_path / "other.json")
+
+
+def test_fit_and_predict_are_deterministic_and_ignore_row_and_member_order(hierarchy):
+    truth, members = synthetic_members(300, seed=6)
+    a = fit_stack(members, NAMES, truth, hierarchy)
+    b = fit_stack(members, NAMES, truth.sample(frac=1.0, random_state=1), hierarchy)
+    np.testing.assert_array_equal(a.coef, b.coef)
+    _, fresh = synthetic_members(100, seed=7)
+    expected = a.predict(fresh, NAMES, hierarchy)
+    shuffled = [m.sample(frac=1.0, random_state=k) for k, m in enumerate(fresh)]
+    got = a.predict(shuffled[::-1], NAMES[::-1], hierarchy).set_index("indoml_id").loc[expected["indoml_id"]].reset_index()
+    pd.testing.assert_frame_equal(got, expected)
+    first, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy)
+    second, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_bad_inputs_name_what_is_wrong(hierarchy):
+    truth, members = synthetic_members(50, seed=8)
+    model = fit_stack(members, NAMES, truth, hierarchy)
+    with pytest.raises(InputError, match="logprob"):
+        model.predict([members[0].drop(columns=["logprob"]), *members[1:]], NAMES, hierarchy)
+    with pytest.raises(InputError, match="weak2"):
+        model.predict(members[:2], NAMES[:2], hierarchy)
+    with pytest.raises(InputError, match="no labels for indoml_id"):
+        fit_stack(members, NAMES, truth.iloc[1:], hierarchy)
+    with pytest.raises(InputError, match="weak1"):
+        fit_stack([members[0], members[1].iloc[1:], members[2]], NAMES, truth, hierarchy)
+    with pytest.raises(ValueError, match="folds"):
+        cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 1})
