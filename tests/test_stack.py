@@ -183,7 +183,7 @@ def test_bad_inputs_name_what_is_wrong(hierarchy):
     model = fit_stack(members, NAMES, truth, hierarchy)
     with pytest.raises(InputError, match="logprob"):
         model.predict([members[0].drop(columns=["logprob"]), *members[1:]], NAMES, hierarchy)
-    with pytest.raises(InputError, match="weak2"):
+    with pytest.raises(ValueError, match="weak2"):
         model.predict(members[:2], NAMES[:2], hierarchy)
     with pytest.raises(InputError, match="no labels for indoml_id"):
         fit_stack(members, NAMES, truth.iloc[1:], hierarchy)
@@ -191,3 +191,38 @@ def test_bad_inputs_name_what_is_wrong(hierarchy):
         fit_stack([members[0], members[1].iloc[1:], members[2]], NAMES, truth, hierarchy)
     with pytest.raises(ValueError, match="folds"):
         cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 1})
+
+
+def test_cli_fits_cross_fits_and_applies_and_refuses_bad_input(hierarchy, tmp_path, capsys):
+    from prodcat.cli import main
+
+    hierarchy.to_json(tmp_path / "hierarchy.json")
+    truth, members = synthetic_members(120, seed=9)
+    truth.assign(description="x", retailer="r", price=1.0).to_parquet(tmp_path / "val.parquet")
+    named = []
+    for name, frame in zip(NAMES, members):
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+        named.append(f"{name}={tmp_path / f'{name}.parquet'}")
+    common = ["--hierarchy", str(tmp_path / "hierarchy.json")]
+    assert main(["stack-fit", *common, "--truth", str(tmp_path / "val.parquet"), "--model", str(tmp_path / "m.json"),
+                 "--out", str(tmp_path / "cv.parquet"), "--folds", "3", *named]) == 0
+    saved = json.loads((tmp_path / "m.json").read_text())
+    expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3})
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet"), expected)
+    assert saved["validation"]["cross_fitted_item_accuracy"] == pytest.approx(item_accuracy(expected, truth))
+    assert main(["stack-apply", *common, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "a.parquet"),
+                 *named[::-1]]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"),
+                                  StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy))
+    capsys.readouterr()
+    # a member the model does not know, a missing file, too few rows for the folds: exit 2, nothing written
+    bad = [named[0], named[1], f"other={tmp_path / 'weak2.parquet'}"]
+    assert main(["stack-apply", *common, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "x.parquet"), *bad]) == 2
+    err = capsys.readouterr().err
+    assert "m.json" in err and "weak2" in err and "other" in err and not (tmp_path / "x.parquet").exists()
+    assert main(["stack-apply", *common, "--model", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.parquet"), *named]) == 2
+    assert "nope.json" in capsys.readouterr().err and not (tmp_path / "x.parquet").exists()
+    assert main(["stack-fit", *common, "--truth", str(tmp_path / "val.parquet"), "--model", str(tmp_path / "m2.json"),
+                 "--out", str(tmp_path / "cv2.parquet"), "--folds", "500", *named]) == 2
+    assert "--folds 500" in capsys.readouterr().err
+    assert not (tmp_path / "m2.json").exists() and not (tmp_path / "cv2.parquet").exists()

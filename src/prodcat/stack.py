@@ -272,8 +272,7 @@ class StackModel:
 
     def _in_member_order(self, predictions, names):
         if sorted(names) != sorted(self.members):
-            raise InputError(", ".join(names) or "(none)",
-                             f"the stack model was fit on members {', '.join(self.members)}; got {', '.join(names) or 'none'}")
+            raise ValueError(f"the stack model was fit on members {', '.join(self.members)}; got {', '.join(names) or 'none'}")
         by_name = dict(zip(names, predictions))
         return [by_name[n] for n in self.members], list(self.members)
 

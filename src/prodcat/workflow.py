@@ -165,12 +165,17 @@ def level_accuracy(smk) -> None:
 
 
 def report_tables(smk) -> None:
-    from .report import VALIDATION_CAVEAT, efficiency_table, metrics_table, write_table
+    from .report import (VALIDATION_CAVEAT, efficiency_table, ensemble_comparison, ensemble_section, metrics_table,
+                         write_table)
 
     with logging_to(smk.log[0]):
         metrics = metrics_table(smk.input.metrics)
+        comparison = ensemble_comparison(metrics, smk.params.ensembles)
         write_table(metrics, smk.output.metrics_csv, smk.output.metrics_md, "Table 1: accuracy per model and stage",
-                    VALIDATION_CAVEAT)
+                    VALIDATION_CAVEAT + " An ensemble's name is its hard vote (the paper); NAME_stack is the same "
+                    "members combined by the learned arbiter, cross-fitted on validation.",
+                    extra_markdown=ensemble_section(comparison, dict(smk.params.submission)))
+        logging.info("\n%s", comparison.to_string(index=False))
         constrained = dict(zip(smk.params.constrained_models, smk.input.constrained_summaries))
         entries = [(model, Path(model_dir) / "train_summary.json", predict, bench, constrained.get(model))
                    for model, model_dir, predict, bench in zip(smk.params.models, smk.input.models,
