@@ -199,6 +199,37 @@ def named_inputs(ensemble, paths):
     return " ".join(f"{name}={path}" for name, path in zip(config["ensemble"]["members"][ensemble], paths))
 
 
+# The learned arbiter's settings; what it is fit on (validation) and applied to (test).
+STACK = config["ensemble"]["stack"]
+STACK_SPLITS = ["val", "test"]
+ENSEMBLE_MEMBERS = [m for m in LABELERS if any(m in members for members in ENSEMBLES.values())]
+
+
+def candidate_scoring_inputs(wildcards):
+    """A labeler's model, the rows of both splits and every path any ensemble member proposes for
+    them at any combining stage (rules/ensemble.smk, score_candidates)."""
+    cfg = config["labelers"][wildcards.labeler]
+    inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "hierarchy": f"{RESULTS}/data/hierarchy.json"}
+    for split in STACK_SPLITS:
+        inputs[f"rows_{split}"] = rows_for_split(split)
+        inputs[f"proposals_{split}"] = sorted({predictions(m, split, stage) for m in ENSEMBLE_MEMBERS for stage in VOTE_STAGES})
+        if cfg.get("source") == "name":
+            inputs[f"names_{split}"] = names_for_split(split, "student")
+    return inputs
+
+
+def candidate_scores(ensemble, split):
+    """Each member's scores of the candidate paths, when the stack rescores (ensemble.stack.rescore)."""
+    if not STACK["rescore"]:
+        return []
+    return [f"{RESULTS}/predictions/{m}/{split}.candidates.parquet" for m in config["ensemble"]["members"][ensemble]]
+
+
+def scores_args(ensemble, paths):
+    """--scores NAME=PATH arguments for prodcat stack-fit / stack-apply."""
+    return " ".join(f"--scores {name}={path}" for name, path in zip(config["ensemble"]["members"][ensemble], paths))
+
+
 def ensemble_comparisons():
     """For the report: each ensemble and stage with its vote, its stack and, per member, the Table 1
     stage its prediction comes from (charngram's constrained output is its raw one)."""

@@ -44,6 +44,53 @@ rule vote:
         " --out {output} {params.named} > {log} 2>&1"
 
 
+rule score_candidates:
+    # A member's log-probability of every path any member proposes (teacher forcing, no generation):
+    # lets the stack hear each member on the candidates it did not write. Both splits in one job.
+    input:
+        unpack(candidate_scoring_inputs),
+    output:
+        expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{split}}.candidates.parquet", split=STACK_SPLITS),
+    params:
+        cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
+        splits=STACK_SPLITS,
+    log:
+        f"{RESULTS}/logs/score_candidates/{{labeler}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_candidates/{{labeler}}.tsv"
+    wildcard_constraints:
+        labeler=SEQ2SEQ_PATTERN,
+    threads: config["threads"]["predict"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../scripts/score_candidates.py"
+
+
+rule score_candidates_charngram:
+    # The same for charngram: the log posterior of each candidate path (CPU, seconds).
+    input:
+        unpack(candidate_scoring_inputs),
+    output:
+        expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{split}}.candidates.parquet", split=STACK_SPLITS),
+    params:
+        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+        splits=STACK_SPLITS,
+    log:
+        f"{RESULTS}/logs/score_candidates/{{labeler}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_candidates/{{labeler}}.tsv"
+    wildcard_constraints:
+        labeler=CHARNGRAM_PATTERN,
+    threads: 1
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/score_candidates.py"
+
+
 rule fit_stack:
     # The learned arbiter, fit on the members' validation predictions. Its validation output is
     # cross-fitted (each row scored by a model fit on the other folds); the saved model, fit on all
@@ -52,14 +99,18 @@ rule fit_stack:
         hierarchy=f"{RESULTS}/data/hierarchy.json",
         truth=rows_for_split("val"),
         predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "val", wildcards.stage),
+        scores=lambda wildcards: candidate_scores(wildcards.ensemble, "val"),
     output:
         model=f"{RESULTS}/ensemble/{{ensemble}}.{{stage}}.stack.json",
         val=f"{RESULTS}/predictions/{{ensemble}}_stack/val.{{stage}}.parquet",
     params:
         named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
-        folds=config["ensemble"]["stack"]["folds"],
-        seed=config["ensemble"]["stack"]["seed"],
-        C=config["ensemble"]["stack"]["C"],
+        scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
+        descriptions="--descriptions" if STACK["descriptions"] else "",
+        folds=STACK["folds"],
+        inner_folds=STACK["inner_folds"],
+        seed=STACK["seed"],
+        C=",".join(str(c) for c in STACK["C"]),
     log:
         f"{RESULTS}/logs/fit_stack/{{ensemble}}.{{stage}}.log",
     benchmark:
@@ -71,18 +122,22 @@ rule fit_stack:
         "../envs/cpu.yaml"
     shell:
         "prodcat stack-fit --hierarchy {input.hierarchy} --truth {input.truth} --model {output.model} --out {output.val}"
-        " --folds {params.folds} --seed {params.seed} --C {params.C} {params.named} > {log} 2>&1"
+        " --folds {params.folds} --inner-folds {params.inner_folds} --seed {params.seed} --C {params.C}"
+        " {params.descriptions} {params.scores} {params.named} > {log} 2>&1"
 
 
 rule apply_stack:
     input:
         model=f"{RESULTS}/ensemble/{{ensemble}}.{{stage}}.stack.json",
         hierarchy=f"{RESULTS}/data/hierarchy.json",
+        rows=rows_for_split("test"),
         predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "test", wildcards.stage),
+        scores=lambda wildcards: candidate_scores(wildcards.ensemble, "test"),
     output:
         f"{RESULTS}/predictions/{{ensemble}}_stack/test.{{stage}}.parquet",
     params:
         named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
+        scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
     log:
         f"{RESULTS}/logs/apply_stack/{{ensemble}}.test.{{stage}}.log",
     benchmark:
@@ -93,7 +148,8 @@ rule apply_stack:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "prodcat stack-apply --model {input.model} --hierarchy {input.hierarchy} --out {output} {params.named} > {log} 2>&1"
+        "prodcat stack-apply --model {input.model} --hierarchy {input.hierarchy} --rows {input.rows} --out {output}"
+        " {params.scores} {params.named} > {log} 2>&1"
 
 
 rule manifest:

@@ -11,7 +11,7 @@ import pytest
 from prodcat import LEVELS
 from prodcat.errors import InputError
 from prodcat.hierarchy import Hierarchy
-from prodcat.stack import StackModel, cross_fit_stack, feature_names, fit_stack, fold_of_rows
+from prodcat.stack import Layout, StackModel, cross_fit_stack, fit_stack, fold_of_rows
 from prodcat.vote import vote_predictions
 
 PATHS = [
@@ -75,37 +75,66 @@ NAMES = ["strong", "weak1", "weak2"]
 
 def test_candidates_and_features_of_a_hand_made_row(hierarchy):
     # row 0: strong and weak1 propose path 0, weak2 path 2; row 1: strong path 5, weak1 an invalid
-    # path (it proposes nothing), weak2 path 6
-    ids = [1, 2]
-    members = [table(ids, [PATHS[0], PATHS[5]], logprob=[-1.0, -2.0]),
-               table(ids, [PATHS[0], ("snacks", "crisps", "no such module", "crunchco")], logprob=[-3.0, -1.0]),
-               table(ids, [PATHS[2], PATHS[6]])]
-    truth = table(ids, [PATHS[0], PATHS[6]])
-    model = fit_stack(members, NAMES, truth, hierarchy)
-    assert model.feature_names == feature_names(NAMES, {"strong": ["logprob"], "weak1": ["logprob"], "weak2": []})
-    from prodcat.stack import _PathLookup, _features, _read_members, _with_vote
+    # path (it proposes nothing), weak2 path 6; row 2: nobody proposes a valid path
+    ids = [1, 2, 3]
+    invalid = ("snacks", "crisps", "no such module", "crunchco")
+    members = [table(ids, [PATHS[0], PATHS[5], None], logprob=[-1.0, -2.0, -9.0]),
+               table(ids, [PATHS[0], invalid, invalid], logprob=[-3.0, -1.0, -9.0]),
+               table(ids, [PATHS[2], PATHS[6], None])]
+    truth = table(ids, [PATHS[0], PATHS[6], PATHS[3]])
+    model = fit_stack(members, NAMES, truth, hierarchy, {"inner_folds": 2, "folds": 2})
+    assert model.feature_names == Layout(tuple(NAMES), {"strong": ["logprob"], "weak1": ["logprob"], "weak2": []},
+                                         {}, False).feature_names()
+    from prodcat.stack import _PathLookup, _features, _read_members, _with_context
 
     lookup = _PathLookup(hierarchy)
-    arrays = _read_members(members, NAMES, lookup, model.score_columns)
-    arrays = _with_vote(arrays, members, NAMES, hierarchy, lookup, model.statistics.level_accuracy)
-    row, slot, path, features = _features(arrays, NAMES, model.score_columns, model.statistics, lookup)
+    arrays = _read_members(members, NAMES, lookup, model.layout.score_columns)
+    arrays = _with_context(arrays, members, NAMES, hierarchy, lookup, model.statistics.level_accuracy, {}, None)
+    row, slot, path, features = _features(arrays, model.layout, model.statistics, lookup)
     f = dict(zip(model.feature_names, features.T))
-    # the vote's path comes first (row 0: path 0; row 1: path 5, which strong proposes too), then
-    # the members' other valid paths
-    assert list(zip(row.tolist(), path.tolist())) == [(0, 0), (0, 2), (1, 5), (1, 6)]
-    first = int(np.flatnonzero((row == 0) & (path == 0))[0])
-    assert f["is_vote"][first] == 1 and f["strong.proposed"][first] == 1 and f["weak2.proposed"][first] == 0
-    assert f["support_share"][first] == pytest.approx(2 / 3)
-    # path 0 vs weak2's path 2: same supergroup and group, other module and brand
-    assert f["agree_supergroup"][first] == 1 and f["agree_group"][first] == 1
-    assert f["agree_module"][first] == pytest.approx(2 / 3) and f["agree_brand"][first] == pytest.approx(1.0)
-    assert f["log_path_count"][first] == pytest.approx(np.log1p(40))
-    second = int(np.flatnonzero((row == 0) & (path == 2))[0])
-    assert f["weak2.proposed"][second] == 1 and f["strong.proposed"][second] == 0 and f["strong.logprob_rank"][second] == 0
-    # every member is right on one of the two rows: equal accuracy, so member order ranks them
-    assert set(model.statistics.item_accuracy.values()) == {0.5}
-    assert f["best_proposer_rank"][first] == 1.0 and f["best_proposer_rank"][second] == pytest.approx(1 / 3)
-    assert f["weak1.corrected"].sum() == 0
+    # each member's distinct valid path, in member order (slot = member + 1); row 2 falls back to
+    # the vote's path (slot 0): weak1's valid snacks > crisps, the most frequent module there, its brand
+    assert list(zip(row.tolist(), slot.tolist(), path.tolist())) == [(0, 1, 0), (0, 3, 2), (1, 1, 5), (1, 3, 6), (2, 0, 5)]
+    assert f["is_vote"][0] == 1 and f["is_vote"][1] == 0 and f["is_vote"][4] == 1
+    assert f["strong.proposed"][0] == 1 and f["weak1.proposed"][0] == 1 and f["weak2.proposed"][0] == 0
+    assert f["support_share"][0] == pytest.approx(2 / 3) and f["support_share"][4] == 0
+    # path 0 against the members' labels: weak2's path 2 shares supergroup, group and brand, not module
+    assert f["agree_supergroup"][0] == 1 and f["agree_group"][0] == 1
+    assert f["agree_module"][0] == pytest.approx(2 / 3) and f["agree_brand"][0] == pytest.approx(1.0)
+    assert f["log_path_count"][0] == pytest.approx(np.log1p(40))
+    assert f["weak2.proposed"][1] == 1 and f["strong.proposed"][1] == 0 and f["strong.logprob_rank"][1] == 0
+    # strong and weak2 are right once, weak1 never: strong ranks first (member order breaks the tie)
+    assert model.statistics.item_accuracy == {"strong": pytest.approx(1 / 3), "weak1": pytest.approx(1 / 3),
+                                              "weak2": pytest.approx(1 / 3)}
+    assert f["best_proposer_rank"][0] == 1.0 and f["best_proposer_rank"][1] == pytest.approx(1 / 3)
+    out = model.predict(members, NAMES, hierarchy)
+    assert tuple(out.loc[2, list(LEVELS)]) == PATHS[5] and out.loc[2, "stack_proposers"] == ""
+
+
+def test_candidate_scores_let_members_speak_about_paths_they_did_not_write(hierarchy):
+    from prodcat.stack import _PathLookup, _features, _read_members, _with_context
+
+    ids = [1, 2]
+    members = [table(ids, [PATHS[0], PATHS[5]]), table(ids, [PATHS[1], PATHS[5]])]
+    scores = {"a": table([1, 1, 2], [PATHS[0], PATHS[1], PATHS[5]], logprob=[-2.0, -1.0, -500.0],
+                         logprob_per_token=[-0.1, -0.05, -50.0])}
+    truth = table(ids, [PATHS[1], PATHS[5]])
+    model = fit_stack(members, ["a", "b"], truth, hierarchy, {"folds": 2, "inner_folds": 2}, candidate_scores=scores)
+    assert model.layout.candidate_columns == {"a": ["logprob", "logprob_per_token"]}
+    lookup = _PathLookup(hierarchy)
+    arrays = _read_members(members, ["a", "b"], lookup, model.layout.score_columns)
+    arrays = _with_context(arrays, members, ["a", "b"], hierarchy, lookup, model.statistics.level_accuracy, scores, None)
+    _, _, path, features = _features(arrays, model.layout, model.statistics, lookup)
+    f = dict(zip(model.feature_names, features.T))
+    assert path.tolist() == [0, 1, 5]
+    # a prefers b's path 1 over its own path 0: gap 0 and favourite for path 1, gap -1 for path 0
+    assert f["a.candidate_logprob"].tolist() == [-2.0, -1.0, -200.0]  # floored
+    assert f["a.candidate_gap"].tolist() == [-1.0, 0.0, 0.0]
+    assert f["a.candidate_is_favourite"].tolist() == [0.0, 1.0, 1.0]
+    assert f["a.candidate_logprob_per_token"].tolist() == [-0.1, -0.05, -20.0]
+    # a candidate the scores do not cover is an error naming the member
+    with pytest.raises(InputError, match="file a: candidate scores lack the path"):
+        model.predict(members, ["a", "b"], hierarchy, candidate_scores={"a": scores["a"].iloc[:2]})
 
 
 def test_stack_beats_a_vote_that_loses_to_its_best_member(hierarchy):
@@ -193,35 +222,60 @@ def test_bad_inputs_name_what_is_wrong(hierarchy):
         cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 1})
 
 
+def candidate_scores_of(members, truth, seed):
+    """A member's log-probability of every path any member proposed: higher for the true path, noisy."""
+    rng = np.random.default_rng(seed)
+    union = pd.concat([m[["indoml_id", *LEVELS]] for m in members]).drop_duplicates().reset_index(drop=True)
+    right = union.merge(truth, on=["indoml_id", *LEVELS], how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    union["logprob"] = np.where(right, -1.0, -2.5) + rng.normal(0.0, 1.0, len(union))
+    union["logprob_per_token"] = union["logprob"] / 20
+    return union
+
+
 def test_cli_fits_cross_fits_and_applies_and_refuses_bad_input(hierarchy, tmp_path, capsys):
     from prodcat.cli import main
 
     hierarchy.to_json(tmp_path / "hierarchy.json")
     truth, members = synthetic_members(120, seed=9)
-    truth.assign(description="x", retailer="r", price=1.0).to_parquet(tmp_path / "val.parquet")
+    rows = truth.assign(description=[f"{b[:4]} {m}" for b, m in zip(truth["brand"], truth["module"])], retailer="r", price=1.0)
+    rows.to_parquet(tmp_path / "val.parquet")
     named = []
     for name, frame in zip(NAMES, members):
         frame.to_parquet(tmp_path / f"{name}.parquet")
         named.append(f"{name}={tmp_path / f'{name}.parquet'}")
+    scores = candidate_scores_of(members, truth, seed=10)
+    scores.to_parquet(tmp_path / "weak1.candidates.parquet")
+    with_scores = ["--scores", f"weak1={tmp_path / 'weak1.candidates.parquet'}"]
     common = ["--hierarchy", str(tmp_path / "hierarchy.json")]
     assert main(["stack-fit", *common, "--truth", str(tmp_path / "val.parquet"), "--model", str(tmp_path / "m.json"),
-                 "--out", str(tmp_path / "cv.parquet"), "--folds", "3", *named]) == 0
+                 "--out", str(tmp_path / "cv.parquet"), "--folds", "3", "--C", "0.5,2", "--descriptions", *with_scores,
+                 *named]) == 0
     saved = json.loads((tmp_path / "m.json").read_text())
-    expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3})
+    assert saved["params"]["C"] == [0.5, 2.0] and saved["descriptions"] and list(saved["candidate_columns"]) == ["weak1"]
+    kwargs = dict(candidate_scores={"weak1": scores}, rows=rows)
+    expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3, "C": [0.5, 2.0]}, **kwargs)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet"), expected)
     assert saved["validation"]["cross_fitted_item_accuracy"] == pytest.approx(item_accuracy(expected, truth))
-    assert main(["stack-apply", *common, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "a.parquet"),
+    apply = ["stack-apply", *common, "--model", str(tmp_path / "m.json")]
+    assert main([*apply, "--out", str(tmp_path / "a.parquet"), "--rows", str(tmp_path / "val.parquet"), *with_scores,
                  *named[::-1]]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"),
-                                  StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy))
+                                  StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy, **kwargs))
     capsys.readouterr()
-    # a member the model does not know, a missing file, too few rows for the folds: exit 2, nothing written
+    # a member the model does not know, a missing model, missing scores or rows, too few rows for the
+    # folds: exit 2, a message naming the file and what is wrong, nothing written
+    out = ["--out", str(tmp_path / "x.parquet")]
     bad = [named[0], named[1], f"other={tmp_path / 'weak2.parquet'}"]
-    assert main(["stack-apply", *common, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "x.parquet"), *bad]) == 2
+    assert main([*apply, *out, "--rows", str(tmp_path / "val.parquet"), *with_scores, *bad]) == 2
     err = capsys.readouterr().err
-    assert "m.json" in err and "weak2" in err and "other" in err and not (tmp_path / "x.parquet").exists()
-    assert main(["stack-apply", *common, "--model", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.parquet"), *named]) == 2
-    assert "nope.json" in capsys.readouterr().err and not (tmp_path / "x.parquet").exists()
+    assert "m.json" in err and "weak2" in err and "other" in err
+    assert main(["stack-apply", *common, "--model", str(tmp_path / "nope.json"), *out, *named]) == 2
+    assert "nope.json" in capsys.readouterr().err
+    assert main([*apply, *out, "--rows", str(tmp_path / "val.parquet"), *named]) == 2
+    assert "--scores" in capsys.readouterr().err
+    assert main([*apply, *out, *with_scores, *named]) == 2
+    assert "--rows" in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists()
     assert main(["stack-fit", *common, "--truth", str(tmp_path / "val.parquet"), "--model", str(tmp_path / "m2.json"),
                  "--out", str(tmp_path / "cv2.parquet"), "--folds", "500", *named]) == 2
     assert "--folds 500" in capsys.readouterr().err

@@ -157,9 +157,11 @@ def test_predict_new_file_with_unseen_retailers_missing_prices_and_odd_character
     assert json.loads((finished_run / "manifest.json").read_text())["ensemble"]["method"] == "stack"
     assert {"stack_score", "stack_candidates", "stack_proposers"} <= set(labels.columns)
     applied = tmp_path / "applied.parquet"
+    members = ("byt5", "flant5", "mmbyt5")
     assert main(["stack-apply", "--model", str(finished_run / "ensemble" / "ensemble.corrected.stack.json"),
-                 "--hierarchy", str(finished_run / "data" / "hierarchy.json"), "--out", str(applied),
-                 *[f"{m}={tmp_path / 'keep' / f'{m}.corrected.parquet'}" for m in ("byt5", "flant5", "mmbyt5")]]) == 0
+                 "--hierarchy", str(finished_run / "data" / "hierarchy.json"), "--out", str(applied), "--rows", str(new),
+                 *[f"--scores={m}={tmp_path / 'keep' / f'{m}.candidates.parquet'}" for m in members],
+                 *[f"{m}={tmp_path / 'keep' / f'{m}.corrected.parquet'}" for m in members]]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(applied), labels[pd.read_parquet(applied).columns])
     # bad input: the same rules as ingest, exit 2, nothing written
     new.write_text(json.dumps({"indoml_id": 1, "description": "", "retailer": "r", "price": 1}) + "\n")

@@ -344,6 +344,34 @@ class CharNgramLabeler:
         log.info("charngram predicted %d rows in %.1f s", len(table), time.time() - started)
         return table
 
+    def score_paths(self, rows: pd.DataFrame, paths: pd.DataFrame) -> pd.DataFrame:
+        """The log posterior of given label paths for given rows, for reranking: `paths` has
+        indoml_id and the four levels, any number per id (ids must be rows of `rows`); the result
+        is `paths` (same order) with `logprob` added (-inf for a path this labeler does not know)."""
+        position = pd.Index(rows["indoml_id"].to_numpy()).get_indexer(paths["indoml_id"].to_numpy())
+        if (position < 0).any():
+            raise InputError("paths", f"indoml_id {paths['indoml_id'].iloc[int(np.argmax(position < 0))]} is not "
+                             "among the rows", column="indoml_id")
+        known = pd.MultiIndex.from_arrays([self.labels[level] for level in LEVELS])
+        wanted = pd.MultiIndex.from_arrays([paths[level].astype(object).where(paths[level].notna(), "").astype(str)
+                                            for level in LEVELS])
+        path_id = known.get_indexer(wanted)
+        X = self.featurizer.transform(rows)
+        logprob = np.full(len(paths), -np.inf)
+        step = self.params["predict_batch_rows"]
+        for s in range(0, X.shape[0], step):
+            mine = np.flatnonzero((position >= s) & (position < s + step) & (path_id >= 0))
+            if len(mine) == 0:
+                continue
+            scores = self._scores(X[s:s + step]).astype(np.float64)
+            top = scores.max(axis=1, keepdims=True)
+            log_norm = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+            local = position[mine] - s
+            logprob[mine] = scores[local, path_id[mine]] - log_norm[local]
+        out = paths.copy()
+        out["logprob"] = logprob
+        return out
+
     def _scores(self, X: sp.csr_matrix) -> np.ndarray:
         """log P(path) + x · log θ_path for every row and path (rows × paths, float32)."""
         dense_ids, dense_block, sparse_t, per_mass, prior = self._scorer_parts()

@@ -49,7 +49,8 @@ def load_manifest(results_dir) -> dict:
 
 def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataFrame:
     """The ensemble's labels for `rows` (validated rows table; vote or stack as the run was
-    configured), plus each labeler's corrected labels as `<labeler>_<level>` columns. With keep_dir, every intermediate table is written there."""
+    configured), plus each labeler's corrected labels as `<labeler>_<level>` columns. With keep_dir,
+    every intermediate table is written there."""
     from .correct import correct_predictions
     from .hierarchy import Hierarchy
     from .io import write_parquet
@@ -72,17 +73,24 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
         if keep:
             write_parquet(names, keep / "names.parquet")
 
-    corrected = {}
+    corrected, scorers = {}, {}
     for name, cfg in manifest["labelers"].items():
         if cfg["kind"] == "charngram":
             from .charngram import CharNgramLabeler
 
-            raw = CharNgramLabeler.load(results_dir / "models" / name).predict(rows)
+            labeler = CharNgramLabeler.load(results_dir / "models" / name)
+            raw = labeler.predict(rows)
+            scorers[name] = lambda paths, labeler=labeler: labeler.score_paths(rows, paths)
         else:
+            from .seq2seq import load_trained_model, score_paths
+
             source_rows = with_names(rows, names) if cfg["source"] == "name" else rows
+            loaded = load_trained_model(results_dir / "models" / name)
             raw, summary = predict_labeler(results_dir / "models" / name, source_rows, cfg["predict"],
-                                           source_column=cfg["source"])
+                                           source_column=cfg["source"], loaded=loaded)
             log.info("%s: %d rows, %d parse failures", name, len(raw), summary["parse_failures"])
+            scorers[name] = lambda paths, cfg=cfg, source_rows=source_rows, loaded=loaded: score_paths(
+                None, source_rows, paths, cfg["predict"], source_column=cfg["source"], loaded=loaded)
         corrected[name] = correct_predictions(raw, hierarchy, method=manifest["correction"]["method"],
                                               salvage=manifest["correction"].get("salvage", False))
         if keep:
@@ -94,7 +102,17 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
         from .stack import StackModel
 
         arbiter = StackModel.load(results_dir / manifest["stack_model"])
-        voted = arbiter.predict([corrected[m] for m in models], models, hierarchy)
+        candidate_scores = {}
+        if arbiter.layout.candidate_columns:  # every member scores every path the members propose
+            from .stack import candidate_union
+
+            paths = candidate_union([corrected[m] for m in models], hierarchy)
+            candidate_scores = {m: scorers[m](paths) for m in arbiter.layout.candidate_columns}
+            if keep:
+                for m, table in candidate_scores.items():
+                    write_parquet(table, keep / f"{m}.candidates.parquet")
+        voted = arbiter.predict([corrected[m] for m in models], models, hierarchy, candidate_scores=candidate_scores,
+                                rows=rows)
     else:
         voted = vote_predictions([corrected[m] for m in models], models, hierarchy, level_accuracy=accuracy,
                                  weighted=manifest["ensemble"].get("weighted", False))

@@ -370,3 +370,53 @@ def generated_token_logprobs(model, out, eos: int):
         counted &= beam_indices[:, : scores.shape[1]] >= 0
     scores = scores.masked_fill(~counted, 0.0)
     return scores.cpu(), counted.cpu()
+
+
+def score_paths(model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict, *, source_column: str = "description",
+                loaded=None) -> pd.DataFrame:
+    """The model's log-probability of given label paths (teacher forcing: one decoder pass, no
+    generation), for reranking: `paths` has indoml_id and the four levels, any number of rows per
+    id; the result is `paths` (same order) with `logprob` (the target text's tokens, end-of-sequence
+    included), `logprob_per_token` and `n_tokens` added. Every id must be a row of `rows`."""
+    import torch
+
+    from .errors import InputError
+
+    device, dtype = pick_device()
+    model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir)
+    model.to(device=device, dtype=dtype).eval()
+    kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
+    position = pd.Index(rows["indoml_id"].to_numpy()).get_indexer(paths["indoml_id"].to_numpy())
+    if (position < 0).any():
+        raise InputError("paths", f"indoml_id {paths['indoml_id'].iloc[int(np.argmax(position < 0))]} is not among the rows",
+                         column="indoml_id")
+    sources = rows[source_column].astype(str).to_numpy()[position]
+    targets = [format_target(labels) for labels in paths[list(LEVELS)].itertuples(index=False, name=None)]
+    target_ids = tokenizer(text_target=targets)["input_ids"]
+    side = side_features(model, rows) if kind == MULTIMODAL else None
+    batch_size = int(params["batch_size"])
+    logprob = np.zeros(len(paths))
+    n_tokens = np.array([len(ids) for ids in target_ids], dtype=np.int64)
+    order = np.argsort(-n_tokens, kind="stable")
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([sources[i] for i in idx], max_length=int(params["max_source_length"]), truncation=True,
+                            padding=True, return_tensors="pt").to(device)
+            longest = int(n_tokens[idx].max())
+            labels = torch.full((len(idx), longest), -100, dtype=torch.long)
+            for j, i in enumerate(idx):
+                labels[j, : n_tokens[i]] = torch.tensor(target_ids[i])
+            labels = labels.to(device)
+            kwargs = {}
+            if side is not None:
+                kwargs = {"retailer_ids": side[0][position[idx]].to(device),
+                          "prices": side[1][position[idx]].to(device=device, dtype=dtype)}
+            logits = model(**enc, labels=labels, **kwargs).logits.float()
+            token = torch.log_softmax(logits, dim=-1).gather(2, labels.clamp(min=0)[:, :, None])[:, :, 0]
+            logprob[idx] = (token * (labels >= 0)).sum(dim=1).cpu().numpy()
+    out = paths.copy()
+    out["logprob"] = logprob
+    out["logprob_per_token"] = logprob / np.maximum(n_tokens, 1)
+    out["n_tokens"] = n_tokens
+    return out
