@@ -14,7 +14,8 @@ IndoML label space (12,885 paths) with receipt-style noise, and members of very 
   so together they outvote a right answer. A wrong answer is a sibling brand, a sibling module,
   a random path or an invalid path (a typo'd brand, later fixed or not by correction).
   Their predictions then go through the pipeline's top-down correction, as in Table 1's
-  "corrected" stage.
+  "corrected" stage. The stand-ins cannot score paths they did not write; charngram scores every
+  candidate (`CharNgramLabeler.score_paths`), and the stack matches candidates to descriptions.
 
 For the paper's three (the stand-ins) and for the three + charngram, it reports item accuracy of
 each member, the hard vote and the stack, on validation (stack cross-fitted) and on test (stack
@@ -48,7 +49,7 @@ from prodcat.charngram import train_charngram  # noqa: E402
 from prodcat.correct import correct_predictions  # noqa: E402
 from prodcat.hierarchy import Hierarchy  # noqa: E402
 from prodcat.metrics import score  # noqa: E402
-from prodcat.stack import cross_fit_stack, fit_stack  # noqa: E402
+from prodcat.stack import candidate_union, cross_fit_stack, fit_stack  # noqa: E402
 from prodcat.target_text import format_target  # noqa: E402
 from prodcat.vote import vote_predictions  # noqa: E402
 
@@ -195,13 +196,19 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|")
     for label, names in ensembles.items():
         t0 = time.process_time()
-        crossfit, _, _ = cross_fit_stack([val_tables[n] for n in names], names, val, hierarchy)
-        model = fit_stack([val_tables[n] for n in names], names, val, hierarchy)
-        applied = model.predict([test_tables[n] for n in names], names, hierarchy)
+        val_scores, test_scores = {}, {}
+        if "charngram" in names:  # the real labeler scores every candidate; the stand-ins cannot
+            val_scores["charngram"] = charngram.score_paths(val, candidate_union([val_tables[n] for n in names], hierarchy))
+            test_scores["charngram"] = charngram.score_paths(test, candidate_union([test_tables[n] for n in names], hierarchy))
+        crossfit, _, _ = cross_fit_stack([val_tables[n] for n in names], names, val, hierarchy,
+                                         candidate_scores=val_scores, rows=val)
+        model = fit_stack([val_tables[n] for n in names], names, val, hierarchy, candidate_scores=val_scores, rows=val)
+        applied = model.predict([test_tables[n] for n in names], names, hierarchy, candidate_scores=test_scores, rows=test)
         stack_seconds = time.process_time() - t0  # CPU time: the machine may be shared
         entry = {"stack_seconds": round(stack_seconds, 1),
                  "val": evaluate(val, val_tables, names, hierarchy, crossfit),
                  "test": evaluate(test, test_tables, names, hierarchy, applied),
+                 "selection": model.selection,
                  "coefficients": dict(zip(model.feature_names, np.round(model.coef, 3).tolist()))}
         for split in ("val", "test"):
             r = entry[split]

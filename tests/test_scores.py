@@ -125,3 +125,47 @@ def test_correction_keeps_the_scores_and_flags_the_rows_it_changed(hierarchy, me
     pd.testing.assert_frame_equal(out[["logprob", "logprob_per_token"]], predictions[["logprob", "logprob_per_token"]])
     assert out["corrected"].tolist() == [False, True, True]
     assert out["corrected_levels"].tolist() == ["", "brand", "supergroup,group,module,brand"]
+
+
+def test_score_paths_gives_the_generation_log_probability_of_a_path_and_scores_any_other(byt5_dir, hierarchy):
+    from prodcat.seq2seq import score_paths
+
+    rows = pd.DataFrame({"indoml_id": np.arange(len(SOURCES)), "description": SOURCES, "retailer": "r", "price": 1.0})
+    params = {"batch_size": 3, "num_beams": 1, "max_new_tokens": 10, "max_source_length": 32}
+    constrained, _ = predict_labeler(byt5_dir, rows, params, hierarchy=hierarchy, constrained=True)
+    # every row against every path, in a shuffled order
+    paths = pd.DataFrame([(i, *p) for i in rows["indoml_id"] for p in PATHS], columns=["indoml_id", *LEVELS])
+    paths = paths.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    scored = score_paths(byt5_dir, rows, paths, params)
+    pd.testing.assert_frame_equal(scored[["indoml_id", *LEVELS]], paths)
+    own = scored.merge(constrained, on=["indoml_id", *LEVELS], suffixes=("", "_generated"))
+    assert len(own) == len(rows)
+    np.testing.assert_allclose(own["logprob"], own["logprob_generated"], atol=1e-4)
+    assert (own["n_tokens"] == own["n_tokens_generated"]).all()
+    assert (scored["logprob"] < 0).all()
+    np.testing.assert_allclose(scored["logprob_per_token"] * scored["n_tokens"], scored["logprob"], rtol=1e-9)
+    with pytest.raises(Exception, match="indoml_id 99"):
+        score_paths(byt5_dir, rows, paths.assign(indoml_id=99), params)
+
+
+def test_charngram_score_paths_is_its_log_posterior_of_any_path():
+    from tests.test_charngram import PARAMS as CHARNGRAM_PARAMS, make_rows
+    from prodcat.charngram import train_charngram
+
+    train, test = make_rows(20, seed=1), make_rows(2, seed=2, start_id=10_000)
+    hierarchy = Hierarchy.from_frame(train)
+    labeler = train_charngram(train, hierarchy, params=CHARNGRAM_PARAMS)
+    predicted = labeler.predict(test)
+    known = hierarchy.paths[list(LEVELS)]
+    paths = pd.concat([known.assign(indoml_id=i) for i in test["indoml_id"]], ignore_index=True)
+    paths = pd.concat([paths, pd.DataFrame([{"indoml_id": int(test["indoml_id"].iloc[0]), "supergroup": "no",
+                                             "group": "such", "module": "path", "brand": "x"}])], ignore_index=True)
+    scored = labeler.score_paths(test, paths)
+    assert np.isneginf(scored["logprob"].iloc[-1])
+    finite = scored.iloc[:-1]
+    # a distribution over the known paths per row, whose best is the predicted path with its logprob
+    np.testing.assert_allclose(np.exp(finite["logprob"]).groupby(finite["indoml_id"]).sum(), 1.0, rtol=1e-5)
+    best = finite.loc[finite.groupby("indoml_id")["logprob"].idxmax()].set_index("indoml_id")
+    mine = predicted.set_index("indoml_id")
+    assert (best[list(LEVELS)] == mine.loc[best.index, list(LEVELS)]).all().all()
+    np.testing.assert_allclose(best["logprob"], mine.loc[best.index, "logprob"], atol=1e-4)

@@ -280,3 +280,25 @@ def test_cli_fits_cross_fits_and_applies_and_refuses_bad_input(hierarchy, tmp_pa
                  "--out", str(tmp_path / "cv2.parquet"), "--folds", "500", *named]) == 2
     assert "--folds 500" in capsys.readouterr().err
     assert not (tmp_path / "m2.json").exists() and not (tmp_path / "cv2.parquet").exists()
+
+
+def test_an_arbiter_that_cannot_tell_better_defers_to_the_best_member(hierarchy):
+    # the weak members are right only when the strong one is, and nobody's confidence means anything:
+    # no ranking beats the strong member, so the model keeps its answers
+    rng = np.random.default_rng(11)
+    truth, members = synthetic_members(240, seed=12)
+    strong_right = (members[0][list(LEVELS)].to_numpy() == truth[list(LEVELS)].to_numpy()).all(axis=1)
+    for m in (1, 2):
+        frame = members[m].copy()
+        wrong = ~strong_right | (rng.random(len(frame)) < 0.5)
+        frame.loc[wrong, list(LEVELS)] = members[0].loc[wrong, list(LEVELS)].to_numpy()
+        frame.loc[wrong, "brand"] = np.where(frame.loc[wrong, "brand"] == "glenmoor", "receipt all", "glenmoor")
+        frame["logprob"] = rng.normal(-2.0, 1.0, len(frame))
+        members[m] = frame
+    members[0] = members[0].assign(logprob=rng.normal(-2.0, 1.0, len(truth)))
+    model = fit_stack(members, NAMES, truth, hierarchy)
+    assert model.selection["chosen"] == "defer to the best member" and model.selection["deferred_to"] == "strong"
+    out = model.predict(members, NAMES, hierarchy)
+    pd.testing.assert_frame_equal(out[list(LEVELS)], members[0][list(LEVELS)])
+    cross, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy)
+    assert item_accuracy(cross, truth) == item_accuracy(members[0], truth)

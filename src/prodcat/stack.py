@@ -25,11 +25,12 @@ Features of a (row, candidate) pair, all fitted on the fitting rows only:
   descriptions are given, how well the candidate's brand and module match the description
   (rapidfuzz partial and token-set ratios).
 
-Model: scikit-learn `LogisticRegression` on standardised features, label "the candidate is the
-true path"; a row takes its highest-scoring candidate (ties: candidate order). The inverse
-regularisation C is chosen from `C` (a grid) by an inner cross-validation on the fitting rows,
-against the plain choice of deferring to the best member; when no C beats that, the model defers
-to the best member (all weight on "the best member proposed it"). The decision function is
+Model: a linear ranker, scikit-learn `LogisticRegression` fit pairwise on standardised features
+(the true candidate of a row against each other candidate of that row); a row takes its
+highest-scoring candidate (ties: candidate order). The inverse regularisation C is chosen from `C`
+(a grid) by an inner cross-validation on the fitting rows, against the plain choice of deferring to
+the best member; when no C beats that, the model defers to the best member (all weight on "the
+best member proposed it"): an arbiter that cannot tell better keeps the best member's answer. The decision function is
 evaluated here from the stored coefficients, so a loaded model gives exactly the in-memory
 model's answers. Saved as JSON (no pickle).
 
@@ -55,7 +56,7 @@ from .hierarchy import Hierarchy
 
 FORMAT_VERSION = 1
 SCORE_COLUMNS = ("logprob", "logprob_per_token", "logprob_min", "margin")
-DEFAULT_PARAMS = {"folds": 5, "seed": 0, "C": [0.1, 1.0, 10.0], "inner_folds": 3}
+DEFAULT_PARAMS = {"folds": 5, "seed": 0, "C": [0.03, 0.1, 0.3, 1.0], "inner_folds": 3}
 N_QUANTILES = 101
 LOGPROB_FLOOR, GAP_FLOOR, PER_TOKEN_FLOOR = -200.0, -30.0, -20.0  # clip the long tails of candidate scores
 _MISSING = "\x00missing"  # stands in for a missing label when looking paths up
@@ -377,7 +378,7 @@ class StackModel:
     def to_dict(self) -> dict:
         return {
             "format_version": FORMAT_VERSION,
-            "kind": "prodcat stack (logistic regression over candidate paths)",
+            "kind": "prodcat stack (pairwise logistic ranker over candidate paths)",
             "members": self.members,
             "score_columns": self.layout.score_columns,
             "candidate_columns": self.layout.candidate_columns,
@@ -454,15 +455,26 @@ def _truth_arrays(truth: pd.DataFrame, ids: np.ndarray, lookup: _PathLookup, sou
     return lookup.path_ids(rows), [lookup.level_codes(rows, d) for d in range(len(LEVELS))]
 
 
-def _logistic(features, target, C):
+def _ranker(features, target, row, C):
+    """Pairwise logistic regression: for every row whose true path is a candidate, the true
+    candidate's standardised features minus each other candidate's are labelled 1 (and the negated
+    differences 0), so the model learns to rank within a row; rows without the true path carry no
+    ranking information. (mean, scale, coef), or None when no row has such a pair."""
     from sklearn.linear_model import LogisticRegression
 
     mean = features.mean(axis=0)
     scale = features.std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
-    model = LogisticRegression(C=C, max_iter=1000, solver="newton-cholesky")
-    model.fit((features - mean) / scale, target)
-    return mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0])
+    x = (features - mean) / scale
+    true_of_row = np.full(int(row.max()) + 1 if len(row) else 0, -1)
+    true_of_row[row[target]] = np.flatnonzero(target)
+    other = np.flatnonzero(~target & (true_of_row[row] >= 0))
+    if len(other) == 0:
+        return None
+    diff = x[true_of_row[row[other]]] - x[other]
+    model = LogisticRegression(C=C, max_iter=1000, solver="newton-cholesky", fit_intercept=False)
+    model.fit(np.vstack([diff, -diff]), np.r_[np.ones(len(diff)), np.zeros(len(diff))])
+    return mean, scale, model.coef_[0].astype(np.float64)
 
 
 def _select(features, target, row, slot, ids, best_proposed, params) -> tuple[float | None, dict]:
@@ -474,16 +486,13 @@ def _select(features, target, row, slot, ids, best_proposed, params) -> tuple[fl
     np.maximum.at(right_if_defer, row, (best_proposed & target).astype(float))
     accuracy = {"defer to the best member": float(right_if_defer.mean())}
     for C in params["C"]:
-        score = np.zeros(len(target))
+        score = best_proposed.astype(np.float64)  # a fold without ranking pairs defers
         for f in range(int(fold.max()) + 1):
             train, held = fold != f, fold == f
-            if not held.any():
-                continue
-            if target[train].all() or not target[train].any():
-                score[held] = best_proposed[held]
-                continue
-            mean, scale, coef, intercept = _logistic(features[train], target[train], C)
-            score[held] = ((features[held] - mean) / scale) @ coef + intercept
+            fitted = _ranker(features[train], target[train], row[train], C) if held.any() and train.any() else None
+            if fitted is not None:
+                mean, scale, coef = fitted
+                score[held] = ((features[held] - mean) / scale) @ coef
         accuracy[f"C={C:g}"] = float(target[_best_per_row(row, slot, score)].sum() / n_rows)
     best_c = max(params["C"], key=lambda C: (accuracy[f"C={C:g}"], -params["C"].index(C)))
     chosen = best_c if accuracy[f"C={best_c:g}"] > accuracy["defer to the best member"] else None
@@ -510,15 +519,16 @@ def fit_stack(predictions: list[pd.DataFrame], names: list[str], truth: pd.DataF
     best = max(names, key=lambda n: (stats.item_accuracy[n], -names.index(n)))
     best_proposed = members.paths[row, names.index(best)] == path
     C, selection = _select(features, target, row, slot, members.ids, best_proposed, params)
-    if C is None:
+    fitted = _ranker(features, target, row, C) if C is not None else None
+    if fitted is None:
         # all weight on "the best member proposed it"; no scaling
         n = features.shape[1]
-        mean, scale, coef, intercept = np.zeros(n), np.ones(n), np.zeros(n), 0.0
+        mean, scale, coef = np.zeros(n), np.ones(n), np.zeros(n)
         coef[layout.feature_names().index(f"{best}.proposed")] = 1.0
-        selection["deferred_to"] = best
+        selection.update(chosen="defer to the best member", deferred_to=best)
     else:
-        mean, scale, coef, intercept = _logistic(features, target, C)
-    return StackModel(layout, stats, mean, scale, coef, intercept, params, selection, trained_on=members.ids.copy())
+        mean, scale, coef = fitted
+    return StackModel(layout, stats, mean, scale, coef, 0.0, params, selection, trained_on=members.ids.copy())
 
 
 def fold_of_rows(ids: np.ndarray, folds: int, seed: int) -> np.ndarray:

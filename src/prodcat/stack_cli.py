@@ -110,7 +110,7 @@ def add_commands(sub) -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--inner-folds", type=int, default=3, help="cross-validation folds that choose C")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--C", type=_floats, default=[0.1, 1.0, 10.0],
+    p.add_argument("--C", type=_floats, default=[0.03, 0.1, 0.3, 1.0],
                    help="comma-separated inverse L2 strengths to choose from (against deferring to the best member)")
     p.add_argument("predictions", nargs="+", help="NAME=PATH per member")
     p.set_defaults(func=_cmd_stack_fit)
