@@ -23,7 +23,7 @@ fit on all validation rows), and whether the stack reaches its best member.
 
     .venv/bin/python bench/stack_hard.py --hierarchy /work/shared/indoml2024/hierarchy.json \\
         [--train-rows 60000] [--val-rows 3000] [--test-rows 3000] [--accuracy 0.55 0.40 0.30] \\
-        [--shared-error 0.5] [--confidence-noise 1.0] [--seed 0] [--out stack_hard.json]
+        [--shared-error 0.5] [--confidence-noise 1.0] [--no-descriptions] [--seed 0] [--out stack_hard.json]
 """
 
 from __future__ import annotations
@@ -58,11 +58,14 @@ ERROR_KINDS = {"sibling_brand": 0.45, "sibling_module": 0.25, "random_path": 0.1
 
 
 class _Neighbours:
-    """Paths sharing a (supergroup, group, module) node or a (supergroup, group) node."""
+    """Paths sharing a (supergroup, group, module) node or a (supergroup, group) node. Wrong
+    answers are drawn in proportion to the paths' training counts: a labeler errs towards what it
+    saw often (drawn uniformly, a path's frequency alone would give the errors away)."""
 
     def __init__(self, hierarchy: Hierarchy):
         paths = hierarchy.paths[list(LEVELS)]
         self.n = len(paths)
+        self.count = hierarchy.paths["count"].to_numpy(dtype=np.float64)
         self.by_module = paths.groupby(list(LEVELS[:3]), sort=False).indices
         self.by_group = paths.groupby(list(LEVELS[:2]), sort=False).indices
         self.module_key = list(paths[list(LEVELS[:3])].itertuples(index=False, name=None))
@@ -72,8 +75,13 @@ class _Neighbours:
         pool = self.by_module[self.module_key[path]] if level == "brand" else self.by_group[self.group_key[path]]
         if level == "module":
             pool = [p for p in pool if self.module_key[p] != self.module_key[path]]
-        pool = [p for p in pool if p != path]
-        return int(rng.choice(pool)) if len(pool) else int(rng.integers(self.n))
+        pool = np.array([p for p in pool if p != path], dtype=np.int64)
+        return self.draw(rng, pool) if len(pool) else self.draw(rng)
+
+    def draw(self, rng, pool=None) -> int:
+        pool = np.arange(self.n) if pool is None else pool
+        weights = self.count[pool]
+        return int(rng.choice(pool, p=weights / weights.sum()))
 
 
 def _typo(word: str, rng) -> str:
@@ -102,7 +110,7 @@ def neural_member(truth_ids, hardness, decoy, accuracy, shared, confidence_noise
         elif kinds[i] == "sibling_module":
             predicted[i] = labels[neighbours.sibling(truth_ids[i], rng, "module")]
         elif kinds[i] == "random_path":
-            predicted[i] = labels[int(rng.integers(len(labels)))]
+            predicted[i] = labels[neighbours.draw(rng)]
         else:
             predicted[i, 3] = _typo(predicted[i, 3], rng)
     frame = pd.DataFrame(predicted, columns=list(LEVELS))
@@ -161,6 +169,8 @@ def main(argv=None) -> int:
     parser.add_argument("--confidence-noise", type=float, default=1.0,
                         help="noise on the stand-ins' confidence (the latent that decides right or wrong has sd ~1.1; "
                              "large values make their confidence useless)")
+    parser.add_argument("--no-descriptions", action="store_true",
+                        help="the stack does not match candidates against the descriptions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -191,7 +201,7 @@ def main(argv=None) -> int:
                  "three + charngram": ["neural1", "neural2", "neural3", "charngram"]}
     results = {"rows": {"train": len(train), "val": len(val), "test": len(test)}, "paths_in_training": hierarchy.n_paths,
                "accuracy": args.accuracy, "shared_error": args.shared_error, "confidence_noise": args.confidence_noise,
-               "seed": args.seed, "ensembles": {}}
+               "descriptions": not args.no_descriptions, "seed": args.seed, "ensembles": {}}
     print("| ensemble | split | " + " | ".join(["best member", "best member acc", "vote", "stack", "stack - best"]) + " |")
     print("|---|---|---|---|---|---|---|")
     for label, names in ensembles.items():
@@ -200,10 +210,13 @@ def main(argv=None) -> int:
         if "charngram" in names:  # the real labeler scores every candidate; the stand-ins cannot
             val_scores["charngram"] = charngram.score_paths(val, candidate_union([val_tables[n] for n in names], hierarchy))
             test_scores["charngram"] = charngram.score_paths(test, candidate_union([test_tables[n] for n in names], hierarchy))
+        val_rows, test_rows = (None, None) if args.no_descriptions else (val, test)
         crossfit, _, _ = cross_fit_stack([val_tables[n] for n in names], names, val, hierarchy,
-                                         candidate_scores=val_scores, rows=val)
-        model = fit_stack([val_tables[n] for n in names], names, val, hierarchy, candidate_scores=val_scores, rows=val)
-        applied = model.predict([test_tables[n] for n in names], names, hierarchy, candidate_scores=test_scores, rows=test)
+                                         candidate_scores=val_scores, rows=val_rows)
+        model = fit_stack([val_tables[n] for n in names], names, val, hierarchy, candidate_scores=val_scores,
+                          rows=val_rows)
+        applied = model.predict([test_tables[n] for n in names], names, hierarchy, candidate_scores=test_scores,
+                                rows=test_rows)
         stack_seconds = time.process_time() - t0  # CPU time: the machine may be shared
         entry = {"stack_seconds": round(stack_seconds, 1),
                  "val": evaluate(val, val_tables, names, hierarchy, crossfit),
