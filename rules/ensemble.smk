@@ -63,6 +63,8 @@ rule score_candidates:
     threads: config["threads"]["predict"]
     resources:
         gpu=1,
+        # cheaper than the prediction it follows (one decoder pass a candidate, no generation)
+        **job_resources("predict_labeler"),
     conda:
         "../envs/gpu.yaml"
     script:
@@ -85,6 +87,8 @@ rule score_candidates_charngram:
     wildcard_constraints:
         labeler=CHARNGRAM_PATTERN,
     threads: 1
+    resources:
+        **job_resources("predict_charngram"),
     conda:
         "../envs/cpu.yaml"
     script:
