@@ -116,10 +116,12 @@ def ensemble_section(comparison: pd.DataFrame, submission: dict) -> str:
         "## Ensembles: hard vote vs learned arbiter (stack)",
         "",
         "Item accuracy of each ensemble combined by the paper's hard vote and by the learned arbiter "
-        "(`prodcat.stack`: a logistic model over the members' candidate paths, their confidence and "
-        "agreement), beside the ensemble's best member at the same stage. The stack is fit on validation "
-        "predictions: its validation numbers are cross-fitted (each row scored by a model fit on the "
-        "other folds), its test numbers come from the model fit on all validation rows.",
+        "(`prodcat.stack`: a pairwise logistic ranker over the paths the members propose, from who proposed "
+        "them, the members' confidence and their scores of every candidate, agreement, path frequency and the "
+        "match with the description; where it cannot beat the best member in an inner cross-validation it "
+        "keeps the best member's answer), beside the ensemble's best member at the same stage. The stack is "
+        "fit on validation predictions: its validation numbers are cross-fitted (each row scored by a model "
+        "fit on the other folds), its test numbers come from the model fit on all validation rows.",
         "",
         f"**Submission:** ensemble `{submission['ensemble']}` at stage `{submission['stage']}`, combined by "
         f"**{method}** (`ensemble.method`), written to `submission/{submission['model']}.predict`; "
