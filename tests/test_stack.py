@@ -302,3 +302,20 @@ def test_an_arbiter_that_cannot_tell_better_defers_to_the_best_member(hierarchy)
     pd.testing.assert_frame_equal(out[list(LEVELS)], members[0][list(LEVELS)])
     cross, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy)
     assert item_accuracy(cross, truth) == item_accuracy(members[0], truth)
+
+
+def test_report_sets_vote_and_stack_beside_the_best_member_at_the_same_stage():
+    from prodcat.report import ensemble_comparison, ensemble_section
+
+    records = [("a", "constrained", 0.50), ("b", "raw", 0.70), ("b", "constrained", 0.99),  # b's constrained is its raw
+               ("e", "constrained", 0.60), ("e_stack", "constrained", 0.72)]
+    metrics = pd.DataFrame([{"model": m, "stage": s, "split": split, "item_accuracy": acc + (0.01 if split == "test" else 0)}
+                            for m, s, acc in records for split in ("val", "test")])
+    comparisons = [{"ensemble": "e", "stacked": "e_stack", "stage": "constrained", "members": {"a": "constrained", "b": "raw"}}]
+    table = ensemble_comparison(metrics, comparisons)
+    assert table["split"].tolist() == ["val", "test"] and (table["best_member"] == "b").all()
+    assert table["best_member_accuracy"].tolist() == pytest.approx([0.70, 0.71])
+    assert table["stack_minus_best_member"].tolist() == pytest.approx([0.02, 0.02])
+    assert table["stack_minus_vote"].tolist() == pytest.approx([0.12, 0.12])
+    text = ensemble_section(table, {"ensemble": "e", "stage": "constrained", "method": "stack", "model": "e_stack"})
+    assert "combined by **stack**" in text and "submission/e_stack.predict" in text and "| e | constrained | val | b |" in text
