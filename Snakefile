@@ -38,6 +38,8 @@ localrules:
     correct,
     level_accuracy,
     vote,
+    fit_stack,
+    apply_stack,
     evaluate,
     report_tables,
     plots,

@@ -10,4 +10,5 @@ start=$(date +%s)
 snakemake --cores 8 --resources gpu=1 --config results="$results" > "$results.log" 2>&1
 end=$(date +%s)
 echo "default run: $((end - start)) s wall (log: $results.log)"
-grep -E "^\| (majority|byt5|mmbyt5|flant5|charngram|ensemble|ensemble_ngram) " "$results/report/metrics.md"
+grep -E "^\| (majority|byt5|mmbyt5|flant5|charngram|ensemble|ensemble_ngram|ensemble_stack|ensemble_ngram_stack) " "$results/report/metrics.md"
+sed -n '/^## Ensembles/,$p' "$results/report/metrics.md"

@@ -24,6 +24,13 @@ CONSTRAINED_LABELERS = SEQ2SEQ if "constrained" in DECODINGS else []
 # constrained, that too (charngram's raw output is already constrained).
 VOTE_STAGES = CORRECTED_STAGES + (["constrained"] if "constrained" in DECODINGS else [])
 SUBMIT_STAGE = {"topdown": "corrected", "joint": "joint"}[config["correction"]["method"]]
+# Every ensemble is combined both ways: the hard vote (model = the ensemble's name, the paper) and
+# the learned arbiter (model = NAME_stack); ensemble.method picks the one `prodcat predict`
+# and the manifest use for ensemble.submit.
+STACKED = {f"{ensemble}_stack": ensemble for ensemble in ENSEMBLES}
+SUBMIT_MODEL = {"vote": config["ensemble"]["submit"], "stack": f"{config['ensemble']['submit']}_stack"}[
+    config["ensemble"]["method"]
+]
 
 
 def _check_config():
@@ -35,6 +42,8 @@ def _check_config():
                 )
         if ensemble in config["labelers"]:
             raise ValueError(f"config: ensemble name {ensemble!r} is also a labeler name")
+        if f"{ensemble}_stack" in config["labelers"] or f"{ensemble}_stack" in config["ensemble"]["members"]:
+            raise ValueError(f"config: {ensemble}_stack names the stacked {ensemble!r}; it cannot name a labeler or ensemble too")
     if config["ensemble"]["submit"] not in config["ensemble"]["members"]:
         raise ValueError(f"config: ensemble.submit is {config['ensemble']['submit']!r}, not one of ensemble.members")
     known = config["tiny"] if TINY else config["base_models"]
@@ -56,7 +65,7 @@ wildcard_constraints:
     split="train|val|test",
     dataset="train|test",
     stage="raw|corrected|joint|constrained",
-    model="|".join([*ENSEMBLES, *LABELERS]),
+    model="|".join([*ENSEMBLES, *STACKED, *LABELERS]),
     arch="|".join(sorted(set(config["base_models"]) | {k for k in config["tiny"] if k not in ("enabled", "seed")})),
 
 
@@ -106,7 +115,7 @@ def final_outputs():
         f"{RESULTS}/report/item_accuracy.svg",
         f"{RESULTS}/manifest.json",
     ]
-    outputs += expand(f"{RESULTS}/submission/{{model}}.predict", model=[*ENSEMBLES, *LABELERS])
+    outputs += expand(f"{RESULTS}/submission/{{model}}.predict", model=[*ENSEMBLES, *STACKED, *LABELERS])
     if uses_names() and config["data"]["true_names"]:
         outputs.append(f"{RESULTS}/report/names.csv")
     return outputs
@@ -169,13 +178,66 @@ def ingest_inputs(wildcards):
 
 
 def table1_entries(split):
-    """(MODEL:STAGE, path) for every row of Table 1 on one split: each labeler raw and corrected
-    both ways, and the vote over each correction."""
+    """(MODEL:STAGE, path) for every row of Table 1 on one split: each labeler raw, corrected
+    both ways and constrained, and every ensemble's vote and stack at each of VOTE_STAGES."""
     entries = [(f"{m}:raw", predictions(m, split, "raw")) for m in LABELERS]
     entries += [(f"{m}:{stage}", predictions(m, split, stage)) for stage in CORRECTED_STAGES for m in LABELERS]
     entries += [(f"{m}:constrained", predictions(m, split, "constrained")) for m in CONSTRAINED_LABELERS]
     entries += [(f"{e}:{stage}", predictions(e, split, stage)) for e in ENSEMBLES for stage in VOTE_STAGES]
+    # validation rows of a stacked ensemble are cross-fitted (rules/ensemble.smk, fit_stack)
+    entries += [(f"{s}:{stage}", predictions(s, split, stage)) for s in STACKED for stage in VOTE_STAGES]
     return entries
+
+
+def ensemble_inputs(ensemble, split, stage):
+    """The members' predictions that an ensemble combines, in the configured member order."""
+    return [predictions(m, split, stage) for m in config["ensemble"]["members"][ensemble]]
+
+
+def named_inputs(ensemble, paths):
+    """NAME=PATH arguments for prodcat vote / stack-fit / stack-apply."""
+    return " ".join(f"{name}={path}" for name, path in zip(config["ensemble"]["members"][ensemble], paths))
+
+
+# The learned arbiter's settings; what it is fit on (validation) and applied to (test).
+STACK = config["ensemble"]["stack"]
+STACK_SPLITS = ["val", "test"]
+ENSEMBLE_MEMBERS = [m for m in LABELERS if any(m in members for members in ENSEMBLES.values())]
+
+
+def candidate_scoring_inputs(wildcards):
+    """A labeler's model, the rows of both splits and every path any ensemble member proposes for
+    them at any combining stage (rules/ensemble.smk, score_candidates)."""
+    cfg = config["labelers"][wildcards.labeler]
+    inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "hierarchy": f"{RESULTS}/data/hierarchy.json"}
+    for split in STACK_SPLITS:
+        inputs[f"rows_{split}"] = rows_for_split(split)
+        inputs[f"proposals_{split}"] = sorted({predictions(m, split, stage) for m in ENSEMBLE_MEMBERS for stage in VOTE_STAGES})
+        if cfg.get("source") == "name":
+            inputs[f"names_{split}"] = names_for_split(split, "student")
+    return inputs
+
+
+def candidate_scores(ensemble, split):
+    """Each member's scores of the candidate paths, when the stack rescores (ensemble.stack.rescore)."""
+    if not STACK["rescore"]:
+        return []
+    return [f"{RESULTS}/predictions/{m}/{split}.candidates.parquet" for m in config["ensemble"]["members"][ensemble]]
+
+
+def scores_args(ensemble, paths):
+    """--scores NAME=PATH arguments for prodcat stack-fit / stack-apply."""
+    return " ".join(f"--scores {name}={path}" for name, path in zip(config["ensemble"]["members"][ensemble], paths))
+
+
+def ensemble_comparisons():
+    """For the report: each ensemble and stage with its vote, its stack and, per member, the Table 1
+    stage its prediction comes from (charngram's constrained output is its raw one)."""
+    return [
+        {"ensemble": e, "stacked": f"{e}_stack", "stage": stage,
+         "members": {m: "raw" if (stage == "constrained" and m in CHARNGRAM) else stage for m in members}}
+        for e, members in ENSEMBLES.items() for stage in VOTE_STAGES
+    ]
 
 
 # Table 2 covers every trained model: the labelers and, when a labeler reads names, the namer.

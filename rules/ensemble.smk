@@ -1,4 +1,5 @@
-# hard voting with hierarchy compliance over the corrected labelers
+# Combining an ensemble's members: the paper's hierarchy-compliant hard vote, and the learned
+# arbiter (stack) fit on the members' validation predictions.
 
 
 rule level_accuracy:
@@ -22,16 +23,12 @@ rule vote:
     input:
         hierarchy=f"{RESULTS}/data/hierarchy.json",
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{{stage}}.json",
-        predictions=lambda wildcards: [
-            predictions(m, wildcards.split, wildcards.stage) for m in config["ensemble"]["members"][wildcards.ensemble]
-        ],
+        predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, wildcards.split, wildcards.stage),
     output:
         f"{RESULTS}/predictions/{{ensemble}}/{{split}}.{{stage}}.parquet",
     params:
         # member order is the last tie rule: keep it as configured
-        named=lambda wildcards, input: " ".join(
-            f"{name}={path}" for name, path in zip(config["ensemble"]["members"][wildcards.ensemble], input.predictions)
-        ),
+        named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
         weighted="--weighted" if config["ensemble"].get("weighted", False) else "",
     log:
         f"{RESULTS}/logs/vote/{{ensemble}}.{{split}}.{{stage}}.log",
@@ -47,12 +44,128 @@ rule vote:
         " --out {output} {params.named} > {log} 2>&1"
 
 
+rule score_candidates:
+    # A member's log-probability of every path any member proposes (teacher forcing, no generation):
+    # lets the stack hear each member on the candidates it did not write. Both splits in one job.
+    input:
+        unpack(candidate_scoring_inputs),
+    output:
+        expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{split}}.candidates.parquet", split=STACK_SPLITS),
+    params:
+        cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
+        splits=STACK_SPLITS,
+    log:
+        f"{RESULTS}/logs/score_candidates/{{labeler}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_candidates/{{labeler}}.tsv"
+    wildcard_constraints:
+        labeler=SEQ2SEQ_PATTERN,
+    threads: config["threads"]["predict"]
+    resources:
+        gpu=1,
+        # cheaper than the prediction it follows (one decoder pass a candidate, no generation)
+        **job_resources("predict_labeler"),
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../scripts/score_candidates.py"
+
+
+rule score_candidates_charngram:
+    # The same for charngram: the log posterior of each candidate path (CPU, seconds).
+    input:
+        unpack(candidate_scoring_inputs),
+    output:
+        expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{split}}.candidates.parquet", split=STACK_SPLITS),
+    params:
+        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+        splits=STACK_SPLITS,
+    log:
+        f"{RESULTS}/logs/score_candidates/{{labeler}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_candidates/{{labeler}}.tsv"
+    wildcard_constraints:
+        labeler=CHARNGRAM_PATTERN,
+    threads: 1
+    resources:
+        **job_resources("predict_charngram"),
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/score_candidates.py"
+
+
+rule fit_stack:
+    # The learned arbiter, fit on the members' validation predictions. Its validation output is
+    # cross-fitted (each row scored by a model fit on the other folds); the saved model, fit on all
+    # validation rows, scores the test split and new files.
+    input:
+        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        truth=rows_for_split("val"),
+        predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "val", wildcards.stage),
+        scores=lambda wildcards: candidate_scores(wildcards.ensemble, "val"),
+    output:
+        model=f"{RESULTS}/ensemble/{{ensemble}}.{{stage}}.stack.json",
+        val=f"{RESULTS}/predictions/{{ensemble}}_stack/val.{{stage}}.parquet",
+    params:
+        named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
+        scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
+        descriptions="--descriptions" if STACK["descriptions"] else "",
+        folds=STACK["folds"],
+        inner_folds=STACK["inner_folds"],
+        seed=STACK["seed"],
+        C=",".join(str(c) for c in STACK["C"]),
+    log:
+        f"{RESULTS}/logs/fit_stack/{{ensemble}}.{{stage}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_stack/{{ensemble}}.{{stage}}.tsv"
+    wildcard_constraints:
+        ensemble="|".join(ENSEMBLES),
+        stage="corrected|joint|constrained",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "prodcat stack-fit --hierarchy {input.hierarchy} --truth {input.truth} --model {output.model} --out {output.val}"
+        " --folds {params.folds} --inner-folds {params.inner_folds} --seed {params.seed} --C {params.C}"
+        " {params.descriptions} {params.scores} {params.named} > {log} 2>&1"
+
+
+rule apply_stack:
+    input:
+        model=f"{RESULTS}/ensemble/{{ensemble}}.{{stage}}.stack.json",
+        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        rows=rows_for_split("test"),
+        predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "test", wildcards.stage),
+        scores=lambda wildcards: candidate_scores(wildcards.ensemble, "test"),
+    output:
+        f"{RESULTS}/predictions/{{ensemble}}_stack/test.{{stage}}.parquet",
+    params:
+        named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
+        scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
+    log:
+        f"{RESULTS}/logs/apply_stack/{{ensemble}}.test.{{stage}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/apply_stack/{{ensemble}}.test.{{stage}}.tsv"
+    wildcard_constraints:
+        ensemble="|".join(ENSEMBLES),
+        stage="corrected|joint|constrained",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "prodcat stack-apply --model {input.model} --hierarchy {input.hierarchy} --rows {input.rows} --out {output}"
+        " {params.scores} {params.named} > {log} 2>&1"
+
+
 rule manifest:
     # What `prodcat predict` needs to label new files with this run's models, without retraining.
     input:
         models=[f"{RESULTS}/models/{m}" for m in config["ensemble"]["members"][config["ensemble"]["submit"]]],
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{SUBMIT_STAGE}.json",
         hierarchy=f"{RESULTS}/data/hierarchy.json",
+        # the arbiter, when ensemble.method is stack
+        stack=[f"{RESULTS}/ensemble/{config['ensemble']['submit']}.{SUBMIT_STAGE}.stack.json"]
+        if config["ensemble"]["method"] == "stack"
+        else [],
     output:
         f"{RESULTS}/manifest.json",
     params:

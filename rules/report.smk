@@ -38,6 +38,9 @@ rule report_tables:
     params:
         models=EFFICIENCY_MODELS,
         constrained_models=CONSTRAINED_LABELERS,
+        ensembles=ensemble_comparisons(),
+        submission={"ensemble": config["ensemble"]["submit"], "stage": SUBMIT_STAGE,
+                    "method": config["ensemble"]["method"], "model": SUBMIT_MODEL},
     log:
         f"{RESULTS}/logs/report_tables.log",
     conda:

@@ -71,7 +71,7 @@ def test_word_bounded_ngrams_do_not_cross_spaces():
 def test_learns_the_paths_and_predicts_only_valid_ones(data):
     train, test, hierarchy, labeler = data
     pred = labeler.predict(_features(test))
-    assert list(pred.columns) == ["indoml_id", *LEVELS, "text", "parse_ok"]
+    assert list(pred.columns) == ["indoml_id", *LEVELS, "text", "parse_ok", "logprob", "margin"]
     assert pred["indoml_id"].tolist() == test["indoml_id"].tolist()
     assert pred["indoml_id"].dtype == np.int64
     assert _valid(pred, hierarchy)
@@ -85,6 +85,7 @@ def test_learns_the_paths_and_predicts_only_valid_ones(data):
     assert pred["parse_ok"].all()
     margins = pred["text"].str.removeprefix("margin=").astype(float)
     assert pred["text"].str.startswith("margin=").all() and (margins >= 0).all() and margins.median() > 1
+    np.testing.assert_allclose(margins, pred["margin"], atol=0.006)  # the text rounds it
 
 
 def test_scores_are_multinomial_naive_bayes_over_paths(data):

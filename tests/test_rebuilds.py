@@ -123,6 +123,12 @@ def downstream_of_labelers(cfg: dict, labelers) -> list[Pattern]:
         patterns += [Pattern("level_accuracy"), Pattern("manifest")]
     for ensemble in voting:
         patterns += [Pattern("vote", {"ensemble": ensemble}), Pattern("submission", {"model": ensemble})]
+    if voting:
+        # the stack: every member scores the union of all members' paths, so a member's new paths
+        # reach every member's candidate scores and every stacked ensemble
+        patterns += [Pattern("score_candidates"), Pattern("score_candidates_charngram"), Pattern("fit_stack"),
+                     Pattern("apply_stack")]
+        patterns += [Pattern("submission", {"model": f"{e}_stack"}) for e in cfg["ensemble"]["members"]]
     return patterns
 
 

@@ -23,7 +23,8 @@ def test_dry_run_of_default_config_plans_every_stage():
     out = proc.stdout + proc.stderr
     for rule in ("ingest", "split", "hierarchy", "build_tiny_model", "synthesize_names", "gather_names", "train_namer",
                  "infer_names", "train_labeler", "predict_labeler", "correct", "level_accuracy", "vote",
-                 "evaluate", "report_tables", "plots", "submission", "name_quality", "manifest"):
+                 "fit_stack", "apply_stack", "evaluate", "report_tables", "plots", "submission", "name_quality",
+                 "manifest"):
         assert rule in out, f"{rule} missing from the dry run:\n{out}"
 
 
@@ -60,9 +61,32 @@ def test_whole_dag_runs_on_test_data(finished_run):
     assert list(metrics.columns) == METRICS_COLUMNS
     assert set(metrics["split"]) == {"val", "test"}
     assert set(metrics["stage"]) == {"raw", "corrected", "joint", "constrained", "baseline"}
-    assert set(metrics["model"]) == {"majority", "byt5", "flant5", "mmbyt5", "charngram", "ensemble", "ensemble_ngram"}
-    for ensemble in ("ensemble", "ensemble_ngram"):
-        assert set(metrics.loc[metrics["model"] == ensemble, "stage"]) == {"corrected", "joint", "constrained"}
+    ensembles = ("ensemble", "ensemble_ngram", "ensemble_stack", "ensemble_ngram_stack")
+    assert set(metrics["model"]) == {"majority", "byt5", "flant5", "mmbyt5", "charngram", *ensembles}
+    for ensemble in ensembles:
+        for split in ("val", "test"):
+            part = metrics[(metrics["model"] == ensemble) & (metrics["split"] == split)]
+            assert set(part["stage"]) == {"corrected", "joint", "constrained"}, (ensemble, split)
+    # the stack's validation rows are its cross-fitted ones, as its fit recorded them
+    for stage in ("corrected", "joint", "constrained"):
+        fitted = json.loads((results / "ensemble" / f"ensemble_ngram.{stage}.stack.json").read_text())
+        row = metrics[(metrics["model"] == "ensemble_ngram_stack") & (metrics["stage"] == stage) & (metrics["split"] == "val")]
+        assert fitted["validation"]["cross_fitted_item_accuracy"] == pytest.approx(float(row["item_accuracy"].iloc[0]))
+        assert fitted["members"] == ["byt5", "flant5", "mmbyt5", "charngram"]
+    # vote and stack side by side, and which one the submission uses (config.yaml: stack)
+    report = (results / "report" / "metrics.md").read_text()
+    assert "hard vote vs learned arbiter" in report and "combined by **stack**" in report
+    assert "submission/ensemble_stack.predict" in report
+    # every prediction carries its confidence; corrections keep it and flag changed rows
+    for model in ("byt5", "flant5", "mmbyt5"):
+        for stage in ("raw", "constrained", "corrected"):
+            table = pd.read_parquet(results / "predictions" / model / f"val.{stage}.parquet")
+            assert {"logprob", "logprob_per_token", "logprob_min"} <= set(table.columns), (model, stage)
+            assert (table["logprob"] <= 0).all() and table["logprob"].notna().all()
+        corrected = pd.read_parquet(results / "predictions" / model / "val.corrected.parquet")
+        assert corrected["corrected"].tolist() == (corrected["corrected_levels"] != "").tolist()
+    charngram = pd.read_parquet(results / "predictions" / "charngram" / "val.raw.parquet")
+    assert (charngram["logprob"] <= 0).all() and (charngram["margin"] >= 0).all()
     # constrained decoding and the charngram labeler only ever write valid paths
     valid = {tuple(p[:4]) for p in json.loads((results / "data" / "hierarchy.json").read_text())["paths"]}
     for model, stage in (("byt5", "constrained"), ("mmbyt5", "constrained"), ("charngram", "raw")):
@@ -76,7 +100,8 @@ def test_whole_dag_runs_on_test_data(finished_run):
     assert (efficiency["parameters"] > 0).all() and (neural["train_gflops_per_step"] > 0).all()
     assert (efficiency.set_index("model").loc[["byt5", "flant5", "mmbyt5"], "constrained_predict_seconds_per_1k"] > 0).all()
     test_rows = sum(1 for _ in open(REPO / ".test" / "data" / "test.features"))
-    for model in ("ensemble", "ensemble_ngram", "byt5", "flant5", "mmbyt5", "charngram"):
+    for model in ("ensemble", "ensemble_ngram", "ensemble_stack", "ensemble_ngram_stack", "byt5", "flant5", "mmbyt5",
+                  "charngram"):
         assert sum(1 for _ in open(results / "submission" / f"{model}.predict")) == test_rows
     log = (results / "logs" / "train_labeler" / "byt5.log").read_text()
     assert "device: cpu" in log and "eval_loss" in log
@@ -128,6 +153,16 @@ def test_predict_new_file_with_unseen_retailers_missing_prices_and_odd_character
     assert all(tuple(row) in valid for row in labels[list(LEVELS)].itertuples(index=False, name=None))
     assert {f"{m}_{level}" for m in ("byt5", "flant5", "mmbyt5") for level in LEVELS} <= set(labels.columns)
     assert (tmp_path / "keep" / "names.parquet").exists()
+    # config.yaml submits the stack: predict combines with the arbiter, exactly as stack-apply does
+    assert json.loads((finished_run / "manifest.json").read_text())["ensemble"]["method"] == "stack"
+    assert {"stack_score", "stack_candidates", "stack_proposers"} <= set(labels.columns)
+    applied = tmp_path / "applied.parquet"
+    members = ("byt5", "flant5", "mmbyt5")
+    assert main(["stack-apply", "--model", str(finished_run / "ensemble" / "ensemble.corrected.stack.json"),
+                 "--hierarchy", str(finished_run / "data" / "hierarchy.json"), "--out", str(applied), "--rows", str(new),
+                 *[f"--scores={m}={tmp_path / 'keep' / f'{m}.candidates.parquet'}" for m in members],
+                 *[f"{m}={tmp_path / 'keep' / f'{m}.corrected.parquet'}" for m in members]]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(applied), labels[pd.read_parquet(applied).columns])
     # bad input: the same rules as ingest, exit 2, nothing written
     new.write_text(json.dumps({"indoml_id": 1, "description": "", "retailer": "r", "price": 1}) + "\n")
     bad_out = tmp_path / "bad.parquet"

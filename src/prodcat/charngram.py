@@ -329,16 +329,48 @@ class CharNgramLabeler:
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         """The predictions table: indoml_id, the four labels (always a path of the hierarchy),
-        text ("margin=<log-odds against the runner-up path>"), parse_ok (True)."""
+        text ("margin=<log-odds against the runner-up path>"), parse_ok (True) and the confidence
+        columns `logprob` (log posterior of the chosen path over all paths) and `margin` (its
+        log-odds against the runner-up; inf when the hierarchy has one path)."""
         started = time.time()
-        best, margin = self._best_paths(self.featurizer.transform(rows))
+        best, margin, log_posterior = self._best_paths(self.featurizer.transform(rows), with_posterior=True)
         table = pd.DataFrame({"indoml_id": rows["indoml_id"].to_numpy(dtype=np.int64)})
         for level in LEVELS:
             table[level] = np.asarray(self.labels[level], dtype=object)[best]
         table["text"] = [f"margin={m:.2f}" for m in margin]
         table["parse_ok"] = True
+        table["logprob"] = log_posterior
+        table["margin"] = margin
         log.info("charngram predicted %d rows in %.1f s", len(table), time.time() - started)
         return table
+
+    def score_paths(self, rows: pd.DataFrame, paths: pd.DataFrame) -> pd.DataFrame:
+        """The log posterior of given label paths for given rows, for reranking: `paths` has
+        indoml_id and the four levels, any number per id (ids must be rows of `rows`); the result
+        is `paths` (same order) with `logprob` added (-inf for a path this labeler does not know)."""
+        position = pd.Index(rows["indoml_id"].to_numpy()).get_indexer(paths["indoml_id"].to_numpy())
+        if (position < 0).any():
+            raise InputError("paths", f"indoml_id {paths['indoml_id'].iloc[int(np.argmax(position < 0))]} is not "
+                             "among the rows", column="indoml_id")
+        known = pd.MultiIndex.from_arrays([self.labels[level] for level in LEVELS])
+        wanted = pd.MultiIndex.from_arrays([paths[level].astype(object).where(paths[level].notna(), "").astype(str)
+                                            for level in LEVELS])
+        path_id = known.get_indexer(wanted)
+        X = self.featurizer.transform(rows)
+        logprob = np.full(len(paths), -np.inf)
+        step = self.params["predict_batch_rows"]
+        for s in range(0, X.shape[0], step):
+            mine = np.flatnonzero((position >= s) & (position < s + step) & (path_id >= 0))
+            if len(mine) == 0:
+                continue
+            scores = self._scores(X[s:s + step]).astype(np.float64)
+            top = scores.max(axis=1, keepdims=True)
+            log_norm = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+            local = position[mine] - s
+            logprob[mine] = scores[local, path_id[mine]] - log_norm[local]
+        out = paths.copy()
+        out["logprob"] = logprob
+        return out
 
     def _scores(self, X: sp.csr_matrix) -> np.ndarray:
         """log P(path) + x · log θ_path for every row and path (rows × paths, float32)."""
@@ -353,22 +385,27 @@ class CharNgramLabeler:
         self.params["alpha"] = float(alpha)
         self._scorer = None
 
-    def _best_paths(self, X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """Best path per row (first in path order on ties) and its margin over the runner-up,
-        scored `predict_batch_rows` rows at a time (the scores are rows × paths, dense)."""
+    def _best_paths(self, X: sp.csr_matrix, with_posterior: bool = False) -> tuple[np.ndarray, ...]:
+        """Best path per row (first in path order on ties), its margin over the runner-up and,
+        with_posterior, its log posterior (log-softmax over every path's score), scored
+        `predict_batch_rows` rows at a time (the scores are rows × paths, dense)."""
         best = np.zeros(X.shape[0], np.int64)
         margin = np.full(X.shape[0], np.inf)
+        log_posterior = np.zeros(X.shape[0])
         step = self.params["predict_batch_rows"]
         for s in range(0, X.shape[0], step):
             scores = self._scores(X[s:s + step])
             rows = np.arange(scores.shape[0])
             b = scores.argmax(axis=1)
             best[s:s + step] = b
+            top = scores[rows, b].astype(np.float64)
+            if with_posterior:
+                # log Σ exp(score - top) ≥ 0: the best path's own term is exp(0) = 1
+                log_posterior[s:s + step] = -np.log(np.exp(scores - top[:, None].astype(np.float32)).sum(axis=1, dtype=np.float64))
             if scores.shape[1] > 1:
-                top = scores[rows, b]
                 scores[rows, b] = -np.inf
                 margin[s:s + step] = top - scores.max(axis=1)
-        return best, margin
+        return (best, margin, log_posterior) if with_posterior else (best, margin)
 
     def _scorer_parts(self) -> tuple:
         """log θ split as: dense block for the features in most paths, sparse rest (features ×

@@ -248,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predictions", nargs="+", help="[NAME=]PATH, in the fixed model order used for ties")
     p.set_defaults(func=_cmd_vote)
 
+    from .stack_cli import add_commands as add_stack_commands
+
+    add_stack_commands(sub)
+
     p = sub.add_parser("evaluate", help="item accuracy and macro F1 per level")
     p.add_argument("--truth", required=True)
     p.add_argument("--out", required=True)

@@ -51,8 +51,10 @@ def correct_predictions(
 ) -> pd.DataFrame:
     """Predictions with every row turned into a valid hierarchy path.
 
-    Same rows and order, other columns kept; adds ``corrected_<level>`` (bool: the label changed,
-    a missing label always does) and ``corrected_levels`` (changed level names, comma-joined).
+    Same rows and order, other columns kept (the labeler's confidence columns, e.g. ``logprob``,
+    still score what the labeler wrote, not the corrected path); adds ``corrected_<level>`` (bool:
+    the label changed, a missing label always does), ``corrected_levels`` (changed level names,
+    comma-joined) and ``corrected`` (bool: the row changed at some level).
     ``weights`` (joint only) maps level → weight, missing levels weigh 1. With ``salvage``, a row
     whose generated ``text`` failed to parse (``parse_ok`` False) is corrected from the parts that
     can be read from it (`target_text.salvage_target`) rather than from nothing.
@@ -85,6 +87,7 @@ def correct_predictions(
         out[f"corrected_{level}"] = changed
         changed_names = changed_names + np.where(changed, level + ",", "").astype(object)
     out["corrected_levels"] = [names[:-1] for names in changed_names]
+    out["corrected"] = out["corrected_levels"] != ""
     return out
 
 

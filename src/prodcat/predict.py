@@ -1,8 +1,9 @@
 """Predicting for a new file from the trained artifacts of a finished run, without retraining.
 
 A run writes `manifest.json` into its results folder: which labelers exist, what each reads, how
-it predicts, how predictions are corrected and voted. `predict_new_rows` replays that: inferred
-names (when a labeler reads them) → every labeler → correction → the hierarchy-compliant vote.
+it predicts, how predictions are corrected and combined. `predict_new_rows` replays that: inferred
+names (when a labeler reads them) → every labeler → correction → the hierarchy-compliant vote or,
+with `ensemble.method: stack`, the learned arbiter fit on the run's validation predictions.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ def write_manifest(config: dict, stage: str, path) -> None:
     """What `predict_new_rows` needs from the run's configuration (paths relative to the results folder)."""
     from .io import write_json
 
-    labelers = config["ensemble"]["members"][config["ensemble"]["submit"]]
+    submit = config["ensemble"]["submit"]
+    labelers = config["ensemble"]["members"][submit]
+    method = config["ensemble"].get("method", "vote")
     write_json({
         "labelers": {name: config["labelers"][name] for name in labelers},
         "namer": {"templates": config["namer"]["templates"], "generate": config["namer"]["student"]},
         "correction": {**config["correction"], "stage": stage},
-        "ensemble": config["ensemble"],
+        "ensemble": {**config["ensemble"], "method": method},
         "hierarchy": "data/hierarchy.json",
         "level_accuracy": f"ensemble/level_accuracy.{stage}.json",
+        # the learned arbiter (prodcat.stack), fit on all validation rows; used when method is stack
+        "stack_model": f"ensemble/{submit}.{stage}.stack.json" if method == "stack" else None,
     }, path)
 
 
@@ -90,8 +95,9 @@ def _require_model(path: Path, what: str) -> Path:
 
 
 def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataFrame:
-    """The ensemble's labels for `rows` (validated rows table), plus each labeler's corrected
-    labels as `<labeler>_<level>` columns. With keep_dir, every intermediate table is written there."""
+    """The ensemble's labels for `rows` (validated rows table; vote or stack as the run was
+    configured), plus each labeler's corrected labels as `<labeler>_<level>` columns. With keep_dir,
+    every intermediate table is written there."""
     from .correct import correct_predictions
     from .hierarchy import Hierarchy
     from .io import write_parquet
@@ -121,17 +127,24 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
         if keep:
             write_parquet(names, keep / "names.parquet")
 
-    corrected = {}
+    corrected, scorers = {}, {}
     for name, cfg in manifest["labelers"].items():
         if cfg["kind"] == "charngram":
             from .charngram import CharNgramLabeler
 
-            raw = CharNgramLabeler.load(results_dir / "models" / name).predict(rows)
+            labeler = CharNgramLabeler.load(results_dir / "models" / name)
+            raw = labeler.predict(rows)
+            scorers[name] = lambda paths, labeler=labeler: labeler.score_paths(rows, paths)
         else:
+            from .seq2seq import load_trained_model, score_paths
+
             source_rows = with_names(rows, names) if cfg["source"] == "name" else rows
+            loaded = load_trained_model(results_dir / "models" / name)
             raw, summary = predict_labeler(results_dir / "models" / name, source_rows, cfg["predict"],
-                                           source_column=cfg["source"])
+                                           source_column=cfg["source"], loaded=loaded)
             log.info("%s: %d rows, %d parse failures", name, len(raw), summary["parse_failures"])
+            scorers[name] = lambda paths, cfg=cfg, source_rows=source_rows, loaded=loaded: score_paths(
+                None, source_rows, paths, cfg["predict"], source_column=cfg["source"], loaded=loaded)
         corrected[name] = correct_predictions(raw, hierarchy, method=manifest["correction"]["method"],
                                               salvage=manifest["correction"].get("salvage", False))
         if keep:
@@ -139,8 +152,24 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
             write_parquet(corrected[name], keep / f"{name}.corrected.parquet")
 
     models = list(corrected)
-    voted = vote_predictions([corrected[m] for m in models], models, hierarchy, level_accuracy=accuracy,
-                             weighted=manifest["ensemble"].get("weighted", False))
+    if manifest["ensemble"].get("method", "vote") == "stack":
+        from .stack import StackModel
+
+        arbiter = StackModel.load(results_dir / manifest["stack_model"])
+        candidate_scores = {}
+        if arbiter.layout.candidate_columns:  # every member scores every path the members propose
+            from .stack import candidate_union
+
+            paths = candidate_union([corrected[m] for m in models], hierarchy)
+            candidate_scores = {m: scorers[m](paths) for m in arbiter.layout.candidate_columns}
+            if keep:
+                for m, table in candidate_scores.items():
+                    write_parquet(table, keep / f"{m}.candidates.parquet")
+        voted = arbiter.predict([corrected[m] for m in models], models, hierarchy, candidate_scores=candidate_scores,
+                                rows=rows)
+    else:
+        voted = vote_predictions([corrected[m] for m in models], models, hierarchy, level_accuracy=accuracy,
+                                 weighted=manifest["ensemble"].get("weighted", False))
     for model in models:
         for level in LEVELS:
             voted[f"{model}_{level}"] = corrected[model][level].to_numpy()

@@ -88,8 +88,57 @@ def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(table: pd.DataFrame, csv_path, md_path, title: str, note: str = "") -> None:
+def write_table(table: pd.DataFrame, csv_path, md_path, title: str, note: str = "", extra_markdown: str = "") -> None:
     from .io import write_text
 
     write_text(table.to_csv(index=False), csv_path)
-    write_text(to_markdown(table, title, note), md_path)
+    write_text(to_markdown(table, title, note) + extra_markdown, md_path)
+
+
+ENSEMBLE_COLUMNS = ["ensemble", "stage", "split", "best_member", "best_member_accuracy", "vote", "stack",
+                    "stack_minus_best_member", "stack_minus_vote"]
+
+
+def ensemble_comparison(metrics: pd.DataFrame, comparisons: list[dict]) -> pd.DataFrame:
+    """Item accuracy of each ensemble's vote and stack side by side, against its best member at
+    the same stage, per split. comparisons: {ensemble, stacked, stage, members: {member: stage}}
+    (rules/common.smk, ensemble_comparisons)."""
+    accuracy = metrics.set_index(["model", "stage", "split"])["item_accuracy"]
+    rows = []
+    for item in comparisons:
+        for split in dict.fromkeys(metrics["split"]):
+            member = {m: accuracy.get((m, s, split)) for m, s in item["members"].items()}
+            member = {m: a for m, a in member.items() if a is not None}
+            vote = accuracy.get((item["ensemble"], item["stage"], split))
+            stack = accuracy.get((item["stacked"], item["stage"], split))
+            if not member or vote is None or stack is None:
+                continue
+            best = max(member, key=lambda m: (member[m], -list(member).index(m)))
+            rows.append({"ensemble": item["ensemble"], "stage": item["stage"], "split": split, "best_member": best,
+                         "best_member_accuracy": member[best], "vote": vote, "stack": stack,
+                         "stack_minus_best_member": stack - member[best], "stack_minus_vote": stack - vote})
+    return pd.DataFrame(rows, columns=ENSEMBLE_COLUMNS)
+
+
+def ensemble_section(comparison: pd.DataFrame, submission: dict) -> str:
+    """Markdown: the vote-vs-stack table and which combination the submission uses."""
+    method = submission["method"]
+    lines = [
+        "",
+        "## Ensembles: hard vote vs learned arbiter (stack)",
+        "",
+        "Item accuracy of each ensemble combined by the paper's hard vote and by the learned arbiter "
+        "(`prodcat.stack`: a pairwise logistic ranker over the paths the members propose, from who proposed "
+        "them, the members' confidence and their scores of every candidate, agreement, path frequency and the "
+        "match with the description; where it cannot beat the best member in an inner cross-validation it "
+        "keeps the best member's answer), beside the ensemble's best member at the same stage. The stack is "
+        "fit on validation predictions: its validation numbers are cross-fitted (each row scored by a model "
+        "fit on the other folds), its test numbers come from the model fit on all validation rows.",
+        "",
+        f"**Submission:** ensemble `{submission['ensemble']}` at stage `{submission['stage']}`, combined by "
+        f"**{method}** (`ensemble.method`), written to `submission/{submission['model']}.predict`; "
+        "`prodcat predict` combines the same way.",
+        "",
+    ]
+    body = to_markdown(comparison, "x").splitlines()[2:]  # the table without its title
+    return "\n".join(lines + body) + "\n"

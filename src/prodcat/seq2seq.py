@@ -330,7 +330,11 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     With `constrained`, decoding follows a prefix trie over the tokenised targets of the
     hierarchy's paths, so every output is a valid path and is read off the trie exactly.
     `loaded`: the (model, tokenizer) of `load_trained_model(model_dir)`, when the caller decodes
-    the same rows more than one way."""
+    the same rows more than one way.
+
+    Confidence per row (`generated_token_logprobs`): `logprob`, the model's log-probability of the
+    tokens it generated (end-of-sequence included), `logprob_per_token` (that over `n_tokens`) and
+    `logprob_min` (the least likely token), for free and constrained decoding alike."""
     import torch
     from tqdm.auto import tqdm
 
@@ -360,6 +364,9 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     order = np.argsort([-len(s) for s in sources], kind="stable")
     texts: list[str | None] = [None] * len(sources)
     finished: list[bool] = [False] * len(sources)
+    logprob = np.zeros(len(sources))
+    logprob_min = np.zeros(len(sources))
+    n_tokens = np.zeros(len(sources), dtype=np.int64)
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
 
     def batch_inputs(idx):
@@ -382,13 +389,19 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", file=sys.stderr, mininterval=5):
             idx = order[start:start + batch_size]
-            out = model.generate(**batch_inputs(idx))
-            decoded = tokenizer.batch_decode(out, skip_special_tokens=True)
+            out = model.generate(**batch_inputs(idx), return_dict_in_generate=True, output_logits=True)
+            sequences = out.sequences
+            token_logprobs, counted = generated_token_logprobs(model, out, eos)
+            totals = token_logprobs.sum(dim=1).tolist()
+            lowest = token_logprobs.masked_fill(~counted, float("inf")).min(dim=1).values.tolist()
+            lengths = counted.sum(dim=1).tolist()
+            decoded = tokenizer.batch_decode(sequences, skip_special_tokens=True)
             for j, i in enumerate(idx):
                 texts[i] = decoded[j]
-                finished[i] = bool((out[j, 1:] == eos).any())
+                finished[i] = bool((sequences[j, 1:] == eos).any())
+                logprob[i], logprob_min[i], n_tokens[i] = totals[j], lowest[j], lengths[j]
                 if trie is not None:
-                    paths[i] = trie.path_of(out[j, 1:].tolist())
+                    paths[i] = trie.path_of(sequences[j, 1:].tolist())
     seconds = time.time() - started
 
     parsed = paths if trie is not None else [parse_target(t) for t in texts]
@@ -398,6 +411,10 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     table["text"] = texts
     table["parse_ok"] = [p is not None for p in parsed]
     table["finished"] = finished
+    table["logprob"] = logprob
+    table["logprob_per_token"] = logprob / np.maximum(n_tokens, 1)
+    table["logprob_min"] = logprob_min
+    table["n_tokens"] = n_tokens
     summary = {
         "kind": kind,
         "constrained": constrained,
@@ -415,3 +432,76 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     log.info("predicted %d rows in %.1f s; %d parse failures, %d unfinished generations",
              len(table), seconds, summary["parse_failures"], summary["unfinished"])
     return table, summary
+
+
+def generated_token_logprobs(model, out, eos: int):
+    """Per generated token, the model's log-probability of it ((batch, steps) float32), and which
+    tokens count: up to and including the first end-of-sequence token (later positions are padding).
+
+    From the raw logits (`output_logits=True`), not the processed scores: under constrained
+    decoding the trie masks the other tokens, and renormalising over the allowed ones would make a
+    forced path look certain; the raw logits say how likely the model itself finds the path it
+    wrote. With beam search the beam indices pick each token's row of the logits."""
+    import torch
+
+    logits = tuple(step.float() for step in out.logits)
+    beam_indices = getattr(out, "beam_indices", None)
+    scores = model.compute_transition_scores(out.sequences, logits, beam_indices=beam_indices, normalize_logits=True)
+    generated = out.sequences[:, out.sequences.shape[1] - scores.shape[1]:]
+    is_eos = generated == eos
+    # a token counts when no end-of-sequence token came before it
+    counted = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) == 0
+    if beam_indices is not None:
+        counted &= beam_indices[:, : scores.shape[1]] >= 0
+    scores = scores.masked_fill(~counted, 0.0)
+    return scores.cpu(), counted.cpu()
+
+
+def score_paths(model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict, *, source_column: str = "description",
+                loaded=None) -> pd.DataFrame:
+    """The model's log-probability of given label paths (teacher forcing: one decoder pass, no
+    generation), for reranking: `paths` has indoml_id and the four levels, any number of rows per
+    id; the result is `paths` (same order) with `logprob` (the target text's tokens, end-of-sequence
+    included), `logprob_per_token` and `n_tokens` added. Every id must be a row of `rows`."""
+    import torch
+
+    from .errors import InputError
+
+    device, dtype = pick_device()
+    model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir)
+    model.to(device=device, dtype=dtype).eval()
+    kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
+    position = pd.Index(rows["indoml_id"].to_numpy()).get_indexer(paths["indoml_id"].to_numpy())
+    if (position < 0).any():
+        raise InputError("paths", f"indoml_id {paths['indoml_id'].iloc[int(np.argmax(position < 0))]} is not among the rows",
+                         column="indoml_id")
+    sources = rows[source_column].astype(str).to_numpy()[position]
+    targets = [format_target(labels) for labels in paths[list(LEVELS)].itertuples(index=False, name=None)]
+    target_ids = tokenizer(text_target=targets)["input_ids"]
+    side = side_features(model, rows) if kind == MULTIMODAL else None
+    batch_size = int(params["batch_size"])
+    logprob = np.zeros(len(paths))
+    n_tokens = np.array([len(ids) for ids in target_ids], dtype=np.int64)
+    order = np.argsort(-n_tokens, kind="stable")
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([sources[i] for i in idx], max_length=int(params["max_source_length"]), truncation=True,
+                            padding=True, return_tensors="pt").to(device)
+            longest = int(n_tokens[idx].max())
+            labels = torch.full((len(idx), longest), -100, dtype=torch.long)
+            for j, i in enumerate(idx):
+                labels[j, : n_tokens[i]] = torch.tensor(target_ids[i])
+            labels = labels.to(device)
+            kwargs = {}
+            if side is not None:
+                kwargs = {"retailer_ids": side[0][position[idx]].to(device),
+                          "prices": side[1][position[idx]].to(device=device, dtype=dtype)}
+            logits = model(**enc, labels=labels, **kwargs).logits.float()
+            token = torch.log_softmax(logits, dim=-1).gather(2, labels.clamp(min=0)[:, :, None])[:, :, 0]
+            logprob[idx] = (token * (labels >= 0)).sum(dim=1).cpu().numpy()
+    out = paths.copy()
+    out["logprob"] = logprob
+    out["logprob_per_token"] = logprob / np.maximum(n_tokens, 1)
+    out["n_tokens"] = n_tokens
+    return out

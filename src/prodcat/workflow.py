@@ -165,12 +165,17 @@ def level_accuracy(smk) -> None:
 
 
 def report_tables(smk) -> None:
-    from .report import VALIDATION_CAVEAT, efficiency_table, metrics_table, unseen_retailer_note, write_table
+    from .report import (VALIDATION_CAVEAT, efficiency_table, ensemble_comparison, ensemble_section, metrics_table,
+                         unseen_retailer_note, write_table)
 
     with logging_to(smk.log[0]):
         metrics = metrics_table(smk.input.metrics)
+        comparison = ensemble_comparison(metrics, smk.params.ensembles)
         write_table(metrics, smk.output.metrics_csv, smk.output.metrics_md, "Table 1: accuracy per model and stage",
-                    f"{VALIDATION_CAVEAT} {unseen_retailer_note(smk.input.metrics)}")
+                    f"{VALIDATION_CAVEAT} {unseen_retailer_note(smk.input.metrics)} An ensemble's name is its hard vote "
+                    "(the paper); NAME_stack is the same members combined by the learned arbiter, cross-fitted on validation.",
+                    extra_markdown=ensemble_section(comparison, dict(smk.params.submission)))
+        logging.info("\n%s", comparison.to_string(index=False))
         constrained = dict(zip(smk.params.constrained_models, smk.input.constrained_summaries))
         entries = [(model, Path(model_dir) / "train_summary.json", predict, bench, constrained.get(model))
                    for model, model_dir, predict, bench in zip(smk.params.models, smk.input.models,
@@ -399,3 +404,36 @@ def predict_charngram(smk) -> None:
                     "predict_seconds_per_1k": seconds / max(len(table), 1) * 1000,
                     "predict_gflops_per_batch": float("nan"), "device": describe_device()}, smk.output.summary)
         write_parquet(table, smk.output.predictions)
+
+
+def score_candidates(smk) -> None:
+    """One labeler's log-probability of every path that any ensemble member proposes for the
+    validation and test rows (prodcat.stack reads them as candidate scores)."""
+    from .hierarchy import Hierarchy
+    from .io import read_rows, read_table, write_parquet
+    from .stack import candidate_union
+
+    with logging_to(smk.log[0]):
+        _set_threads(smk.threads)
+        cfg = smk.params.cfg
+        hierarchy = Hierarchy.from_json(smk.input.hierarchy)
+        if cfg["kind"] == "charngram":
+            from .charngram import CharNgramLabeler
+
+            labeler = CharNgramLabeler.load(smk.input.model)
+        else:
+            from .seq2seq import load_trained_model
+
+            loaded = load_trained_model(smk.input.model)
+        for split, out in zip(smk.params.splits, smk.output):
+            rows = read_rows(smk.input[f"rows_{split}"])
+            paths = candidate_union([read_table(p) for p in smk.input[f"proposals_{split}"]], hierarchy)
+            logging.info("%s: %d candidate paths for %d rows", split, len(paths), len(rows))
+            if cfg["kind"] == "charngram":
+                table = labeler.score_paths(rows, paths)
+            else:
+                from .seq2seq import score_paths
+
+                rows = with_source(rows, cfg["source"], smk.input.get(f"names_{split}"))
+                table = score_paths(smk.input.model, rows, paths, cfg["predict"], source_column=cfg["source"], loaded=loaded)
+            write_parquet(table, out)
