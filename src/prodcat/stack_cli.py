@@ -10,10 +10,10 @@ import logging
 from .errors import InputError
 
 
-def _named_tables(items, what):
+def _named_tables(items):
     from .cli import _parse_named, _read_predictions
 
-    named = _parse_named(items, what)
+    named = _parse_named(items)
     return [_read_predictions(path) for _, path in named], [name for name, _ in named], named
 
 
@@ -21,13 +21,19 @@ def _candidate_scores(items, names, source) -> dict:
     """--scores NAME=PATH: each named member's scores of the candidates (prodcat.stack)."""
     if not items:
         return {}
-    tables, score_names, named = _named_tables(items, "--scores")
+    from .cli import _parse_named
+    from .io import read_table
+
+    named = _parse_named(items)
+    # several rows per id (one per candidate path): not a predictions table
+    tables, score_names = [read_table(path) for _, path in named], [name for name, _ in named]
     unknown = [n for n in score_names if n not in names]
     if unknown:
         raise InputError(source, f"--scores names {', '.join(unknown)}, which no NAME=PATH member has")
     for table, (name, path) in zip(tables, named):
-        if "logprob" not in table.columns:
-            raise InputError(path, "candidate scores need a logprob column", column="logprob")
+        for column in ("indoml_id", "logprob"):
+            if column not in table.columns:
+                raise InputError(path, f"candidate scores need a {column} column", column=column)
     return dict(zip(score_names, tables))
 
 
@@ -38,7 +44,7 @@ def _cmd_stack_fit(args):
     from .stack import cross_fit_stack, fit_stack
     from .vote import vote_predictions
 
-    tables, names, named = _named_tables(args.predictions, "stack-fit")
+    tables, names, named = _named_tables(args.predictions)
     scores = _candidate_scores(args.scores, names, named[0][1])
     hierarchy = Hierarchy.from_json(args.hierarchy)
     truth = read_rows(args.truth, labelled=True)
@@ -72,7 +78,7 @@ def _cmd_stack_apply(args):
     from .stack import StackModel
 
     model = StackModel.load(args.model)
-    tables, names, named = _named_tables(args.predictions, "stack-apply")
+    tables, names, named = _named_tables(args.predictions)
     if sorted(names) != sorted(model.members):
         raise InputError(args.model, f"fit on members {', '.join(model.members)}, but the NAME=PATH arguments name "
                                      f"{', '.join(names)}")
