@@ -87,6 +87,15 @@ def base_model_input(wildcards):
     return [base_model(wildcards.labeler)]
 
 
+def tiny_model_inputs(wildcards):
+    """What a stand-in is built from: the training rows (its tokenizer) and, for the Llama stand-in,
+    every row of the run, from which its pretraining rows are kept apart."""
+    inputs = {"train": rows_for_split("train")}
+    if wildcards.arch == "llama":
+        inputs |= {"val": rows_for_split("val"), "test": rows_for_split("test")}
+    return inputs
+
+
 def rows_for_split(split):
     return {"train": f"{RESULTS}/data/train.parquet", "val": f"{RESULTS}/data/val.parquet",
             "test": f"{RESULTS}/data/test.parquet"}[split]
