@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS, synthetic
-from prodcat.io import read_table
+from prodcat.io import ingest, read_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -20,10 +20,9 @@ TEST_SEED = 7  # .test/data: make-sample --seed 7 (Makefile, target sample)
 
 @pytest.fixture(scope="module")
 def run_rows() -> pd.DataFrame:
-    """The .test sample's rows, train and test, with their labels."""
-    train = read_table(TEST_DATA / "train.features").merge(read_table(TEST_DATA / "train.labels"), on="indoml_id")
-    test = read_table(TEST_DATA / "test.features").merge(read_table(TEST_DATA / "test.labels"), on="indoml_id")
-    return pd.concat([train, test], ignore_index=True)
+    """The .test sample's rows, train and test, with their labels, as ingest reads them."""
+    return pd.concat([ingest(TEST_DATA / f"{split}.features", TEST_DATA / f"{split}.labels") for split in ("train", "test")],
+                     ignore_index=True)
 
 
 def test_pretraining_rows_are_a_fresh_draw_apart_from_the_run(run_rows):
@@ -88,3 +87,40 @@ def test_pretrained_standin_expands_receipt_lines_where_the_random_one_echoes_th
     score = chrf(names["name"].tolist(), references)
     print(f"pretrained teacher: chrF {score:.1f} against the receipt lines' {floor:.1f}")
     assert score > floor + 5, (score, floor)
+
+
+def test_standin_pretraining_on_data_of_another_catalogue_names_the_config_keys(tmp_path, run_rows):
+    from prodcat.io import write_parquet
+    from prodcat.workflow import pretrain_llama_standin
+
+    train = tmp_path / "train.parquet"
+    write_parquet(run_rows, train)
+    warmup = {"enabled": True, "catalogue_seed": 20241, "rows_seed": 1, "steps": 1, "batch_size": 1}
+    with pytest.raises(ValueError, match=r"tiny.llama.warmup.catalogue_seed .*tiny.llama.warmup.enabled: false"):
+        pretrain_llama_standin(tmp_path / "llama", [str(train)], warmup, {})
+    assert not (tmp_path / "llama").exists()
+
+
+def test_answer_loss_with_a_shared_prompt_start_equals_the_whole_prompts(tmp_path):
+    """The pretraining runs the prompts' common beginning once a step: same loss, same gradients."""
+    import torch
+
+    from prodcat.tiny_llama import answer_loss, build_tiny_llama
+
+    base = build_tiny_llama(tmp_path / "llama", ["the same start then something else"] * 3, vocab_size=300,
+                            hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    prompts = [[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 11], [5, 6, 7, 8, 12, 13, 14, 15]]
+    answers = [[20, 21, 3], [22, 3], [23, 24, 25, 3]]
+    results = []
+    for shared in (0, 4):
+        model.zero_grad()
+        loss = answer_loss(model, prompts, answers, pad_id=1, shared=shared)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    (whole, whole_grads), (split, split_grads) = results
+    assert split == pytest.approx(whole, rel=1e-5)
+    for a, b in zip(whole_grads, split_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
