@@ -140,7 +140,8 @@ def build_tiny_llama(
 # A random-init stand-in knows no products, so as a teacher it could only echo the receipt line. A
 # short warm-up on (teacher prompt → true product name) pairs gives it what the real Llama brings
 # from pretraining. Defaults: what config.yaml's tiny.llama.warmup holds.
-DEFAULT_PRETRAINING: dict = {"steps": 300, "batch_size": 32, "learning_rate": 5e-3, "warmup_steps": 20, "seed": 0}
+DEFAULT_PRETRAINING: dict = {"steps": 300, "batch_size": 32, "learning_rate": 5e-3, "warmup_steps": 20,
+                             "student_share": 0.0, "seed": 0}
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:
@@ -200,7 +201,7 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import LEVELS
-    from .prompts import teacher_messages
+    from .prompts import student_messages, teacher_messages
 
     params = {**DEFAULT_PRETRAINING, **(params or {})}
     unknown = sorted(set(params) - set(DEFAULT_PRETRAINING))
@@ -216,8 +217,13 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     records = rows.to_dict("records")
-    prompts = [tokenizer.apply_chat_template(teacher_messages(row, templates), add_generation_prompt=True, tokenize=False)
-               for row in records]
+    # A share of the rows in the student's prompt (no labels): a pretrained LLM reads receipt lines
+    # without labels too, only less well.
+    n_student = round(float(params["student_share"]) * len(records))
+    as_student = set(torch.randperm(len(records), generator=torch.Generator().manual_seed(int(params["seed"]) + 1))
+                     [:n_student].tolist())
+    chats = [(student_messages if i in as_student else teacher_messages)(row, templates) for i, row in enumerate(records)]
+    prompts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     eot = tokenizer.convert_tokens_to_ids(EOT)
     answer_ids = [ids + [eot] for ids in tokenizer([str(r["name"]) for r in records], add_special_tokens=False)["input_ids"]]
@@ -251,7 +257,8 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
     model.to(torch.bfloat16).save_pretrained(model_dir)
     tail = losses[-min(20, len(losses)) :]
     summary = {"rows": len(records), "steps": steps, "batch_size": batch_size,
-               "learning_rate": float(params["learning_rate"]), "shared_prompt_tokens": shared,
+               "learning_rate": float(params["learning_rate"]), "student_prompts": n_student,
+               "shared_prompt_tokens": shared,
                "loss_first": losses[0], "loss_last": sum(tail) / len(tail), "seconds": round(time.time() - started, 1)}
     log.info("tiny llama pretrained: %s", summary)
     return summary

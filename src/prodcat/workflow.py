@@ -120,7 +120,8 @@ def pretrain_llama_standin(model_dir, run_row_paths: list[str], warmup: dict, te
 
     # the labels, where a table has them, let pretraining_rows check that the data is the catalogue's
     run_rows = pd.concat([read_rows(path) for path in run_row_paths], ignore_index=True)
-    settings = {k: warmup[k] for k in ("steps", "batch_size", "learning_rate", "warmup_steps", "seed") if k in warmup}
+    settings = {k: warmup[k] for k in ("steps", "batch_size", "learning_rate", "warmup_steps", "student_share", "seed")
+                if k in warmup}
     try:
         # one fresh row per training example
         rows = pretraining_rows(warmup["catalogue_seed"], warmup["steps"] * warmup["batch_size"],
@@ -359,11 +360,14 @@ def standin_caption(config: dict) -> str:
     if not warmup.get("enabled"):
         return ("The teacher is a tiny random-init Llama stand-in that knows no products: its names fall back to the "
                 "description, and the stages only show that they run.")
+    rows = warmup["steps"] * warmup["batch_size"]
+    share = warmup.get("student_share", 0.0)
+    prompts = "teacher prompts" + (f" ({share:.0%} in the student's prompt, without labels)" if share else "")
     return (f"The teacher is a tiny Llama stand-in given a stand-in's pretraining before the run (tiny.llama.warmup: "
-            f"{warmup['steps']} steps on {warmup['steps'] * warmup['batch_size']:,} teacher prompts → true product "
-            f"names, rows drawn from the sample's catalogue apart from the train, validation and test rows), in "
-            "place of what a pretrained LLM knows about products; the real Llama needs none. The student is the LoRA "
-            "namer trained on the teacher's names. Tiny models cannot show the real method's quality.")
+            f"{warmup['steps']} steps on {rows:,} {prompts} → true product names, rows drawn from the sample's "
+            "catalogue apart from the train, validation and test rows), in place of what a pretrained LLM knows "
+            "about products; the real Llama needs none. The student is the LoRA namer trained on the teacher's "
+            "names. Tiny models cannot show the real method's quality.")
 
 
 def plots(smk) -> None:
