@@ -166,4 +166,4 @@ def test_pretrained_teacher_writes_expansions_of_the_receipt_line(finished_run):
     pretraining = json.loads((finished_run / "models" / "base" / "llama" / "pretraining.json").read_text())
     run_ids = pd.concat([pd.read_parquet(finished_run / "data" / f"{split}.parquet", columns=["indoml_id"])
                          for split in ("train", "val", "test")])["indoml_id"]
-    assert pretraining["first_id"] > run_ids.max() and pretraining["rows"] >= pretraining["steps"]
+    assert pretraining["ids"][1] < 0 <= run_ids.min() and pretraining["rows"] >= pretraining["steps"]

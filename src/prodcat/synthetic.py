@@ -960,11 +960,13 @@ PRETRAINING_STREAM = "pretraining"
 def pretraining_rows(catalogue_seed: int, n: int, *, seed: int, run_rows: pd.DataFrame) -> pd.DataFrame:
     """`n` labelled rows with their true names for pretraining a tiny stand-in, drawn apart from
     the run's rows: the same catalogue as `make-sample --seed catalogue_seed` (the products a
-    pretrained LLM would know), but a random stream of its own (never the one the sample's rows come
-    from) and indoml_ids above every id of `run_rows` (the run's train, validation and test rows).
+    pretrained LLM would know), but a random stream of its own (never the one the sample's train
+    and test rows come from), and negative indoml_ids (-1 .. -n), which no make-sample row has (they
+    count from 0): so without reading them, the rows are none of the run's.
 
-    Raises ValueError when the labelled `run_rows` hold a label path that the catalogue lacks (the
-    data was not made from this catalogue), and when an id is shared (a guard)."""
+    `run_rows` are the rows the caller can check against (the run's training and validation rows):
+    ValueError when one of their label paths is not the catalogue's (the data was not made from
+    it), or when an id is shared (a guard)."""
     if n < 1:
         raise ValueError(f"pretraining rows: n must be at least 1, got {n}")
     catalogue = generate_catalogue(catalogue_seed)
@@ -981,8 +983,7 @@ def pretraining_rows(catalogue_seed: int, n: int, *, seed: int, run_rows: pd.Dat
                 f"{' > '.join(paths[foreign[0]])}): the data was not made from that catalogue"
             )
     rows, _ = generate_rows(catalogue, n_train=n, n_test=0, seed=seed, stream=PRETRAINING_STREAM)
-    first_id = int(run_rows["indoml_id"].max()) + 1 if len(run_rows) else 0
-    rows["indoml_id"] = (rows["indoml_id"] + first_id).astype("int64")
+    rows["indoml_id"] = (-1 - rows["indoml_id"]).astype("int64")
     shared = set(rows["indoml_id"]) & set(run_rows["indoml_id"].astype("int64"))
     if shared:
         raise ValueError(f"pretraining rows share {len(shared)} indoml_id(s) with the run's rows, e.g. {min(shared)}")

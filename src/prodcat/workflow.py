@@ -105,15 +105,15 @@ def build_tiny_model(smk) -> None:
             warmup = dims.pop("warmup", None) or {"enabled": False}
             build_tiny_llama(smk.output[0], tokenizer_corpus(rows, smk.params.templates), seed=seed, **dims)
             if warmup["enabled"]:
-                pretrain_llama_standin(smk.output[0], [smk.input.train, smk.input.val, smk.input.test], warmup,
-                                       dict(smk.params.templates))
+                pretrain_llama_standin(smk.output[0], [smk.input.train, smk.input.val], warmup, dict(smk.params.templates))
         else:
             raise ValueError(f"no tiny stand-in for {arch!r}: expected byt5, flant5 or llama")
 
 
 def pretrain_llama_standin(model_dir, run_row_paths: list[str], warmup: dict, templates: dict) -> dict:
-    """The Llama stand-in's pretraining (tiny.llama.warmup): teacher prompts → true product names on
-    rows of the sample's catalogue drawn apart from the run's train, validation and test rows."""
+    """The Llama stand-in's pretraining (tiny.llama.warmup): prompts → true product names on rows of
+    the sample's catalogue drawn apart from the run's rows (`synthetic.pretraining_rows`), checked
+    against those of `run_row_paths`."""
     from .io import read_rows, write_json
     from .synthetic import pretraining_rows
     from .tiny_llama import pretrain_tiny_llama
@@ -133,12 +133,14 @@ def pretrain_llama_standin(model_dir, run_row_paths: list[str], warmup: dict, te
     # rows (the same product printed the same way by the same till is expected, as on real receipts).
     seen = set(zip(run_rows["description"], run_rows["retailer"]))
     repeated = sum(pair in seen for pair in zip(rows["description"], rows["retailer"]))
-    logging.info("pretraining rows: %d (ids %d-%d, none of the run's %d ids); %d share description and retailer "
-                 "with a run row", len(rows), rows["indoml_id"].min(), rows["indoml_id"].max(), len(run_rows), repeated)
+    logging.info("pretraining rows: %d (ids %d to %d, none of the %d checked run ids); %d share description and "
+                 "retailer with a checked run row", len(rows), rows["indoml_id"].min(), rows["indoml_id"].max(),
+                 len(run_rows), repeated)
     summary = pretrain_tiny_llama(model_dir, rows, templates, settings)
     summary = {"what": "the tiny Llama stand-in's pretraining (not a stage of the method)",
                "catalogue_seed": warmup["catalogue_seed"], "rows_seed": warmup["rows_seed"],
-               "first_id": int(rows["indoml_id"].min()), "shared_description_retailer": repeated, **summary}
+               "ids": [int(rows["indoml_id"].min()), int(rows["indoml_id"].max())],
+               "shared_description_retailer": repeated, **summary}
     write_json(summary, Path(model_dir) / "pretraining.json")
     return summary
 
