@@ -364,12 +364,13 @@ def standin_caption(config: dict) -> str:
                 "description, and the stages only show that they run.")
     rows = warmup["steps"] * warmup["batch_size"]
     share = warmup.get("student_share", 0.0)
-    prompts = "teacher prompts" + (f" ({share:.0%} in the student's prompt, without labels)" if share else "")
-    return (f"The teacher is a tiny Llama stand-in given a stand-in's pretraining before the run (tiny.llama.warmup: "
-            f"{warmup['steps']} steps on {rows:,} {prompts} → true product names, rows drawn from the sample's "
-            "catalogue apart from the train, validation and test rows), in place of what a pretrained LLM knows "
-            "about products; the real Llama needs none. The student is the LoRA namer trained on the teacher's "
-            "names. Tiny models cannot show the real method's quality.")
+    prompts = (f"{1 - share:.0%} in the teacher's prompt, {share:.0%} in the student's (without labels)" if share
+               else "in the teacher's prompt")
+    return ("The teacher is a tiny Llama stand-in that had a stand-in's pretraining before the run, in place of what a "
+            "pretrained LLM knows about products (the real Llama needs none): "
+            f"{warmup['steps']} steps on {rows:,} rows of the sample's catalogue drawn apart from the train, "
+            f"validation and test rows, prompt → true product name, {prompts} (tiny.llama.warmup). The student is "
+            "the LoRA namer trained on the teacher's names. Tiny models cannot show the real method's quality.")
 
 
 def plots(smk) -> None:
