@@ -96,6 +96,16 @@ def base_model_input(wildcards):
     return [base_model(wildcards.labeler)]
 
 
+def tiny_model_inputs(wildcards):
+    """What a stand-in is built from: the training rows (its tokenizer) and, for the Llama stand-in,
+    the validation rows too, which its pretraining rows are checked against. Not the test rows: a
+    new test file must not rebuild the models (pretraining rows are apart from it by construction)."""
+    inputs = {"train": rows_for_split("train")}
+    if wildcards.arch == "llama":
+        inputs["val"] = rows_for_split("val")
+    return inputs
+
+
 def rows_for_split(split):
     return {"train": f"{RESULTS}/data/train.parquet", "val": f"{RESULTS}/data/val.parquet",
             "test": f"{RESULTS}/data/test.parquet"}[split]

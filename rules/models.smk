@@ -3,9 +3,10 @@
 
 
 rule build_tiny_model:
-    # Only in tiny mode: a random-init stand-in for a hub model, saved like the real one.
+    # Only in tiny mode: a random-init stand-in for a hub model, saved like the real one; the Llama
+    # stand-in is then pretrained on the sample's catalogue (tiny.llama.warmup).
     input:
-        train=f"{RESULTS}/data/train.parquet",
+        unpack(tiny_model_inputs),
     output:
         directory(f"{RESULTS}/models/base/{{arch}}"),
     params:

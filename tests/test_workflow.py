@@ -41,6 +41,23 @@ def test_config_schema_rejects_unknown_keys_and_wrong_types(tmp_path):
     assert proc.returncode != 0 and "nope" in proc.stdout + proc.stderr
 
 
+def test_names_ablation_adds_flant5_on_descriptions_with_the_same_budget():
+    import yaml
+
+    flant5 = yaml.safe_load((REPO / "config.yaml").read_text())["labelers"]["flant5"]
+    ablation = yaml.safe_load((REPO / "configs" / "ablation_names.yaml").read_text())["labelers"]
+    assert list(ablation) == ["flant5_desc"]
+    on_descriptions = ablation["flant5_desc"]
+    assert (flant5["source"], on_descriptions["source"]) == ("name", "description")
+    # the same model, budget and decoding: only what it reads differs
+    for key in ("kind", "base", "train", "predict"):
+        assert on_descriptions[key] == flant5[key], key
+    proc = run_snakemake("-n", "--configfile", "configs/ablation_names.yaml", "--config",
+                         "results=/tmp/prodcat-dryrun-ablation-names")
+    out = proc.stdout + proc.stderr
+    assert "wildcards: labeler=flant5_desc" in out and "wildcards: labeler=flant5" in out
+
+
 def test_paper_config_validates_and_names_the_hub_models():
     proc = run_snakemake("-n", "--configfile", "configs/paper.yaml", check=False)
     out = proc.stdout + proc.stderr
@@ -168,3 +185,20 @@ def test_predict_new_file_with_unseen_retailers_missing_prices_and_odd_character
     bad_out = tmp_path / "bad.parquet"
     assert main(["predict", "--models", str(finished_run), "--input", str(new), "--out", str(bad_out)]) == 2
     assert "column 'description'" in capsys.readouterr().err and not bad_out.exists()
+
+
+@pytest.mark.slow
+def test_pretrained_teacher_writes_expansions_of_the_receipt_line(finished_run):
+    """The names branch at work: after its pretraining (tiny.llama.warmup) the Llama stand-in's
+    teacher writes names clearly closer to the true product names than the receipt line itself, and
+    few of its answers fall back to the description. Fails if the names stop being expansions."""
+    names = pd.read_csv(finished_run / "report" / "names.csv")
+    teacher = names[names["names"] == "teacher"]
+    assert set(teacher["split"]) == {"train", "val"}
+    assert (teacher["chrf"] > teacher["chrf_description"] + 5).all(), teacher.to_string()
+    assert (teacher["fallbacks"] < 0.2 * teacher["n"]).all(), teacher.to_string()
+    assert "stand-in's pretraining" in (finished_run / "report" / "names.md").read_text()
+    pretraining = json.loads((finished_run / "models" / "base" / "llama" / "pretraining.json").read_text())
+    run_ids = pd.concat([pd.read_parquet(finished_run / "data" / f"{split}.parquet", columns=["indoml_id"])
+                         for split in ("train", "val", "test")])["indoml_id"]
+    assert pretraining["ids"][1] < 0 <= run_ids.min() and pretraining["rows"] >= pretraining["steps"]

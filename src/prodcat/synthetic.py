@@ -892,13 +892,15 @@ class _Printer:
 
 
 # ---- rows -----------------------------------------------------------------------------------------
-def generate_rows(catalogue: Catalogue, *, n_train: int, n_test: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_rows(catalogue: Catalogue, *, n_train: int, n_test: int, seed: int,
+                  stream: str = "rows") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and test rows drawn from one distribution (test also has 2 % of rows from retailers
     never seen in training). Columns: indoml_id, description, retailer, price (float, NaN when
     missing), price_quoted (the receipt gave the price as text), *LEVELS, name. Train is sorted by
     label path and description, as the datathon's file was; test is in random order. indoml_id is
-    unique over both."""
-    rng = _Rng(f"rows:{seed}")
+    unique over both. `stream` names the random stream ("rows": the sample's), so that another
+    stream draws other rows from the same catalogue."""
+    rng = _Rng(f"{stream}:{seed}")
     printer = _Printer(catalogue.seed)
     products = catalogue.products
     product_cum = _cumulative(p.weight for p in products)
@@ -949,6 +951,43 @@ def generate_rows(catalogue: Catalogue, *, n_train: int, n_test: int, seed: int)
     train = frame.iloc[:n_train].sort_values([*LEVELS, "description", "indoml_id"], kind="mergesort")
     test = frame.iloc[n_train:]
     return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+# ---- rows for a stand-in's pretraining --------------------------------------------------------------
+PRETRAINING_STREAM = "pretraining"
+
+
+def pretraining_rows(catalogue_seed: int, n: int, *, seed: int, run_rows: pd.DataFrame) -> pd.DataFrame:
+    """`n` labelled rows with their true names for pretraining a tiny stand-in, drawn apart from
+    the run's rows: the same catalogue as `make-sample --seed catalogue_seed` (the products a
+    pretrained LLM would know), but a random stream of its own (never the one the sample's train
+    and test rows come from), and negative indoml_ids (-1 .. -n), which no make-sample row has (they
+    count from 0): so without reading them, the rows are none of the run's.
+
+    `run_rows` are the rows the caller can check against (the run's training and validation rows):
+    ValueError when one of their label paths is not the catalogue's (the data was not made from
+    it), or when an id is shared (a guard)."""
+    if n < 1:
+        raise ValueError(f"pretraining rows: n must be at least 1, got {n}")
+    catalogue = generate_catalogue(catalogue_seed)
+    if set(LEVELS) <= set(run_rows.columns):
+        known = set(catalogue.paths)
+        labelled = run_rows.dropna(subset=list(LEVELS))
+        paths = list(labelled[list(LEVELS)].itertuples(index=False, name=None))
+        foreign = [i for i, path in enumerate(paths) if path not in known]
+        if foreign:
+            row = labelled.iloc[foreign[0]]
+            raise ValueError(
+                f"{len(foreign)} of {len(paths)} labelled rows have a label path that the catalogue of "
+                f"make-sample --seed {catalogue_seed} lacks (indoml_id {row['indoml_id']}: "
+                f"{' > '.join(paths[foreign[0]])}): the data was not made from that catalogue"
+            )
+    rows, _ = generate_rows(catalogue, n_train=n, n_test=0, seed=seed, stream=PRETRAINING_STREAM)
+    rows["indoml_id"] = (-1 - rows["indoml_id"]).astype("int64")
+    shared = set(rows["indoml_id"]) & set(run_rows["indoml_id"].astype("int64"))
+    if shared:
+        raise ValueError(f"pretraining rows share {len(shared)} indoml_id(s) with the run's rows, e.g. {min(shared)}")
+    return rows
 
 
 # ---- files ----------------------------------------------------------------------------------------
