@@ -87,6 +87,27 @@ def test_profiled_steps_are_written_and_timed_apart(tmp_path):
     assert summary["overhead_seconds"] == pytest.approx(summary["in_loop_seconds"] + summary["after_training_seconds"])
 
 
+def test_an_evaluation_inside_the_window_is_not_counted_as_profiling(tmp_path):
+    """The in-loop cost is the window's wall time beyond its steps; an evaluation (or checkpoint)
+    between two recorded steps, reported by the Trainer's on_evaluate / on_save, is left out."""
+    import time
+
+    costs = {}
+    for paused in (False, True):
+        profiler = StepProfiler({"skip_first": 3, "warmup": 0, "steps": 2}, tmp_path / str(paused), use_cuda=False)
+        profiler.train_begin(8)
+        for k in range(1, 9):
+            profiler.step_begin()
+            profiler.step_end()
+            if k == 4:  # between the two recorded steps (4 and 5)
+                time.sleep(1.0)
+                if paused:
+                    profiler.pause()
+        profiler.train_end()
+        costs[paused] = profiler.finish()["in_loop_seconds"]
+    assert costs[False] >= 1.0 and costs[True] < costs[False] - 0.5
+
+
 def test_a_short_run_still_records_what_fits(tmp_path):
     profiler = StepProfiler({"skip_first": 5, "warmup": 2, "steps": 3}, tmp_path, use_cuda=False)
     run_steps(profiler, 3, tiny_step())

@@ -225,7 +225,10 @@ class StepProfiler:
         self.window_started = self.window_ended = None
         self.step_started = self.last_step_ended = None
         self.bodies: list[float] = []  # wall time of each unprofiled step
-        self.gaps: list[float] = []  # wall time between two unprofiled steps
+        self.gaps: list[float] = []  # wall time between two unprofiled steps (no evaluation or save in it)
+        self.paused = False  # an evaluation or a checkpoint since the last step
+        self.window_pauses = 0.0  # wall time of such gaps inside the window
+        self.window_plain_gaps = 0  # gaps inside the window without one
 
     @property
     def enabled(self) -> bool:
@@ -276,8 +279,15 @@ class StepProfiler:
         now = time.perf_counter()
         self.step += 1
         in_window, after_window = self._in_window(self.step), self._in_window(self.step - 1)
-        if self.last_step_ended is not None and not in_window and not after_window:
-            self.gaps.append(now - self.last_step_ended)
+        if self.last_step_ended is not None:
+            gap = now - self.last_step_ended
+            if in_window and after_window:
+                # an evaluation at an epoch's end inside the window is no profiling cost
+                self.window_pauses += gap if self.paused else 0.0
+                self.window_plain_gaps += 0 if self.paused else 1
+            elif not in_window and not after_window and not self.paused:
+                self.gaps.append(gap)
+        self.paused = False
         self.step_started = now
         if not self.enabled or not in_window:
             return
@@ -332,14 +342,20 @@ class StepProfiler:
         except Exception:  # noqa: BLE001 - report-only
             self._fail("stopping at the end of training")
 
+    def pause(self) -> None:
+        """An evaluation or a checkpoint between two steps (its time is not the profiler's)."""
+        self.paused = True
+
     def in_loop_seconds(self) -> float:
-        """What the window cost beyond the same steps unprofiled (their median wall time)."""
+        """What the window cost beyond the same steps unprofiled (their median wall time), leaving
+        out evaluations and checkpoints that fell between two of its steps."""
         if self.window_started is None or self.window_ended is None:
             return 0.0
         steps = min(self.step, self._last()) - self._first() + 1
         body = statistics.median(self.bodies) if self.bodies else 0.0
         gap = statistics.median(self.gaps) if self.gaps else 0.0
-        return max(0.0, (self.window_ended - self.window_started) - steps * body - (steps - 1) * gap)
+        window = self.window_ended - self.window_started - self.window_pauses
+        return max(0.0, window - steps * body - self.window_plain_gaps * gap)
 
     def finish(self) -> dict:
         """After training: the per-step figures for Table 2, the operator table and the Chrome
@@ -407,6 +423,12 @@ def trainer_callback(profiler: StepProfiler):
 
         def on_step_end(self, args, state, control, **kwargs):
             profiler.step_end()
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            profiler.pause()
+
+        def on_save(self, args, state, control, **kwargs):
+            profiler.pause()
 
         def on_train_end(self, args, state, control, **kwargs):
             profiler.train_end()
