@@ -8,6 +8,8 @@ code paths, in bf16 on CUDA:
      base (bitsandbytes), LoRA r 16 on every projection, gradient checkpointing, a few steps;
   3. prodcat.merge.merge_lora of that adapter (CPU) and teacher-style generation rows/s with
      prodcat.namer.generate_token_ids at batch 64 and 256 (bf16).
+The namer's training profiles 2 of its 4 steps (prodcat.profiling, CPU + CUDA activities): its
+self CUDA time per step shows that Table 2's CUDA column fills on a GPU.
 
     python bench/gpu_check.py --out DIR [--smoke]
 
@@ -115,9 +117,12 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
               "save_steps": 1000}
     cuda_peak_gib(reset=True)
     started = time.time()
-    metrics = namer.train_adapter(base, rows, work / "namer", params, templates=templates, checkpoint_dir=work / "ckpt")
+    metrics = namer.train_adapter(base, rows, work / "namer", params, templates=templates, checkpoint_dir=work / "ckpt",
+                                  profile={"skip_first": 1, "warmup": 1, "steps": 2})
     train = {"seconds": time.time() - started, "peak_cuda_gib": cuda_peak_gib(reset=True),
-             "loss": metrics["train_loss"], "steps": metrics["global_step"]}
+             "loss": metrics["train_loss"], "steps": metrics["global_step"],
+             "profile": {k: metrics["profile"].get(k) for k in ("activities", "recorded_steps", "self_cpu_ms_per_step",
+                                                                "self_cuda_ms_per_step", "overhead_seconds", "error")}}
     from prodcat.merge import merge_lora
 
     started = time.time()

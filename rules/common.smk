@@ -250,6 +250,10 @@ def ensemble_comparisons():
     ]
 
 
+# What the training rules profile (prodcat.profiling); top_operators only shapes Table 3, so a
+# change of it reruns the report, not the training.
+PROFILE_TRAINING = {key: config["profile"][key] for key in ("enabled", "skip_first", "warmup", "steps")}
+
 # Table 2 covers every trained model: the labelers and, when a labeler reads names, the namer.
 EFFICIENCY_MODELS = LABELERS + (["namer"] if uses_names() else [])
 # the models trained with a transformers Trainer, whose loss curves the report plots

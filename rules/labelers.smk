@@ -14,6 +14,7 @@ rule train_labeler:
         base=lambda wildcards: base_model(wildcards.labeler),
         # Outside the output folder, so a killed run resumes (Snakemake clears incomplete outputs).
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.labeler}",
+        profile=PROFILE_TRAINING,
     log:
         f"{RESULTS}/logs/train_labeler/{{labeler}}.log",
     benchmark:

@@ -70,6 +70,7 @@ rule train_namer:
         train=config["namer"]["train"],
         # Outside the output folder, so a killed run resumes (Snakemake clears incomplete outputs).
         checkpoints=f"{RESULTS}/checkpoints/namer",
+        profile=PROFILE_TRAINING,
     log:
         f"{RESULTS}/logs/train_namer.log",
     benchmark:

@@ -33,14 +33,17 @@ rule report_tables:
     output:
         metrics_csv=report(f"{RESULTS}/report/metrics.csv", category="Tables"),
         metrics_md=f"{RESULTS}/report/metrics.md",
-        efficiency_csv=report(f"{RESULTS}/report/efficiency.csv", category="Tables"),
+        efficiency_csv=report(f"{RESULTS}/report/efficiency.csv", category="Tables", caption="../report/efficiency.rst"),
         efficiency_md=f"{RESULTS}/report/efficiency.md",
+        operators_csv=report(f"{RESULTS}/report/operators.csv", category="Tables", caption="../report/operators.rst"),
+        operators_md=f"{RESULTS}/report/operators.md",
     params:
         models=EFFICIENCY_MODELS,
         constrained_models=CONSTRAINED_LABELERS,
         ensembles=ensemble_comparisons(),
         submission={"ensemble": config["ensemble"]["submit"], "stage": SUBMIT_STAGE,
                     "method": config["ensemble"]["method"], "model": SUBMIT_MODEL},
+        top_operators=config["profile"]["top_operators"],
     log:
         f"{RESULTS}/logs/report_tables.log",
     conda:

@@ -156,6 +156,9 @@ HYPERPARAMETER_CASES = {
     "flant5_num_epochs": ({"labelers": {"flant5": {"train": {"num_epochs": 3}}}}, ["flant5"], False,
                           lambda cfg: labeler_chain(cfg, "flant5")),
     "namer_lora_rank": ({"namer": {"train": {"r": 8}}}, [], True, namer_chain),
+    # Table 3's length only: the report again (plots read its metrics.csv), no training
+    "profile_top_operators": ({"profile": {"top_operators": 5}}, [], False,
+                              lambda cfg: [Pattern("report_tables"), Pattern("plots"), Pattern("all")]),
 }
 # Never rerun by a hyper-parameter of a model: the data stages and the stand-in base models.
 UPSTREAM_RULES = ("ingest", "split", "test_rows", "hierarchy", "build_tiny_model")

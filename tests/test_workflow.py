@@ -8,7 +8,7 @@ import pytest
 
 from prodcat import LEVELS
 from prodcat.cli import main
-from prodcat.report import EFFICIENCY_COLUMNS, METRICS_COLUMNS
+from prodcat.report import EFFICIENCY_COLUMNS, METRICS_COLUMNS, NO_CUDA, OPERATOR_COLUMNS
 from tests.conftest import REPO, run_snakemake
 
 
@@ -116,6 +116,22 @@ def test_whole_dag_runs_on_test_data(finished_run):
     neural = efficiency[efficiency["model"] != "charngram"]
     assert (efficiency["parameters"] > 0).all() and (neural["train_gflops_per_step"] > 0).all()
     assert (efficiency.set_index("model").loc[["byt5", "flant5", "mmbyt5"], "constrained_predict_seconds_per_1k"] > 0).all()
+    # the paper's profiler columns: every Trainer-trained model profiled (CPU here), charngram n/a
+    profiled = efficiency.set_index("model").loc[["byt5", "flant5", "mmbyt5", "namer"]]
+    assert (profiled["train_step_self_cpu_ms"].astype(float) > 0).all()
+    assert (profiled["train_step_self_cuda_ms"] == NO_CUDA).all() and (profiled["predict_seconds_per_batch"] > 0).all()
+    assert (profiled["train_profiling_seconds"].astype(float) > 0).all()
+    written = pd.read_csv(results / "report" / "efficiency.csv", keep_default_na=False).set_index("model")  # "n/a" as written
+    assert (written.loc["charngram", ["train_step_self_cpu_ms", "train_step_self_cuda_ms"]] == "n/a").all()
+    assert "mean of 3 optimizer step(s) recorded by torch.profiler (CPU activities)" in (results / "report" / "efficiency.md").read_text()
+    operators = pd.read_csv(results / "report" / "operators.csv")
+    assert list(operators.columns) == OPERATOR_COLUMNS
+    assert set(operators["model"]) == {"byt5", "flant5", "mmbyt5", "namer"}
+    assert operators.groupby("model").size().max() == 15 and (operators["self_cpu_ms"] > 0).all()
+    assert "aten::mm" in set(operators["operator"]) and (operators["cuda_total_ms"] == NO_CUDA).all()
+    assert (results / "report" / "operators.md").read_text().startswith("# Table 3")
+    for model in ("byt5", "flant5", "mmbyt5", "namer"):
+        assert (results / "models" / model / "profile" / "trace.json.gz").stat().st_size > 0
     test_rows = sum(1 for _ in open(REPO / ".test" / "data" / "test.features"))
     for model in ("ensemble", "ensemble_ngram", "ensemble_stack", "ensemble_ngram_stack", "byt5", "flant5", "mmbyt5",
                   "charngram"):
@@ -147,7 +163,7 @@ def test_html_report_holds_tables_and_figures(finished_run):
     report = finished_run.parent / "report.html"
     run_snakemake("--configfile", ".test/config.yaml", "--config", f"results={finished_run}", "--report", str(report))
     html = report.read_text(errors="replace")
-    for name in ("metrics.csv", "efficiency.csv", "item_accuracy.svg", "training_curves.svg"):
+    for name in ("metrics.csv", "efficiency.csv", "operators.csv", "item_accuracy.svg", "training_curves.svg"):
         assert name in html
 
 

@@ -448,7 +448,7 @@ def training_step_costs(base_model_dir, rows: pd.DataFrame, templates: dict, par
 
 
 def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, params: dict | None = None, *,
-                templates: dict | None = None, checkpoint_dir=None) -> dict:
+                templates: dict | None = None, checkpoint_dir=None, profile: dict | None = None) -> dict:
     """LoRA fine-tune of the namer on (student prompt → synthesized name), then a merged 16-bit model.
 
     Writes out_dir/adapter (LoRA weights + tokenizer), out_dir/merged (base with the adapter merged
@@ -461,7 +461,7 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
     from .merge import merge_lora
 
     metrics = train_adapter(base_model_dir, train_rows_with_names, out_dir, params, templates=templates,
-                            checkpoint_dir=checkpoint_dir)
+                            checkpoint_dir=checkpoint_dir, profile=profile)
     # Merged tensor by tensor from the base's safetensors (prodcat.merge): exact (fp32 sum, one
     # rounding to bf16), and it never holds the whole model, on the GPU or off it.
     merge_lora(local_model_dir(base_model_dir), Path(out_dir) / "adapter", Path(out_dir) / "merged")
@@ -470,15 +470,17 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
 
 
 def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, params: dict | None = None, *,
-                  templates: dict | None = None, checkpoint_dir=None) -> dict:
+                  templates: dict | None = None, checkpoint_dir=None, profile: dict | None = None) -> dict:
     """The LoRA training of `train_namer`, without the merge: writes out_dir/adapter and
-    out_dir/trainer_log.json."""
+    out_dir/trainer_log.json. `profile`: settings of prodcat.profiling (a few steps profiled,
+    written to out_dir/profile, summarised under "profile")."""
     import torch
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    from .profiling import StepProfiler, trainer_callback as profiler_callback
     from .prompts import DEFAULT_TEMPLATES
 
     params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
@@ -544,13 +546,14 @@ def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, 
     )
     peft_config = lora_config(params)
     callback = _log_callback()
+    profiler = StepProfiler(profile, out_dir) if profile is not None else None
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[callback],
+        callbacks=[callback] + ([profiler_callback(profiler)] if profiler is not None and profiler.enabled else []),
     )
     trainer.remove_callback(PrinterCallback)  # it print()s every log; LogToLogging logs them instead
     if len(trainer.train_dataset) != len(records):
@@ -574,6 +577,7 @@ def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, 
         "train_runtime": result.metrics.get("train_runtime"),
         "params": params,
         "log_history": trainer.state.log_history,
+        "profile": profiler.finish() if profiler is not None else None,  # report-only: never raises
     }
     write_json(metrics, out_dir / "trainer_log.json")
     del trainer, model

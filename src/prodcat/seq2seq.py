@@ -30,6 +30,7 @@ from . import LEVELS
 from .checkpoints import last_checkpoint_of_run, run_signature
 from .device import describe_device, pick_device
 from .efficiency import count_flops, count_parameters, report_only, training_step_flops
+from .profiling import StepProfiler, trainer_callback as profiler_callback
 from .target_text import format_target, parse_target
 
 log = logging.getLogger(__name__)
@@ -225,12 +226,13 @@ def _run_signature(base_dir, rows: list[pd.DataFrame], source_column: str, kind:
 
 def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, out_dir, checkpoint_dir,
                   params: dict, *, source_column: str = "description", kind: str = TEXT,
-                  extra_callbacks=()) -> dict:
+                  extra_callbacks=(), profile: dict | None = None) -> dict:
     """Fine-tune a seq2seq labeler; the best checkpoint (lowest validation loss) is saved to out_dir.
 
     Checkpoints go to checkpoint_dir, outside the rule's output, so that a killed run resumes
     when the rule reruns (Snakemake removes incomplete outputs first); they are removed after a
-    successful run unless params['keep_checkpoints']."""
+    successful run unless params['keep_checkpoints']. `profile`: settings of prodcat.profiling
+    (a few steps profiled, written to out_dir/profile, summarised under "profile")."""
     import torch
     from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
@@ -277,6 +279,9 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         disable_tqdm=False,
     )
     callbacks = [EarlyStoppingCallback(early_stopping_patience=int(params.get("patience", 2))), *extra_callbacks]
+    profiler = StepProfiler(profile, out_dir) if profile is not None else None
+    if profiler is not None and profiler.enabled:
+        callbacks.append(profiler_callback(profiler))
     trainer = Seq2SeqTrainer(
         model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
         data_collator=_collator(tokenizer, model, kind), processing_class=tokenizer, callbacks=callbacks,
@@ -307,6 +312,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         "train_batch_size": args.per_device_train_batch_size,
         **lengths,  # what prediction's "auto" lengths read
         "log_history": trainer.state.log_history,
+        "profile": profiler.finish() if profiler is not None else None,  # report-only: never raises
     }
     (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not params.get("keep_checkpoints", False):

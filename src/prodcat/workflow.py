@@ -163,7 +163,7 @@ def train_labeler(smk) -> None:
         val_rows = with_source(read_rows(smk.input.val, labelled=True), cfg["source"], smk.input.get("val_names"))
         params = {**cfg["train"], **{k: cfg[k] for k in ("side_dim", "fusion", "retailer_dropout") if k in cfg}}
         train(smk.params.base, train_rows, val_rows, smk.output[0], smk.params.checkpoints, params,
-              source_column=cfg["source"], kind=cfg["kind"])
+              source_column=cfg["source"], kind=cfg["kind"], profile=dict(smk.params.profile))
 
 
 def predict_labeler(smk) -> None:
@@ -204,7 +204,7 @@ def level_accuracy(smk) -> None:
 
 def report_tables(smk) -> None:
     from .report import (VALIDATION_CAVEAT, efficiency_table, ensemble_comparison, ensemble_section, metrics_table,
-                         unseen_retailer_note, write_table)
+                         operators_table, profile_note, unseen_retailer_note, write_table)
 
     with logging_to(smk.log[0]):
         metrics = metrics_table(smk.input.metrics)
@@ -219,13 +219,32 @@ def report_tables(smk) -> None:
                    for model, model_dir, predict, bench in zip(smk.params.models, smk.input.models,
                                                                smk.input.predict_summaries, smk.input.train_benchmarks)]
         efficiency = efficiency_table(entries)
+        summaries = {model: json.loads(Path(train_json).read_text()) for model, train_json, *_ in entries}
+        profiled = profile_note(summaries)
         write_table(efficiency, smk.output.efficiency_csv, smk.output.efficiency_md, "Table 2: efficiency per model",
-                    "Training time and peak memory come from the rules' benchmark files; FLOPs are counted by "
-                    "torch's FlopCounterMode for one training step and one prediction batch; the namer's step (a "
-                    "LoRA step: frozen base, no weight gradients) is counted on the meta device, from the model's "
-                    "configuration, with no memory. "
+                    "train_seconds and train_max_rss_mb come from the training rule's benchmark file (wall time and "
+                    "peak memory of the whole job), less train_profiling_seconds, what profiling added to it. "
+                    "train_step_self_cpu_ms and train_step_self_cuda_ms are torch.profiler's self CPU and self CUDA "
+                    "time of one optimizer step (forward, backward, optimizer; the sum over every operator, as the "
+                    f"profiler's table footer): {profiled} "
+                    "FLOPs are counted by torch's FlopCounterMode for one training step and one prediction batch; the "
+                    "namer's step (a LoRA step: frozen base, no weight gradients) is counted on the meta device, from "
+                    "the model's configuration, with no memory. predict_seconds_per_batch is the generation time of "
+                    "the test split over its batches (namer: summed over shards). "
                     "constrained_predict_seconds_per_1k is the same prediction decoded under the hierarchy trie.")
+        operators = operators_table([(model, model_dir) for model, model_dir in zip(smk.params.models, smk.input.models)],
+                                    smk.params.top_operators)
+        write_table(operators, smk.output.operators_csv, smk.output.operators_md,
+                    "Table 3: top operators of a profiled training step per model",
+                    f"The {smk.params.top_operators} operators with the most self CPU time per model, per optimizer "
+                    "step (mean over the recorded steps): self_cpu_percent is the share of the step's self CPU time "
+                    "(the rest: other operators and Python between them), cpu_total_ms includes the operators it "
+                    "calls, cuda_total_ms the kernels it and they launch, calls and MFLOPs (torch.profiler's "
+                    f"with_flops estimate: matrix products and convolutions) per step. {profiled} "
+                    "The Chrome trace of each model's recorded steps is in results/models/MODEL/profile/trace.json.gz "
+                    "(chrome://tracing or https://ui.perfetto.dev).")
         logging.info("\n%s", metrics.to_string(index=False))
+        logging.info("\n%s", efficiency.to_string(index=False))
 
 
 def synthesize_names(smk) -> None:
@@ -260,7 +279,7 @@ def train_namer(smk) -> None:
         rows = read_table(smk.input.names)
         params, templates = dict(smk.params.train), dict(smk.params.templates)
         metrics = train(smk.params.base, rows, smk.output[0], params, templates=templates,
-                        checkpoint_dir=smk.params.checkpoints)
+                        checkpoint_dir=smk.params.checkpoints, profile=dict(smk.params.profile))
         # Table 2's figures: counted on the meta device (no memory), and report-only: a failure here
         # is logged and leaves the trained namer in place.
         from .device import describe_device
@@ -269,8 +288,8 @@ def train_namer(smk) -> None:
 
         costs = report_only("the namer's training-step FLOPs", training_step_costs, smk.params.base, rows, templates,
                             params) or {}
-        write_json({**costs, "device": describe_device(), "train_seconds": metrics.get("train_runtime")},
-                   Path(smk.output[0]) / "train_summary.json")
+        write_json({**costs, "device": describe_device(), "train_seconds": metrics.get("train_runtime"),
+                    "profile": metrics.get("profile")}, Path(smk.output[0]) / "train_summary.json")
 
 
 def infer_names(smk) -> None:
@@ -459,7 +478,8 @@ def predict_charngram(smk) -> None:
         seconds = time.time() - started
         write_json({"kind": "charngram", "rows": len(table), "parse_failures": 0, "predict_seconds": seconds,
                     "predict_seconds_per_1k": seconds / max(len(table), 1) * 1000,
-                    "predict_gflops_per_batch": float("nan"), "device": describe_device()}, smk.output.summary)
+                    "predict_gflops_per_batch": float("nan"), "batch_size": labeler.params["predict_batch_rows"],
+                    "device": describe_device()}, smk.output.summary)
         write_parquet(table, smk.output.predictions)
 
 
