@@ -123,6 +123,9 @@ rule name_quality:
     output:
         csv=report(f"{RESULTS}/report/names.csv", category="Tables"),
         md=f"{RESULTS}/report/names.md",
+    params:
+        # what the caption says about the teacher: the real Llama or a (pretrained) stand-in
+        teacher={"tiny": config["tiny"]["enabled"], "warmup": config["tiny"].get("llama", {}).get("warmup")},
     log:
         f"{RESULTS}/logs/name_quality.log",
     conda:

@@ -50,6 +50,7 @@ def test_name_quality_with_test_ids_that_repeat_training_ids(tmp_path):
                               teacher=[str(tmp_path / "teacher" / f"{s}.parquet") for s in ("train", "val")],
                               student=[str(tmp_path / "student" / f"{s}.parquet") for s in ("val", "test")]),
         output=SimpleNamespace(csv=str(tmp_path / "names.csv"), md=str(tmp_path / "names.md")),
+        params=SimpleNamespace(teacher={"tiny": True, "warmup": None}),
         log=[str(tmp_path / "log.txt")],
     )
     name_quality(smk)

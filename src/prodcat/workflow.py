@@ -403,16 +403,16 @@ def name_quality(smk) -> None:
         write_table(table, smk.output.csv, smk.output.md, "Name quality against the true product names",
                     "chrF (0-100) of each name against the sample's true product name; chrf_description scores "
                     "the raw receipt line the same way, the floor a namer must beat; fallbacks are empty or "
-                    "runaway or short answers replaced by the description. " + standin_caption(smk.config))
+                    "runaway or short answers replaced by the description. " + standin_caption(smk.params.teacher))
         logging.info("\n%s", table.to_string(index=False))
 
 
-def standin_caption(config: dict) -> str:
-    """What the names table's reader must know about the teacher: a real Llama, or a tiny stand-in
-    (pretrained here, or not at all)."""
-    if not config["tiny"]["enabled"]:
+def standin_caption(teacher: dict) -> str:
+    """What the names table's reader must know about the teacher ({"tiny": bool, "warmup": the
+    tiny.llama.warmup settings}): a real Llama, or a tiny stand-in (pretrained here, or not at all)."""
+    if not teacher["tiny"]:
         return "Teacher and namer start from the configured Llama."
-    warmup = config["tiny"].get("llama", {}).get("warmup") or {}
+    warmup = teacher.get("warmup") or {}
     if not warmup.get("enabled"):
         return ("The teacher is a tiny random-init Llama stand-in that knows no products: its names fall back to the "
                 "description, and the stages only show that they run.")
