@@ -148,6 +148,26 @@ def test_score_paths_gives_the_generation_log_probability_of_a_path_and_scores_a
         score_paths(byt5_dir, rows, paths.assign(indoml_id=99), params)
 
 
+def test_score_paths_with_auto_lengths_reads_the_lengths_the_model_was_trained_with(byt5_dir, tmp_path):
+    import json
+    import shutil
+
+    from prodcat.seq2seq import score_paths
+
+    rows = pd.DataFrame({"indoml_id": np.arange(len(SOURCES)), "description": SOURCES, "retailer": "r", "price": 1.0})
+    paths = pd.DataFrame([(i, *p) for i in rows["indoml_id"] for p in PATHS], columns=["indoml_id", *LEVELS])
+    auto = {"batch_size": 4, "num_beams": 1, "max_new_tokens": "auto", "max_source_length": "auto"}
+    with pytest.raises(ValueError, match="max_source_length: auto needs the lengths the model was trained with"):
+        score_paths(byt5_dir, rows, paths, auto)
+    trained = shutil.copytree(byt5_dir, tmp_path / "trained")
+    # a source limit shorter than some descriptions, so that the limit read is the one applied
+    (trained / "train_summary.json").write_text(json.dumps({"max_source_length": 8, "max_target_length": 40}))
+    numbers = score_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 8})
+    pd.testing.assert_frame_equal(score_paths(trained, rows, paths, auto), numbers)
+    assert not np.allclose(score_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 64})["logprob"],
+                           numbers["logprob"])
+
+
 def test_charngram_score_paths_is_its_log_posterior_of_any_path():
     from tests.test_charngram import PARAMS as CHARNGRAM_PARAMS, make_rows
     from prodcat.charngram import train_charngram

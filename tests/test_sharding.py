@@ -223,8 +223,8 @@ def test_killed_sharded_run_redoes_only_unfinished_shards_and_names_match_one_sh
         {("synthesize_names", f"split=train, shard={k}") for k in unfinished}
     three_shards = pd.read_parquet(results / target)
     pd.testing.assert_frame_equal(three_shards, one_shard)
-    # names differ from row to row (here the descriptions they fell back to: the .test stand-in
-    # answers every prompt alike), so equal tables mean every row got its own name back
-    assert one_shard["name"].nunique() > len(one_shard) // 2
+    # names differ from row to row (the .test teacher is a pretrained stand-in), so equal tables
+    # mean every row got its own name back: a name shifted by one row would differ in most rows
+    assert (one_shard["name"] != one_shard["name"].shift()).mean() > 0.5
     summary = json.loads((results / target).with_name("train.summary.json").read_text())
     assert summary["shards"] == 3 and summary["rows"] == len(one_shard) == len(set(one_shard["indoml_id"]))

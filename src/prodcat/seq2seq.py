@@ -486,13 +486,14 @@ def score_paths(model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict
     target_ids = tokenizer(text_target=targets)["input_ids"]
     side = side_features(model, rows) if kind == MULTIMODAL else None
     batch_size = int(params["batch_size"])
+    max_source_length, _ = resolve_prediction_lengths(model_dir, params)  # "auto": as trained
     logprob = np.zeros(len(paths))
     n_tokens = np.array([len(ids) for ids in target_ids], dtype=np.int64)
     order = np.argsort(-n_tokens, kind="stable")
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = tokenizer([sources[i] for i in idx], max_length=int(params["max_source_length"]), truncation=True,
+            enc = tokenizer([sources[i] for i in idx], max_length=max_source_length, truncation=True,
                             padding=True, return_tensors="pt").to(device)
             longest = int(n_tokens[idx].max())
             labels = torch.full((len(idx), longest), -100, dtype=torch.long)
