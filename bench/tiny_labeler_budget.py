@@ -98,9 +98,11 @@ def main() -> None:
         # a random batch shaped like the sample's: padded description ~33 bytes, padded target ~79
         profile_step(dims, args.batch_size, 33, 79, args.threads)
         return
-    params = {"batch_size": args.batch_size, "learning_rate": args.lr, "weight_decay": 0.01, "num_epochs": args.epochs,
-              "patience": 2, "warmup_steps": 50, "max_source_length": 80, "max_target_length": 128,
-              "logging_steps": 1000, "seed": 42}
+    params = {"per_device_train_batch_size": args.batch_size, "per_device_eval_batch_size": None,
+              "gradient_accumulation_steps": 1, "learning_rate": args.lr, "weight_decay": 0.01,
+              "num_train_epochs": args.epochs, "early_stopping_patience": 2, "warmup_steps": 50,
+              "lr_scheduler_type": "linear", "max_source_length": 80, "max_target_length": 128,
+              "logging_steps": 1000, "seed": 42, "keep_checkpoints": False}
     print(json.dumps(train_and_score(args.run, dims, params, args.threads)))
 
 

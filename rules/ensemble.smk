@@ -78,7 +78,7 @@ rule score_candidates_charngram:
     output:
         expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{split}}.candidates.parquet", split=STACK_SPLITS),
     params:
-        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+        cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
         splits=STACK_SPLITS,
     log:
         f"{RESULTS}/logs/score_candidates/{{labeler}}.log",

@@ -1,4 +1,5 @@
-# The labelers: train → predict → correct (seq2seq), train → predict (charngram).
+# The labelers: train → predict → correct. Seq2seq and charngram labelers have rules of their own
+# (GPU vs CPU jobs, their inputs); every rule's script goes through prodcat.labeler.
 
 
 rule train_labeler:
@@ -65,7 +66,7 @@ rule train_charngram:
     output:
         directory(f"{RESULTS}/models/{{labeler}}"),
     params:
-        cfg=lambda wildcards: config["labelers"][wildcards.labeler],
+        cfg=lambda wildcards: labeler_config(wildcards.labeler, "train"),
     log:
         f"{RESULTS}/logs/train_charngram/{{labeler}}.log",
     benchmark:
@@ -78,16 +79,20 @@ rule train_charngram:
     conda:
         "../envs/cpu.yaml"
     script:
-        "../scripts/train_charngram.py"
+        "../scripts/train_labeler.py"
 
 
 rule predict_charngram:
     input:
         model=f"{RESULTS}/models/{{labeler}}",
         rows=lambda wildcards: rows_for_split(wildcards.split),
+    # its one decoding is raw: every prediction is a path of the hierarchy
     output:
-        predictions=f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet",
-        summary=f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.summary.json",
+        predictions=[f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet"],
+        summaries=[f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.summary.json"],
+    params:
+        cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
+        decodings=["raw"],
     log:
         f"{RESULTS}/logs/predict_charngram/{{labeler}}.{{split}}.log",
     benchmark:
@@ -100,7 +105,7 @@ rule predict_charngram:
     conda:
         "../envs/cpu.yaml"
     script:
-        "../scripts/predict_charngram.py"
+        "../scripts/predict_labeler.py"
 
 
 rule correct:

@@ -39,7 +39,8 @@ def paper_hub(tmp_path_factory):
 def paper_override(results) -> dict:
     """The test's only changes to configs/paper.yaml: the .test data (test labels hidden, as in the
     competition), one epoch and small batches."""
-    fast_train = {"num_epochs": 1, "batch_size": 16, "gradient_accumulation_steps": 1, "logging_steps": 5}
+    fast_train = {"num_train_epochs": 1, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
+                  "logging_steps": 5}
     return {
         "data": {"train_features": str(TEST_DATA / "train.features"), "train_labels": str(TEST_DATA / "train.labels"),
                  "test_features": str(TEST_DATA / "test.features"), "test_labels": "", "true_names": ""},

@@ -183,7 +183,7 @@ def test_seq2seq_training_profiles_its_steps(tmp_path):
 
     base = build_tiny_byt5(tmp_path / "base", DIMS)
     settings = {"enabled": True, "skip_first": 1, "warmup": 1, "steps": 2}
-    summary = train_labeler(base, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", {**PARAMS, "num_epochs": 1},
+    summary = train_labeler(base, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", {**PARAMS, "num_train_epochs": 1},
                             profile=settings)
     profile = summary["profile"]
     assert profile["error"] is None and profile["recorded_steps"] == 2 and profile["self_cpu_ms_per_step"] > 0
@@ -198,7 +198,8 @@ def test_seq2seq_training_profiles_its_steps(tmp_path):
 
 def write_summary(model_dir, **fields):
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "train_summary.json").write_text(json.dumps({"device": "cpu:x86_64", "parameters": 10, **fields}))
+    (model_dir / "train_summary.json").write_text(json.dumps({"kind": "text", "device": "cpu:x86_64", "parameters": 10,
+                                                              "trainer_seconds": 90.0, **fields}))
     return model_dir / "train_summary.json"
 
 
@@ -218,19 +219,23 @@ def test_tables_2_and_3_from_profiled_and_unprofiled_models(tmp_path):
         "ngram": write_summary(tmp_path / "ngram"),
     }
     predict = tmp_path / "predict.json"
-    predict.write_text(json.dumps({"rows": 10, "batch_size": 4, "predict_seconds": 6.0, "predict_seconds_per_1k": 600.0}))
+    predict.write_text(json.dumps({"kind": "text", "decoding": "raw", "rows": 10, "parse_failures": 0, "batch_size": 4,
+                                   "predict_seconds": 6.0, "predict_seconds_per_1k": 600.0, "device": "cpu:x86_64"}))
     bench = tmp_path / "bench.tsv"
     bench.write_text("s\th:m:s\tmax_rss\n100.0\t0:01:40\t512\n")
     table = efficiency_table([(m, path, predict, bench, None) for m, path in summaries.items()]).set_index("model")
     assert list(table.reset_index().columns) == EFFICIENCY_COLUMNS
-    assert table.loc["a", "train_seconds"] == 98.5 and table.loc["a", "train_profiling_seconds"] == 1.5
+    # the job's wall time less the profiling, beside the training loop's own time
+    assert table.loc["a", "train_wall_seconds"] == 98.5 and table.loc["a", "train_profiling_seconds"] == 1.5
+    assert table.loc["a", "trainer_seconds"] == 90.0
     assert table.loc["a", "train_step_self_cpu_ms"] == 10.0 and table.loc["a", "train_step_self_cuda_ms"] == NO_CUDA
-    assert table.loc["off", "train_step_self_cpu_ms"] == "off" and table.loc["off", "train_seconds"] == 100.0
-    assert table.loc["failed", "train_step_self_cpu_ms"] is None and table.loc["failed", "train_seconds"] == 99.5
+    assert table.loc["off", "train_step_self_cpu_ms"] == "off" and table.loc["off", "train_wall_seconds"] == 100.0
+    assert table.loc["failed", "train_step_self_cpu_ms"] is None and table.loc["failed", "train_wall_seconds"] == 99.5
     assert table.loc["ngram", "train_step_self_cuda_ms"] == "n/a"
     assert table.loc["a", "predict_seconds_per_batch"] == 2.0  # 10 rows in batches of 4: 3 batches
+    assert table.loc["a", "predict_seconds_per_1k"] == 600.0
     markdown = to_markdown(table.reset_index(), "Table 2")
-    assert "| failed | 10 | 99.5000 | 0.5000 | 512.0000 |  |  |" in markdown
+    assert "| failed | 10 | 99.5000 | 90.0000 | 0.5000 | 512.0000 |  |  |" in markdown
 
     operators = operators_table([(m, tmp_path / m) for m in summaries], top=2)
     assert list(operators.columns) == OPERATOR_COLUMNS

@@ -153,8 +153,8 @@ def namer_chain(cfg: dict) -> list[Pattern]:
 HYPERPARAMETER_CASES = {
     "byt5_learning_rate": ({"labelers": {"byt5": {"train": {"learning_rate": 1.0e-3}}}}, ["byt5"], False,
                            lambda cfg: labeler_chain(cfg, "byt5")),
-    "flant5_num_epochs": ({"labelers": {"flant5": {"train": {"num_epochs": 3}}}}, ["flant5"], False,
-                          lambda cfg: labeler_chain(cfg, "flant5")),
+    "flant5_num_train_epochs": ({"labelers": {"flant5": {"train": {"num_train_epochs": 3}}}}, ["flant5"], False,
+                                lambda cfg: labeler_chain(cfg, "flant5")),
     "namer_lora_rank": ({"namer": {"train": {"r": 8}}}, [], True, namer_chain),
     # Table 3's length only: the report again (plots read its metrics.csv), no training
     "profile_top_operators": ({"profile": {"top_operators": 5}}, [], False,

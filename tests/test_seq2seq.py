@@ -12,8 +12,11 @@ from prodcat.seq2seq import make_examples, predict_labeler, train_labeler
 from prodcat.tiny_models import build_tiny_byt5
 
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
-PARAMS = {"batch_size": 8, "learning_rate": 3e-3, "num_epochs": 3, "patience": 2, "max_source_length": 32,
-          "max_target_length": 96, "seed": 1, "logging_steps": 2}
+# every training setting, as the config schema completes them (prodcat.seq2seq reads them all)
+PARAMS = {"per_device_train_batch_size": 8, "per_device_eval_batch_size": None, "gradient_accumulation_steps": 1,
+          "learning_rate": 3e-3, "weight_decay": 0.0, "num_train_epochs": 3, "early_stopping_patience": 2,
+          "warmup_steps": 0, "lr_scheduler_type": "linear", "max_source_length": 32, "max_target_length": 96,
+          "seed": 1, "logging_steps": 2, "keep_checkpoints": False}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,7 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_byt5, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS,
                       extra_callbacks=[KillAfterFirstSave()])
-    changed = {**PARAMS, "learning_rate": 1e-3, "num_epochs": 1}
+    changed = {**PARAMS, "learning_rate": 1e-3, "num_train_epochs": 1}
     summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", changed)
     assert summary["resumed_from"] is None and summary["global_step"] == 3
 
@@ -91,7 +94,7 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_byt5, tmp_path):
 def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing_price(tiny_byt5, tmp_path):
     train = rows()
     train["retailer"] = [f"shop{i % 3}" for i in range(len(train))]
-    params = {**PARAMS, "num_epochs": 1, "side_dim": 4, "fusion": "prepend", "retailer_dropout": 0.3}
+    params = {**PARAMS, "num_train_epochs": 1, "side_dim": 4, "fusion": "prepend", "retailer_dropout": 0.3}
     summary = train_labeler(tiny_byt5, train, rows(8), tmp_path / "model", tmp_path / "ckpt", params, kind="multimodal")
     assert summary["kind"] == "multimodal"
     config = json.loads((tmp_path / "model" / "config.json").read_text())
@@ -151,7 +154,7 @@ def test_auto_lengths_are_recorded_in_training_and_read_by_prediction(tiny_byt5,
 
     from prodcat.seq2seq import resolve_prediction_lengths
 
-    params = {**PARAMS, "num_epochs": 1, "max_source_length": "auto", "max_target_length": "auto"}
+    params = {**PARAMS, "num_train_epochs": 1, "max_source_length": "auto", "max_target_length": "auto"}
     with caplog.at_level(logging.INFO, logger="prodcat.seq2seq"):
         summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
     assert summary["max_source_length"] == len("item 0") + 1 + 8

@@ -105,21 +105,9 @@ def _cmd_correct(args):
 
 
 def _parse_named(items):
-    """NAME=PATH pairs (NAME defaults to the file's stem); names must be non-empty and distinct."""
-    named = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).stem, item
-        if not name or not path:
-            raise UsageError(f"expected [NAME=]PATH with a non-empty name and path, got {item!r}")
-        named.append((name, path))
-    seen = {}
-    for name, path in named:
-        if name in seen:
-            raise UsageError(f"{seen[name]} and {path} are both named {name!r}; name them apart with NAME=PATH")
-        seen[name] = path
-    return named
+    from .io import parse_named_paths
+
+    return parse_named_paths(items)
 
 
 def _same_ids(tables, paths) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import LEVELS
-from .errors import InputError
+from .errors import InputError, UsageError
 
 FEATURE_COLUMNS = ("indoml_id", "description", "retailer", "price")
 JSON_SUFFIXES = {".features", ".labels", ".jsonl", ".json", ".predict"}
@@ -427,3 +427,22 @@ def _json_default(value):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
+
+
+def parse_named_paths(items) -> list[tuple[str, str]]:
+    """NAME=PATH command-line pairs (NAME defaults to the file's stem); names must be non-empty
+    and distinct (a UsageError says which are not)."""
+    named = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).stem, item
+        if not name or not path:
+            raise UsageError(f"expected [NAME=]PATH with a non-empty name and path, got {item!r}")
+        named.append((name, path))
+    seen = {}
+    for name, path in named:
+        if name in seen:
+            raise UsageError(f"{seen[name]} and {path} are both named {name!r}; name them apart with NAME=PATH")
+        seen[name] = path
+    return named

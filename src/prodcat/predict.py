@@ -100,12 +100,9 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
     every intermediate table is written there."""
     from .correct import correct_predictions
     from .hierarchy import Hierarchy
-    from .io import write_parquet
-    from .seq2seq import predict_labeler
+    from .io import read_level_accuracy, write_parquet
+    from .labeler import labeler_for, load_labeler, with_names
     from .vote import vote_predictions
-    from .workflow import with_names
-
-    from .io import read_level_accuracy
 
     results_dir = Path(results_dir)
     manifest = load_manifest(results_dir)
@@ -113,7 +110,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
     accuracy = read_level_accuracy(results_dir / manifest["level_accuracy"], list(manifest["labelers"]))
     for name in manifest["labelers"]:
         _require_model(results_dir / "models" / name, f"the model of labeler {name!r}")
-    uses_names = any(cfg.get("source") == "name" for cfg in manifest["labelers"].values())
+    uses_names = any(labeler_for(cfg["kind"]).source_of(cfg) == "name" for cfg in manifest["labelers"].values())
     if uses_names:
         _require_model(results_dir / "models" / "namer" / "merged", "the namer")
     keep = Path(keep_dir) if keep_dir else None
@@ -129,22 +126,11 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
 
     corrected, scorers = {}, {}
     for name, cfg in manifest["labelers"].items():
-        if cfg["kind"] == "charngram":
-            from .charngram import CharNgramLabeler
-
-            labeler = CharNgramLabeler.load(results_dir / "models" / name)
-            raw = labeler.predict(rows)
-            scorers[name] = lambda paths, labeler=labeler: labeler.score_paths(rows, paths)
-        else:
-            from .seq2seq import load_trained_model, score_paths
-
-            source_rows = with_names(rows, names) if cfg["source"] == "name" else rows
-            loaded = load_trained_model(results_dir / "models" / name)
-            raw, summary = predict_labeler(results_dir / "models" / name, source_rows, cfg["predict"],
-                                           source_column=cfg["source"], loaded=loaded)
-            log.info("%s: %d rows, %d parse failures", name, len(raw), summary["parse_failures"])
-            scorers[name] = lambda paths, cfg=cfg, source_rows=source_rows, loaded=loaded: score_paths(
-                None, source_rows, paths, cfg["predict"], source_column=cfg["source"], loaded=loaded)
+        labeler = load_labeler(results_dir / "models" / name, cfg)
+        source_rows = with_names(rows, names) if labeler.source == "name" else rows
+        raw, summary = labeler.predict(source_rows)
+        log.info("%s: %d rows, %d parse failures", name, len(raw), summary.parse_failures)
+        scorers[name] = lambda paths, labeler=labeler, source_rows=source_rows: labeler.score_paths(source_rows, paths)
         corrected[name] = correct_predictions(raw, hierarchy, method=manifest["correction"]["method"],
                                               salvage=manifest["correction"].get("salvage", False))
         if keep:

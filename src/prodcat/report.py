@@ -11,13 +11,16 @@ import pandas as pd
 
 from .efficiency import read_benchmark
 from .profiling import STEP_RANGE
+from .summaries import PredictionSummary, TrainingSummary
 
 METRICS_COLUMNS = ["model", "stage", "split", "n", "item_accuracy", "item_accuracy_unseen_retailer", "f1_supergroup",
                    "f1_group", "f1_module", "f1_brand", "parse_failures"]
 # The paper's Table 2 columns (parameters, self CPU and self CUDA time, training GFLOPs, inference
-# time, testing GFLOPs) beside the rules' wall time and memory. train_seconds leaves the profiling
-# out (train_profiling_seconds says how much that was).
-EFFICIENCY_COLUMNS = ["model", "parameters", "train_seconds", "train_profiling_seconds", "train_max_rss_mb",
+# time, testing GFLOPs) beside the rules' wall time and memory. train_wall_seconds is the training
+# job's wall time (its benchmark file) less the profiling (train_profiling_seconds says how much);
+# trainer_seconds is the training loop's own time from the model's training summary.
+EFFICIENCY_COLUMNS = ["model", "parameters", "train_wall_seconds", "trainer_seconds", "train_profiling_seconds",
+                      "train_max_rss_mb",
                       "train_step_self_cpu_ms", "train_step_self_cuda_ms", "train_gflops_per_step",
                       "predict_seconds_per_batch", "predict_gflops_per_batch", "predict_seconds_per_1k",
                       "constrained_predict_seconds_per_1k", "device"]
@@ -72,38 +75,39 @@ def profile_columns(train: dict) -> dict:
             "train_step_self_cuda_ms": cuda if not profile.get("error") else None}
 
 
-def seconds_per_batch(predict: dict):
+def seconds_per_batch(predict: PredictionSummary):
     """Generation seconds per batch of a prediction summary (batches of its batch_size)."""
-    if not predict.get("batch_size") or not predict.get("rows"):
+    if not predict.batch_size or not predict.rows:
         return float("nan")
-    return predict["predict_seconds"] / math.ceil(predict["rows"] / predict["batch_size"])
+    return predict.predict_seconds_per_batch
 
 
 def efficiency_table(entries) -> pd.DataFrame:
-    """entries: (model, train summary JSON, prediction summary JSON, training benchmark TSV,
-    constrained-prediction summary JSON or None)."""
+    """entries: (model, model folder or its train_summary.json, prediction summary JSON, training
+    benchmark TSV, constrained-prediction summary JSON or None)."""
     rows = []
-    for model, train_json, predict_json, bench, constrained_json in entries:
-        train = json.loads(Path(train_json).read_text())
-        predict = json.loads(Path(predict_json).read_text())
+    for model, trained, predict_json, bench, constrained_json in entries:
+        train = TrainingSummary.read(trained)
+        predict = PredictionSummary.read(predict_json)
         measured = read_benchmark(bench)
-        profiled = profile_columns(train)
+        profiled = profile_columns(train.to_dict())
         profiling_seconds = profiled["train_profiling_seconds"]
         rows.append({
             "model": model,
             # None where a report-only count failed (logged in the training rule's log)
-            "parameters": _number(train.get("parameters")),
-            # the rule's wall time without what profiling added to it
-            "train_seconds": measured["seconds"] - (profiling_seconds if isinstance(profiling_seconds, (int, float)) else 0),
+            "parameters": _number(train.parameters),
+            # the training job's wall time without what profiling added to it
+            "train_wall_seconds": measured["seconds"] - (profiling_seconds if isinstance(profiling_seconds, (int, float)) else 0),
+            "trainer_seconds": _number(train.trainer_seconds),
             **profiled,
             "train_max_rss_mb": measured["max_rss_mb"],
             "predict_seconds_per_batch": seconds_per_batch(predict),
-            "predict_seconds_per_1k": predict["predict_seconds_per_1k"],
-            "train_gflops_per_step": _number(train.get("train_gflops_per_step")),
-            "predict_gflops_per_batch": _number(predict.get("predict_gflops_per_batch")),
-            "device": train["device"],
+            "predict_seconds_per_1k": predict.predict_seconds_per_1k,
+            "train_gflops_per_step": _number(train.train_gflops_per_step),
+            "predict_gflops_per_batch": _number(predict.predict_gflops_per_batch),
+            "device": train.device,
             "constrained_predict_seconds_per_1k": (
-                json.loads(Path(constrained_json).read_text())["predict_seconds_per_1k"] if constrained_json else float("nan")
+                PredictionSummary.read(constrained_json).predict_seconds_per_1k if constrained_json else float("nan")
             ),
         })
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
@@ -116,7 +120,7 @@ def operators_table(entries, top: int) -> pd.DataFrame:
     self time (Python between operators) counts in the 100 % of self_cpu_percent."""
     frames = []
     for model, model_dir in entries:
-        profile = json.loads((Path(model_dir) / "train_summary.json").read_text()).get("profile") or {}
+        profile = TrainingSummary.read(model_dir).details.get("profile") or {}
         if not profile.get("operators") or profile.get("error"):
             continue
         table = pd.read_csv(Path(model_dir) / profile["operators"])

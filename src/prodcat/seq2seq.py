@@ -31,6 +31,7 @@ from .checkpoints import last_checkpoint_of_run, run_signature
 from .device import describe_device, pick_device
 from .efficiency import count_flops, count_parameters, report_only, training_step_flops
 from .profiling import StepProfiler, trainer_callback as profiler_callback
+from .summaries import PredictionSummary, TrainingSummary
 from .target_text import format_target, parse_target
 
 log = logging.getLogger(__name__)
@@ -196,9 +197,9 @@ def load_base_model(base_dir, kind: str, train_rows: pd.DataFrame | None = None,
         retailers=sorted(train_rows["retailer"].unique().tolist()),
         price_min=float(prices.min()) if len(prices) else 0.0,
         price_max=float(prices.max()) if len(prices) else 1.0,
-        side_dim=int(params.get("side_dim", 8)),
-        fusion=params.get("fusion", "first"),
-        retailer_dropout=float(params.get("retailer_dropout", 0.0)),
+        side_dim=int(params["side_dim"]),
+        fusion=params["fusion"],
+        retailer_dropout=float(params["retailer_dropout"]),
     )
     return model, tokenizer
 
@@ -226,8 +227,9 @@ def _run_signature(base_dir, rows: list[pd.DataFrame], source_column: str, kind:
 
 def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, out_dir, checkpoint_dir,
                   params: dict, *, source_column: str = "description", kind: str = TEXT,
-                  extra_callbacks=(), profile: dict | None = None) -> dict:
-    """Fine-tune a seq2seq labeler; the best checkpoint (lowest validation loss) is saved to out_dir.
+                  extra_callbacks=(), profile: dict | None = None) -> TrainingSummary:
+    """Fine-tune a seq2seq labeler; the best checkpoint (lowest validation loss) is saved to out_dir
+    with its TrainingSummary (train_summary.json; `trainer_seconds` is the Trainer's train() call).
 
     Checkpoints go to checkpoint_dir, outside the rule's output, so that a killed run resumes
     when the rule reruns (Snakemake removes incomplete outputs first); they are removed after a
@@ -237,7 +239,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
-    seed = int(params.get("seed", 42))
+    seed = int(params["seed"])
     set_seed(seed)
     device, dtype = pick_device()
     model, tokenizer = load_base_model(base_dir, kind, train_rows, params)
@@ -254,21 +256,22 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     resume = last_checkpoint_of_run(checkpoint_dir, signature)
     args = Seq2SeqTrainingArguments(
         output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=int(params["batch_size"]),
-        per_device_eval_batch_size=int(params.get("eval_batch_size", params["batch_size"])),
-        gradient_accumulation_steps=int(params.get("gradient_accumulation_steps", 1)),
+        per_device_train_batch_size=int(params["per_device_train_batch_size"]),
+        # null: as the training batch
+        per_device_eval_batch_size=int(params["per_device_eval_batch_size"] or params["per_device_train_batch_size"]),
+        gradient_accumulation_steps=int(params["gradient_accumulation_steps"]),
         learning_rate=float(params["learning_rate"]),
-        weight_decay=float(params.get("weight_decay", 0.0)),
-        num_train_epochs=float(params["num_epochs"]),
-        lr_scheduler_type=params.get("lr_scheduler", "linear"),
-        warmup_steps=int(params.get("warmup_steps", 0)),
+        weight_decay=float(params["weight_decay"]),
+        num_train_epochs=float(params["num_train_epochs"]),
+        lr_scheduler_type=params["lr_scheduler_type"],
+        warmup_steps=int(params["warmup_steps"]),
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,  # with load_best_model_at_end the best one is kept as well
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        logging_steps=int(params.get("logging_steps", 20)),
+        logging_steps=int(params["logging_steps"]),
         logging_first_step=True,
         report_to="none",
         seed=seed,
@@ -278,7 +281,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=int(params.get("patience", 2))), *extra_callbacks]
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=int(params["early_stopping_patience"])), *extra_callbacks]
     profiler = StepProfiler(profile, out_dir) if profile is not None else None
     if profiler is not None and profiler.enabled:
         callbacks.append(profiler_callback(profiler))
@@ -294,28 +297,30 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     tokenizer.save_pretrained(str(out_dir))
     batch = trainer.data_collator([train_set[i] for i in range(min(len(train_set), args.per_device_train_batch_size))])
     batch = {k: v.to(trainer.model.device) for k, v in batch.items()}
-    summary = {
-        "kind": kind,
-        "source_column": source_column,
-        "base_model": str(base_dir),
-        "device": describe_device(),
-        "parameters": count_parameters(trainer.model),
-        "train_rows": len(train_set),
-        "val_rows": len(val_set),
-        "train_seconds": seconds,
-        "resumed_from": resume or None,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_eval_loss": trainer.state.best_metric,
-        "epochs_run": trainer.state.epoch,
-        "global_step": trainer.state.global_step,
-        "train_gflops_per_step": _gflops(report_only("the training-step FLOPs", training_step_flops, trainer.model, batch)),
-        "train_batch_size": args.per_device_train_batch_size,
-        **lengths,  # what prediction's "auto" lengths read
-        "log_history": trainer.state.log_history,
-        "profile": profiler.finish() if profiler is not None else None,  # report-only: never raises
-    }
-    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if not params.get("keep_checkpoints", False):
+    summary = TrainingSummary(
+        kind=kind,
+        device=describe_device(),
+        parameters=count_parameters(trainer.model),
+        trainer_seconds=seconds,
+        train_gflops_per_step=_gflops(report_only("the training-step FLOPs", training_step_flops, trainer.model, batch)),
+        details={
+            "source_column": source_column,
+            "base_model": str(base_dir),
+            "train_rows": len(train_set),
+            "val_rows": len(val_set),
+            "resumed_from": resume or None,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "best_eval_loss": trainer.state.best_metric,
+            "epochs_run": trainer.state.epoch,
+            "global_step": trainer.state.global_step,
+            "train_batch_size": args.per_device_train_batch_size,
+            **lengths,  # what prediction's "auto" lengths read
+            "log_history": trainer.state.log_history,
+            "profile": profiler.finish() if profiler is not None else None,  # report-only: never raises
+        },
+    )
+    summary.write(out_dir)
+    if not params["keep_checkpoints"]:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
 
@@ -327,7 +332,7 @@ def _gflops(flops):
 # ---- prediction -------------------------------------------------------------------------
 def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_column: str = "description",
                     hierarchy=None, constrained: bool = False, count_batch_flops: bool = False,
-                    loaded=None) -> tuple[pd.DataFrame, dict]:
+                    loaded=None) -> tuple[pd.DataFrame, PredictionSummary]:
     """Generate, parse and return the predictions table (labels None where the parse failed) and
     a summary (parse failures, unfinished generations, seconds and, with `count_batch_flops`, the
     FLOPs of generating the first (longest) batch, counted on an extra untimed pass: torch's FLOP
@@ -349,7 +354,7 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     model.to(device=device, dtype=dtype).eval()  # a no-op for a model from load_trained_model
     kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
     batch_size = int(params["batch_size"])
-    num_beams = int(params.get("num_beams", 1))
+    num_beams = int(params["num_beams"])
     max_source_length, max_new_tokens = resolve_prediction_lengths(model_dir, params)
     sources = rows[source_column].astype(str).tolist()
     side = side_features(model, rows) if kind == MULTIMODAL else None
@@ -421,22 +426,20 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     table["logprob_per_token"] = logprob / np.maximum(n_tokens, 1)
     table["logprob_min"] = logprob_min
     table["n_tokens"] = n_tokens
-    summary = {
-        "kind": kind,
-        "constrained": constrained,
-        "rows": len(table),
-        "parse_failures": int((~table["parse_ok"]).sum()),
-        "unfinished": int((~table["finished"]).sum()),
-        "predict_seconds": seconds,
-        "predict_seconds_per_1k": seconds / max(len(table), 1) * 1000,
-        "predict_gflops_per_batch": batch_flops / 1e9 if batch_flops is not None else None,
-        "batch_size": batch_size,
-        "num_beams": num_beams,
-        "device": describe_device(),
-        "parameters": count_parameters(model),
-    }
+    summary = PredictionSummary(
+        kind=kind,
+        decoding="constrained" if constrained else "raw",
+        rows=len(table),
+        parse_failures=int((~table["parse_ok"]).sum()),
+        predict_seconds=seconds,
+        batch_size=batch_size,
+        device=describe_device(),
+        predict_gflops_per_batch=batch_flops / 1e9 if batch_flops is not None else None,
+        details={"unfinished": int((~table["finished"]).sum()), "num_beams": num_beams,
+                 "parameters": count_parameters(model)},
+    )
     log.info("predicted %d rows in %.1f s; %d parse failures, %d unfinished generations",
-             len(table), seconds, summary["parse_failures"], summary["unfinished"])
+             len(table), seconds, summary.parse_failures, summary["unfinished"])
     return table, summary
 
 

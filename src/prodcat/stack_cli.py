@@ -11,20 +11,19 @@ from .errors import InputError
 
 
 def _named_tables(items):
-    from .cli import _parse_named, _read_predictions
+    from .io import parse_named_paths, read_predictions
 
-    named = _parse_named(items)
-    return [_read_predictions(path) for _, path in named], [name for name, _ in named], named
+    named = parse_named_paths(items)
+    return [read_predictions(path) for _, path in named], [name for name, _ in named], named
 
 
 def _candidate_scores(items, names, source) -> dict:
     """--scores NAME=PATH: each named member's scores of the candidates (prodcat.stack)."""
     if not items:
         return {}
-    from .cli import _parse_named
-    from .io import read_table
+    from .io import parse_named_paths, read_table
 
-    named = _parse_named(items)
+    named = parse_named_paths(items)
     # several rows per id (one per candidate path): not a predictions table
     tables, score_names = [read_table(path) for _, path in named], [name for name, _ in named]
     unknown = [n for n in score_names if n not in names]

@@ -45,26 +45,6 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
-def with_source(rows: pd.DataFrame, source: str, names_path: str | None) -> pd.DataFrame:
-    """Rows with the labeler's input text: the description itself, or an inferred name joined on
-    indoml_id (every row must have one)."""
-    if source == "description":
-        return rows
-    from .io import read_table
-
-    return with_names(rows, read_table(names_path), names_path)
-
-
-def with_names(rows: pd.DataFrame, names: pd.DataFrame, source="names") -> pd.DataFrame:
-    from .errors import InputError
-
-    merged = rows.merge(names[["indoml_id", "name"]], on="indoml_id", how="left", validate="one_to_one")
-    missing = merged["name"].isna()
-    if missing.any():
-        raise InputError(source, f"no name for indoml_id {merged.loc[missing, 'indoml_id'].iloc[0]}", column="name")
-    return merged
-
-
 def tokenizer_corpus(rows: pd.DataFrame, templates: dict | None = None) -> list[str]:
     """What a stand-in's tokenizer is trained on: the receipt lines, the target texts and (for the
     chat model) every row's teacher and student prompt as the model reads them.
@@ -153,36 +133,39 @@ def download_model(smk) -> None:
 
 
 def train_labeler(smk) -> None:
+    """Any labeler kind's training (rules train_labeler and train_charngram), through prodcat.labeler."""
+    from .hierarchy import Hierarchy
     from .io import read_rows
-    from .seq2seq import train_labeler as train
+    from .labeler import labeler_for, train_labeler as train, with_source
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
-        cfg = smk.params.cfg
-        train_rows = with_source(read_rows(smk.input.train, labelled=True), cfg["source"], smk.input.get("train_names"))
-        val_rows = with_source(read_rows(smk.input.val, labelled=True), cfg["source"], smk.input.get("val_names"))
-        params = {**cfg["train"], **{k: cfg[k] for k in ("side_dim", "fusion", "retailer_dropout") if k in cfg}}
-        train(smk.params.base, train_rows, val_rows, smk.output[0], smk.params.checkpoints, params,
-              source_column=cfg["source"], kind=cfg["kind"], profile=dict(smk.params.profile))
+        cfg = dict(smk.params.cfg)
+        source = labeler_for(cfg["kind"]).source_of(cfg)
+        train_rows = with_source(read_rows(smk.input.train, labelled=True), source, smk.input.get("train_names"))
+        val_rows = with_source(read_rows(smk.input.val, labelled=True), source, smk.input.get("val_names"))
+        hierarchy = Hierarchy.from_json(smk.input.hierarchy) if smk.input.get("hierarchy") else None
+        profile = smk.params.get("profile")
+        train(cfg, train_rows, val_rows, smk.output[0], base_dir=smk.params.get("base"), hierarchy=hierarchy,
+              checkpoint_dir=smk.params.get("checkpoints"), profile=dict(profile) if profile is not None else None)
 
 
 def predict_labeler(smk) -> None:
+    """Any labeler kind's predictions of a split, one table and summary per decoding (rules
+    predict_labeler and predict_charngram); the model is loaded once."""
     from .hierarchy import Hierarchy
-    from .io import read_rows, write_json, write_parquet
-    from .seq2seq import load_trained_model, predict_labeler as predict
+    from .io import read_rows, write_parquet
+    from .labeler import RAW, load_labeler, with_source
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
-        cfg = smk.params.cfg
-        rows = with_source(read_rows(smk.input.rows), cfg["source"], smk.input.get("names"))
-        hierarchy = Hierarchy.from_json(smk.input.hierarchy) if "constrained" in smk.params.decodings else None
-        loaded = load_trained_model(smk.input.model)
+        labeler = load_labeler(smk.input.model, dict(smk.params.cfg))
+        rows = with_source(read_rows(smk.input.rows), labeler.source, smk.input.get("names"))
+        hierarchy = Hierarchy.from_json(smk.input.hierarchy) if smk.input.get("hierarchy") else None
         for decoding, predictions, summary_path in zip(smk.params.decodings, smk.output.predictions, smk.output.summaries):
-            constrained = decoding == "constrained"
-            table, summary = predict(smk.input.model, rows, cfg["predict"], source_column=cfg["source"],
-                                     hierarchy=hierarchy, constrained=constrained, loaded=loaded,
-                                     count_batch_flops=smk.wildcards.split == FLOPS_SPLIT and not constrained)
-            write_json(summary, summary_path)
+            table, summary = labeler.predict(rows, decoding=decoding, hierarchy=hierarchy,
+                                             count_flops=smk.wildcards.split == FLOPS_SPLIT and decoding == RAW)
+            summary.write(summary_path)
             write_parquet(table, predictions)
 
 
@@ -203,6 +186,7 @@ def level_accuracy(smk) -> None:
 
 
 def report_tables(smk) -> None:
+    from .summaries import TrainingSummary
     from .report import (VALIDATION_CAVEAT, efficiency_table, ensemble_comparison, ensemble_section, metrics_table,
                          operators_table, profile_note, unseen_retailer_note, write_table)
 
@@ -219,11 +203,13 @@ def report_tables(smk) -> None:
                    for model, model_dir, predict, bench in zip(smk.params.models, smk.input.models,
                                                                smk.input.predict_summaries, smk.input.train_benchmarks)]
         efficiency = efficiency_table(entries)
-        summaries = {model: json.loads(Path(train_json).read_text()) for model, train_json, *_ in entries}
+        summaries = {model: TrainingSummary.read(train_json).to_dict() for model, train_json, *_ in entries}
         profiled = profile_note(summaries)
         write_table(efficiency, smk.output.efficiency_csv, smk.output.efficiency_md, "Table 2: efficiency per model",
-                    "train_seconds and train_max_rss_mb come from the training rule's benchmark file (wall time and "
-                    "peak memory of the whole job), less train_profiling_seconds, what profiling added to it. "
+                    "train_wall_seconds and train_max_rss_mb come from the training rule's benchmark file (wall time "
+                    "and peak memory of the whole job: loading, tokenising and saving included), the wall time less "
+                    "train_profiling_seconds, what profiling added to it; trainer_seconds is the training loop's own "
+                    "time (the Trainer's train() call; charngram: its fit), from the model's train_summary.json. "
                     "train_step_self_cpu_ms and train_step_self_cuda_ms are torch.profiler's self CPU and self CUDA "
                     "time of one optimizer step (forward, backward, optimizer; the sum over every operator, as the "
                     f"profiler's table footer): {profiled} "
@@ -251,7 +237,7 @@ def synthesize_names(smk) -> None:
     """One shard of the teacher names of a split, with its timing."""
     import time
 
-    from .io import read_rows, write_json, write_parquet
+    from .io import read_rows, write_parquet
     from .namer import synthesize_names as synthesize
 
     with logging_to(smk.log[0]):
@@ -260,17 +246,25 @@ def synthesize_names(smk) -> None:
         started = time.time()
         names = synthesize(smk.params.base, rows, dict(smk.params.templates), generate,
                            shard=smk.params.shard, shards=smk.params.shards)
-        write_json(_generation_summary(names, time.time() - started, generate, smk.params), smk.output.summary)
+        _generation_summary("teacher", names, time.time() - started, generate, smk.params).write(smk.output.summary)
         write_parquet(names, smk.output.names)
 
 
-def _generation_summary(names: pd.DataFrame, seconds: float, generate: dict, params, gflops=None) -> dict:
-    return {"rows": len(names), "predict_seconds": seconds, "predict_gflops_per_batch": gflops,
-            "batch_size": generate["batch_size"], "shard": params.shard, "shards": params.shards}
+def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate: dict, params, gflops=None):
+    """The PredictionSummary of one shard of names; its parse failures are the answers that fell
+    back to the description."""
+    from .device import describe_device
+    from .namer import status_counts
+    from .summaries import PredictionSummary
+
+    return PredictionSummary(kind=kind, decoding="names", rows=len(names),
+                             parse_failures=len(names) - status_counts(names)["ok"], predict_seconds=seconds,
+                             batch_size=generate["batch_size"], device=describe_device(), predict_gflops_per_batch=gflops,
+                             details={"shard": params.shard, "shards": params.shards})
 
 
 def train_namer(smk) -> None:
-    from .io import read_table, write_json
+    from .io import read_table
     from .namer import train_namer as train
 
     with logging_to(smk.log[0]):
@@ -286,10 +280,14 @@ def train_namer(smk) -> None:
         from .efficiency import report_only
         from .namer import training_step_costs
 
+        from .summaries import TrainingSummary
+
         costs = report_only("the namer's training-step FLOPs", training_step_costs, smk.params.base, rows, templates,
                             params) or {}
-        write_json({**costs, "device": describe_device(), "train_seconds": metrics.get("train_runtime"),
-                    "profile": metrics.get("profile")}, Path(smk.output[0]) / "train_summary.json")
+        TrainingSummary(kind="namer", device=describe_device(), parameters=costs.pop("parameters", None),
+                        trainer_seconds=metrics.get("train_runtime"),
+                        train_gflops_per_step=costs.pop("train_gflops_per_step", None),
+                        details={**costs, "profile": metrics.get("profile")}).write(smk.output[0])
 
 
 def infer_names(smk) -> None:
@@ -298,7 +296,7 @@ def infer_names(smk) -> None:
     import time
 
     from .efficiency import count_flops
-    from .io import read_rows, write_json, write_parquet
+    from .io import read_rows, write_parquet
     from .namer import Chats, generate_token_ids, infer_names as infer, load_causal_lm
     from .prompts import student_messages
 
@@ -313,32 +311,34 @@ def infer_names(smk) -> None:
         # on a separate pass so the timing above is clean.
         flops = None
         if smk.wildcards.split == FLOPS_SPLIT and smk.params.shard == 0:
-            model, tokenizer = load_causal_lm(merged, load_in_8bit=generate.get("load_in_8bit", False))
+            model, tokenizer = load_causal_lm(merged, load_in_8bit=generate["load_in_8bit"])
             chats = Chats(rows.head(generate["batch_size"])[["description", "price"]], student_messages, templates)
             flops, _ = count_flops(generate_token_ids, model, tokenizer, chats, batch_size=len(chats),
-                                   max_new_tokens=generate["max_new_tokens"], num_beams=generate.get("num_beams", 1))
-        write_json(_generation_summary(names, seconds, generate, smk.params, flops / 1e9 if flops is not None else None),
-                   smk.output.summary)
+                                   max_new_tokens=generate["max_new_tokens"], num_beams=generate["num_beams"])
+        _generation_summary("namer", names, seconds, generate, smk.params,
+                            flops / 1e9 if flops is not None else None).write(smk.output.summary)
         write_parquet(names, smk.output.names)
 
 
 def gather_names(smk) -> None:
     """The shards of a split's names as one table in the split's row order, and one summary:
     rows and generation seconds summed over the shards (GPU-seconds when they ran side by side)."""
-    from .io import read_rows, read_table, write_json, write_parquet
+    from .io import read_rows, read_table, write_parquet
     from .namer import gather_shards
+    from .summaries import PredictionSummary
 
     with logging_to(smk.log[0]):
         names = gather_shards(read_rows(smk.input.rows)["indoml_id"], [read_table(p) for p in smk.input.names],
                               what=f"{smk.wildcards.which} names of {smk.wildcards.split}")
-        summaries = [json.loads(Path(p).read_text()) for p in smk.input.summaries]
-        seconds = sum(s["predict_seconds"] for s in summaries)
-        gflops = [s["predict_gflops_per_batch"] for s in summaries if s.get("predict_gflops_per_batch") is not None]
-        write_json({"rows": len(names), "predict_seconds": seconds,
-                    "predict_seconds_per_1k": seconds / max(len(names), 1) * 1000,
-                    "predict_gflops_per_batch": gflops[0] if gflops else None,
-                    "batch_size": summaries[0]["batch_size"], "shards": len(summaries),
-                    "shard_seconds": [s["predict_seconds"] for s in summaries]}, smk.output.summary)
+        summaries = [PredictionSummary.read(p) for p in smk.input.summaries]
+        seconds = sum(s.predict_seconds for s in summaries)
+        gflops = [s.predict_gflops_per_batch for s in summaries if s.predict_gflops_per_batch is not None]
+        PredictionSummary(kind=summaries[0].kind, decoding="names", rows=len(names),
+                          parse_failures=sum(s.parse_failures for s in summaries), predict_seconds=seconds,
+                          batch_size=summaries[0].batch_size, device=summaries[0].device,
+                          predict_gflops_per_batch=gflops[0] if gflops else None,
+                          details={"shards": len(summaries), "shard_seconds": [s.predict_seconds for s in summaries]},
+                          ).write(smk.output.summary)
         write_parquet(names, smk.output.names)
         logging.info("%d names from %d shard(s), %.1f s of generation", len(names), len(summaries), seconds)
 
@@ -445,72 +445,20 @@ def manifest(smk) -> None:
         write_manifest(smk.params.config, smk.params.stage, smk.output[0])
 
 
-def train_charngram(smk) -> None:
-    import time
-
-    from .charngram import train_charngram as train
-    from .device import describe_device
-    from .hierarchy import Hierarchy
-    from .io import read_rows, write_json
-
-    with logging_to(smk.log[0]):
-        started = time.time()
-        labeler = train(read_rows(smk.input.train, labelled=True), Hierarchy.from_json(smk.input.hierarchy),
-                        params=dict(smk.params.cfg.get("params", {})), val_rows=read_rows(smk.input.val, labelled=True))
-        labeler.save(smk.output[0])
-        write_json({"kind": "charngram", "parameters": labeler.n_parameters, "device": describe_device(),
-                    "train_seconds": time.time() - started, "train_gflops_per_step": float("nan"),
-                    "val_metrics": labeler.metrics}, Path(smk.output[0]) / "train_summary.json")
-
-
-def predict_charngram(smk) -> None:
-    import time
-
-    from .charngram import CharNgramLabeler
-    from .device import describe_device
-    from .io import read_rows, write_json, write_parquet
-
-    with logging_to(smk.log[0]):
-        labeler = CharNgramLabeler.load(smk.input.model)
-        rows = read_rows(smk.input.rows)
-        started = time.time()
-        table = labeler.predict(rows)
-        seconds = time.time() - started
-        write_json({"kind": "charngram", "rows": len(table), "parse_failures": 0, "predict_seconds": seconds,
-                    "predict_seconds_per_1k": seconds / max(len(table), 1) * 1000,
-                    "predict_gflops_per_batch": float("nan"), "batch_size": labeler.params["predict_batch_rows"],
-                    "device": describe_device()}, smk.output.summary)
-        write_parquet(table, smk.output.predictions)
-
-
 def score_candidates(smk) -> None:
     """One labeler's log-probability of every path that any ensemble member proposes for the
     validation and test rows (prodcat.stack reads them as candidate scores)."""
     from .hierarchy import Hierarchy
     from .io import read_rows, read_table, write_parquet
+    from .labeler import load_labeler, with_source
     from .stack import candidate_union
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
-        cfg = smk.params.cfg
         hierarchy = Hierarchy.from_json(smk.input.hierarchy)
-        if cfg["kind"] == "charngram":
-            from .charngram import CharNgramLabeler
-
-            labeler = CharNgramLabeler.load(smk.input.model)
-        else:
-            from .seq2seq import load_trained_model
-
-            loaded = load_trained_model(smk.input.model)
+        labeler = load_labeler(smk.input.model, dict(smk.params.cfg))
         for split, out in zip(smk.params.splits, smk.output):
-            rows = read_rows(smk.input[f"rows_{split}"])
+            rows = with_source(read_rows(smk.input[f"rows_{split}"]), labeler.source, smk.input.get(f"names_{split}"))
             paths = candidate_union([read_table(p) for p in smk.input[f"proposals_{split}"]], hierarchy)
             logging.info("%s: %d candidate paths for %d rows", split, len(paths), len(rows))
-            if cfg["kind"] == "charngram":
-                table = labeler.score_paths(rows, paths)
-            else:
-                from .seq2seq import score_paths
-
-                rows = with_source(rows, cfg["source"], smk.input.get(f"names_{split}"))
-                table = score_paths(smk.input.model, rows, paths, cfg["predict"], source_column=cfg["source"], loaded=loaded)
-            write_parquet(table, out)
+            write_parquet(labeler.score_paths(rows, paths), out)
