@@ -67,11 +67,12 @@ def train_and_score(run: Path, dims: dict, params: dict, threads: int) -> dict:
         build_tiny_byt5(tmp / "base", dims)
         started = time.perf_counter()
         summary = train_labeler(tmp / "base", train, val, tmp / "model", tmp / "ckpt", params)
-        train_seconds = time.perf_counter() - started
+        train_wall_seconds = time.perf_counter() - started
         predictions, _ = predict_labeler(tmp / "model", val, {"batch_size": 128, "num_beams": 1, "max_new_tokens": 128,
                                                                "max_source_length": params["max_source_length"]})
     return {
-        "dims": dims, "params": params, "train_seconds": round(train_seconds, 1),
+        "dims": dims, "params": params, "train_wall_seconds": round(train_wall_seconds, 1),
+        "trainer_seconds": round(summary.trainer_seconds, 1),
         "best_eval_loss": summary["best_eval_loss"], "parameters": summary["parameters"],
         "val_raw": score(val, predictions)["item_accuracy"],
         "val_corrected": score(val, correct_predictions(predictions, hierarchy, salvage=True))["item_accuracy"],

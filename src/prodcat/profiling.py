@@ -14,8 +14,8 @@ steps are not. With a GPU the step ends with a synchronize, so its kernels finis
 Off the timed path: the recording is the only part inside `trainer.train()`; every step's wall time
 is measured, so what the profiler added there is its window's wall time minus the same number of
 unprofiled steps (their median); reading the events, writing the operator table and the Chrome
-trace happen after training, timed on their own. Table 2's `train_seconds` is the rule's wall time
-minus both (`train_profiling_seconds`), so a profiled and an unprofiled run report the same.
+trace happen after training, timed on their own. Table 2's `train_wall_seconds` is the rule's wall
+time minus both (`train_profiling_seconds`), so a profiled and an unprofiled run report the same.
 
 The events are read straight from Kineto's results (`profile.profiler.kineto_results`) and
 aggregated here as torch's `key_averages()` does (tests/test_profiling.py checks that they agree):
