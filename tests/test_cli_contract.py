@@ -167,3 +167,12 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(files, capsy
             "is a folder", capsys=capsys)
     refused(["predict", "--models", files["dir"] / "nowhere", "--input", files["truth"], "--out",
              files["a"] / "o.parquet"], "a.jsonl", "cannot create the output's folder", capsys=capsys)
+
+
+def test_a_manifest_gets_the_defaults_of_its_schema(run_dir):
+    from prodcat.predict import load_manifest
+
+    run, _ = run_dir
+    manifest = load_manifest(run)
+    assert manifest["correction"]["salvage"] is False
+    assert (manifest["ensemble"]["method"], manifest["ensemble"]["weighted"]) == ("vote", False)

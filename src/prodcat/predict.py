@@ -27,7 +27,7 @@ def write_manifest(config: dict, stage: str, path) -> None:
 
     submit = config["ensemble"]["submit"]
     labelers = config["ensemble"]["members"][submit]
-    method = config["ensemble"].get("method", "vote")
+    method = config["ensemble"]["method"]
     write_json({
         "labelers": {name: config["labelers"][name] for name in labelers},
         "namer": {"templates": config["namer"]["templates"], "generate": config["namer"]["student"]},
@@ -58,8 +58,10 @@ MANIFEST_SCHEMA = {
         "namer": {"type": "object", "required": ["templates", "generate"],
                   "properties": {"templates": {"type": "object"}, "generate": {"type": "object"}}},
         "correction": {"type": "object", "required": ["method"],
-                       "properties": {"method": {"enum": ["topdown", "joint"]}, "salvage": {"type": "boolean"}}},
-        "ensemble": {"type": "object", "properties": {"weighted": {"type": "boolean"}}},
+                       "properties": {"method": {"enum": ["topdown", "joint"]},
+                                      "salvage": {"type": "boolean", "default": False}}},
+        "ensemble": {"type": "object", "properties": {"weighted": {"type": "boolean", "default": False},
+                                                      "method": {"enum": ["vote", "stack"], "default": "vote"}}},
         "hierarchy": {"type": "string", "minLength": 1},
         "level_accuracy": {"type": "string", "minLength": 1},
     },
@@ -78,14 +80,31 @@ def load_manifest(results_dir) -> dict:
 
 
 def _validate_manifest(manifest, path) -> None:
-    import jsonschema
-
-    errors = sorted(jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(manifest),
+    """Check the manifest against MANIFEST_SCHEMA and fill in the schema's defaults."""
+    errors = sorted(_validator_with_defaults()(MANIFEST_SCHEMA).iter_errors(manifest),
                     key=lambda e: [str(k) for k in e.absolute_path])
     if errors:
         error = errors[0]
         raise InputError(path, f"not a prodcat manifest: {error.message}",
                          key=".".join(map(str, error.absolute_path)) or None)
+
+
+def _validator_with_defaults():
+    """Draft 2020-12 validation that also sets each property's `default` where it is missing (as
+    Snakemake does for the config): the defaults live in the schema, not in the reading code."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, subschema["default"])
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": properties_with_defaults})
 
 
 def _require_model(path: Path, what: str) -> Path:
@@ -132,13 +151,13 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
         log.info("%s: %d rows, %d parse failures", name, len(raw), summary.parse_failures)
         scorers[name] = lambda paths, labeler=labeler, source_rows=source_rows: labeler.score_paths(source_rows, paths)
         corrected[name] = correct_predictions(raw, hierarchy, method=manifest["correction"]["method"],
-                                              salvage=manifest["correction"].get("salvage", False))
+                                              salvage=manifest["correction"]["salvage"])
         if keep:
             write_parquet(raw, keep / f"{name}.raw.parquet")
             write_parquet(corrected[name], keep / f"{name}.corrected.parquet")
 
     models = list(corrected)
-    if manifest["ensemble"].get("method", "vote") == "stack":
+    if manifest["ensemble"]["method"] == "stack":
         from .stack import StackModel
 
         arbiter = StackModel.load(results_dir / manifest["stack_model"])
@@ -155,7 +174,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
                                 rows=rows)
     else:
         voted = vote_predictions([corrected[m] for m in models], models, hierarchy, level_accuracy=accuracy,
-                                 weighted=manifest["ensemble"].get("weighted", False))
+                                 weighted=manifest["ensemble"]["weighted"])
     for model in models:
         for level in LEVELS:
             voted[f"{model}_{level}"] = corrected[model][level].to_numpy()

@@ -417,7 +417,7 @@ def standin_caption(teacher: dict) -> str:
         return ("The teacher is a tiny random-init Llama stand-in that knows no products: its names fall back to the "
                 "description, and the stages only show that they run.")
     rows = warmup["steps"] * warmup["batch_size"]
-    share = warmup.get("student_share", 0.0)
+    share = warmup["student_share"]
     prompts = (f"{1 - share:.0%} in the teacher's prompt, {share:.0%} in the student's (without labels)" if share
                else "in the teacher's prompt")
     return ("The teacher is a tiny Llama stand-in that had a stand-in's pretraining before the run, in place of what a "
