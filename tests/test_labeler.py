@@ -129,3 +129,29 @@ def test_a_summary_file_missing_a_field_is_an_input_error(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({"kind": "text", "rows": 3}))
     with pytest.raises(InputError, match="missing batch_size, decoding, device, parse_failures, predict_seconds"):
         PredictionSummary.read(tmp_path / "s.json")
+
+
+def test_the_charngram_labeler_runs_without_torch(tmp_path):
+    """Its rules run in envs/cpu.yaml, which has no torch: train, save, load and predict with
+    torch's import blocked."""
+    import subprocess
+    import sys
+
+    rows(12).to_parquet(tmp_path / "rows.parquet")
+    script = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+import pandas as pd
+from prodcat.hierarchy import Hierarchy
+from prodcat.labeler import load_labeler, train_labeler
+from prodcat.workflow import _set_threads
+_set_threads(1)
+rows = pd.read_parquet({str(tmp_path / "rows.parquet")!r})
+cfg = {CONFIGS["charngram"]!r}
+train_labeler(cfg, rows, rows, {str(tmp_path / "m")!r}, hierarchy=Hierarchy.from_frame(rows))
+table, summary = load_labeler({str(tmp_path / "m")!r}, cfg).predict(rows)
+print(summary.rows, summary.device.startswith("cpu:"), "torch" in sys.modules and sys.modules["torch"] is not None)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["12", "True", "False"]

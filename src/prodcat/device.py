@@ -22,10 +22,13 @@ def pick_device(prefer_cuda: bool = True):
 
 
 def describe_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{torch.cuda.get_device_name(0)}"
     import platform
+
+    try:
+        import torch
+    except ImportError:  # a CPU-only environment (envs/cpu.yaml: the charngram rules)
+        torch = None
+    if torch is not None and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
 
     return f"cpu:{platform.processor() or platform.machine()}"

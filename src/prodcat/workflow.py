@@ -40,8 +40,10 @@ def logging_to(path):
 
 
 def _set_threads(n: int) -> None:
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # a CPU-only environment (envs/cpu.yaml: the charngram rules) runs no torch
+        return
     torch.set_num_threads(max(1, int(n)))
 
 
