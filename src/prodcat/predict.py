@@ -8,7 +8,6 @@ with `ensemble.method: stack`, the learned arbiter fit on the run's validation p
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
