@@ -216,15 +216,19 @@ ENSEMBLE_MEMBERS = [m for m in LABELERS if any(m in members for members in ENSEM
 
 
 def candidate_scoring_inputs(wildcards):
-    """A labeler's model, the rows of both splits and every path any ensemble member proposes for
+    """A labeler's model, the rows of one split and every path any ensemble member proposes for
     them at any combining stage (rules/ensemble.smk, score_candidates)."""
     cfg = config["labelers"][wildcards.labeler]
-    inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "hierarchy": f"{RESULTS}/data/hierarchy.json"}
-    for split in STACK_SPLITS:
-        inputs[f"rows_{split}"] = rows_for_split(split)
-        inputs[f"proposals_{split}"] = sorted({predictions(m, split, stage) for m in ENSEMBLE_MEMBERS for stage in VOTE_STAGES})
-        if cfg.get("source") == "name":
-            inputs[f"names_{split}"] = names_for_split(split, "student")
+    inputs = {
+        "model": f"{RESULTS}/models/{wildcards.labeler}",
+        "hierarchy": f"{RESULTS}/data/hierarchy.json",
+        "rows": rows_for_split(wildcards.split),
+        "proposals": sorted(
+            {predictions(m, wildcards.split, stage) for m in ENSEMBLE_MEMBERS for stage in VOTE_STAGES}
+        ),
+    }
+    if cfg.get("source") == "name":
+        inputs["names"] = names_for_split(wildcards.split, "student")
     return inputs
 
 

@@ -46,20 +46,21 @@ rule vote:
 
 rule score_candidates:
     # A member's log-probability of every path any member proposes (teacher forcing, no generation):
-    # lets the stack hear each member on the candidates it did not write. Both splits in one job.
+    # lets the stack hear each member on the candidates it did not write. One job a split, so an
+    # edit of the test rows leaves the validation scores (and the stack fit on them) alone.
     input:
         unpack(candidate_scoring_inputs),
     output:
-        expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{split}}.candidates.parquet", split=STACK_SPLITS),
+        f"{RESULTS}/predictions/{{labeler}}/{{split}}.candidates.parquet",
     params:
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
-        splits=STACK_SPLITS,
     log:
-        f"{RESULTS}/logs/score_candidates/{{labeler}}.log",
+        f"{RESULTS}/logs/score_candidates/{{labeler}}.{{split}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/score_candidates/{{labeler}}.tsv"
+        f"{RESULTS}/benchmarks/score_candidates/{{labeler}}.{{split}}.tsv"
     wildcard_constraints:
         labeler=SEQ2SEQ_PATTERN,
+        split="|".join(STACK_SPLITS),
     threads: config["threads"]["predict"]
     resources:
         gpu=1,
@@ -76,16 +77,16 @@ rule score_candidates_charngram:
     input:
         unpack(candidate_scoring_inputs),
     output:
-        expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{split}}.candidates.parquet", split=STACK_SPLITS),
+        f"{RESULTS}/predictions/{{labeler}}/{{split}}.candidates.parquet",
     params:
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
-        splits=STACK_SPLITS,
     log:
-        f"{RESULTS}/logs/score_candidates/{{labeler}}.log",
+        f"{RESULTS}/logs/score_candidates/{{labeler}}.{{split}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/score_candidates/{{labeler}}.tsv"
+        f"{RESULTS}/benchmarks/score_candidates/{{labeler}}.{{split}}.tsv"
     wildcard_constraints:
         labeler=CHARNGRAM_PATTERN,
+        split="|".join(STACK_SPLITS),
     threads: 1
     resources:
         **job_resources("predict_charngram"),

@@ -448,8 +448,8 @@ def manifest(smk) -> None:
 
 
 def score_candidates(smk) -> None:
-    """One labeler's log-probability of every path that any ensemble member proposes for the
-    validation and test rows (prodcat.stack reads them as candidate scores)."""
+    """One labeler's log-probability of every path that any ensemble member proposes for the rows
+    of one split (prodcat.stack reads them as candidate scores)."""
     from .hierarchy import Hierarchy
     from .io import read_rows, read_table, write_parquet
     from .labeler import load_labeler, with_source
@@ -459,8 +459,7 @@ def score_candidates(smk) -> None:
         _set_threads(smk.threads)
         hierarchy = Hierarchy.from_json(smk.input.hierarchy)
         labeler = load_labeler(smk.input.model, dict(smk.params.cfg))
-        for split, out in zip(smk.params.splits, smk.output):
-            rows = with_source(read_rows(smk.input[f"rows_{split}"]), labeler.source, smk.input.get(f"names_{split}"))
-            paths = candidate_union([read_table(p) for p in smk.input[f"proposals_{split}"]], hierarchy)
-            logging.info("%s: %d candidate paths for %d rows", split, len(paths), len(rows))
-            write_parquet(labeler.score_paths(rows, paths), out)
+        rows = with_source(read_rows(smk.input.rows), labeler.source, smk.input.get("names"))
+        paths = candidate_union([read_table(p) for p in smk.input.proposals], hierarchy)
+        logging.info("%s: %d candidate paths for %d rows", smk.wildcards.split, len(paths), len(rows))
+        write_parquet(labeler.score_paths(rows, paths), smk.output[0])
