@@ -5,8 +5,6 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
-# Rules call the `prodcat` command; the venv's bin must come first on PATH.
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SNAKEMAKE := $(VENV)/bin/snakemake
 
 .PHONY: install run test lint dag report sample slurm clean

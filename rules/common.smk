@@ -2,6 +2,22 @@
 # reruns exactly the rules that use it) and never directly through shell commands.
 
 import os
+import shlex
+import sys
+
+from snakemake.settings.types import DeploymentMethod
+
+# The workflow's own folder (the repository: Snakefile, rules/, src/), wherever Snakemake runs and
+# whether this workflow is run or imported as a module by another one.
+WORKFLOW_ROOT = os.path.dirname(os.path.abspath(workflow.current_basedir.get_path_or_uri(secret_free=True)))
+# envs/*.yaml install the package from here (pip expands ${PRODCAT_WORKFLOW_ROOT}): Snakemake hands
+# conda a copy of the env file under .snakemake/conda, against which `-e ..` would not resolve.
+os.environ["PRODCAT_WORKFLOW_ROOT"] = WORKFLOW_ROOT
+# How shell rules run the prodcat CLI: with the interpreter that runs Snakemake, so that neither an
+# activated venv nor its bin on PATH is needed (a cluster job runs that interpreter too); under
+# --sdm conda, with the python of the rule's env, which has the package installed.
+USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PRODCAT = f"{'python' if USES_CONDA else shlex.quote(sys.executable)} -m prodcat"
 
 RESULTS = config["results"]
 LABELERS = list(config["labelers"])

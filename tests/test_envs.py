@@ -1,7 +1,11 @@
 """The per-rule conda environments agree with the pinned, tested requirements.txt, and every rule
 that runs something names one (so `snakemake --sdm conda` reproduces the tested set)."""
 
+import os
 import re
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -84,3 +88,43 @@ def test_gpu_rules_use_an_env_with_torch():
             env = re.search(r"^\s+conda:\s*\n?\s*\"([^\"]+)\"", block, flags=re.M).group(1)
             names = {package for package, _ in env_pins((path.parent / env).resolve())}
             assert "torch" in names, f"rule {name} asks for a GPU but its env {env} has no torch"
+
+
+def pip_section(path: Path) -> list[str]:
+    return next(dep["pip"] for dep in yaml.safe_load(path.read_text())["dependencies"] if isinstance(dep, dict))
+
+
+@pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda path: path.name)
+def test_env_installs_the_package_from_the_workflow_folder(env_file, tmp_path, monkeypatch):
+    """Snakemake hands conda a copy of the env file (.snakemake/conda/HASH.yaml, or under
+    --conda-prefix), and pip resolves a relative path against that copy's folder, so the package is
+    named through the variable rules/common.smk sets to the workflow's folder."""
+    editable = [entry for entry in pip_section(env_file) if entry.startswith("-e ")]
+    assert editable == ["-e ${PRODCAT_WORKFLOW_ROOT}"], f"{env_file.name}: {editable}"
+    common = (REPO / "rules" / "common.smk").read_text()
+    assert 'os.environ["PRODCAT_WORKFLOW_ROOT"] = WORKFLOW_ROOT' in common
+    # where conda runs pip: the copy's folder; the variable as Snakemake sets it for this workflow
+    copy_dir = tmp_path / ".snakemake" / "conda"
+    copy_dir.mkdir(parents=True)
+    monkeypatch.chdir(copy_dir)
+    monkeypatch.setenv("PRODCAT_WORKFLOW_ROOT", str(REPO))
+    project = Path(os.path.expandvars(editable[0].split(" ", 1)[1])).resolve()
+    assert project == REPO
+    assert tomllib.loads((project / "pyproject.toml").read_text())["project"]["name"] == "prodcat"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda path: path.name)
+def test_pip_section_resolves_where_conda_runs_it(env_file, tmp_path):
+    """pip's own dry run of the env's pip section, from the folder of Snakemake's copy of the env
+    file (conda writes the section there as a requirements file and runs pip in that folder)."""
+    copy_dir = tmp_path / ".snakemake" / "conda"
+    copy_dir.mkdir(parents=True)
+    requirements = copy_dir / "condaenv.requirements.txt"
+    requirements.write_text("\n".join(pip_section(env_file)) + "\n")
+    env = dict(os.environ, PRODCAT_WORKFLOW_ROOT=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps",
+                           "-r", requirements.name], cwd=copy_dir, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    would_install = next(line for line in proc.stdout.splitlines() if line.startswith("Would install"))
+    assert "prodcat-" in would_install

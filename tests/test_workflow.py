@@ -28,6 +28,26 @@ def test_dry_run_of_default_config_plans_every_stage():
         assert rule in out, f"{rule} missing from the dry run:\n{out}"
 
 
+def test_runs_from_the_venv_snakemake_without_the_venv_on_path(tmp_path):
+    """`.venv/bin/snakemake` with neither an activated venv nor its bin on PATH: the shell rules
+    call the package through Snakemake's own interpreter (rules/common.smk, PRODCAT)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    assert subprocess.run(["sh", "-c", "command -v prodcat"], env=env).returncode != 0, "prodcat is on the bare PATH"
+    results = tmp_path / "results"
+    target = results / "data" / "hierarchy.json"
+    snakemake = os.path.join(os.path.dirname(sys.executable), "snakemake")  # .venv/bin/snakemake under make test
+    proc = subprocess.run([snakemake, "--cores", "1", "--config", f"results={results}", "--", str(target)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert json.loads(target.read_text())["paths"]
+    assert "command not found" not in (results / "logs" / "ingest" / "train.log").read_text()
+
+
 def test_config_schema_rejects_unknown_keys_and_wrong_types(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("split: {fraction: 0.1, seed: 42, sneaky: 1}\n")
