@@ -12,12 +12,15 @@ from snakemake.settings.types import DeploymentMethod
 WORKFLOW_ROOT = os.path.dirname(os.path.abspath(workflow.current_basedir.get_path_or_uri(secret_free=True)))
 # envs/*.yaml install the package from here (pip expands ${PRODCAT_WORKFLOW_ROOT}): Snakemake hands
 # conda a copy of the env file under .snakemake/conda, against which `-e ..` would not resolve.
-os.environ["PRODCAT_WORKFLOW_ROOT"] = WORKFLOW_ROOT
-# How shell rules run the prodcat CLI: with the interpreter that runs Snakemake, so that neither an
-# activated venv nor its bin on PATH is needed (a cluster job runs that interpreter too); under
-# --sdm conda, with the python of the rule's env, which has the package installed.
+os.environ.update(PRODCAT_WORKFLOW_ROOT=WORKFLOW_ROOT)  # set here, never read: not an envvars input
+# Shell rules call `prodcat`: a shell function (set by shell.prefix, in front of every command) that
+# runs the package with the interpreter that runs Snakemake, so that neither an activated venv nor
+# its bin on PATH is needed (a cluster job runs that interpreter too); under --sdm conda, with the
+# python of the rule's env, which has the package installed. Not a params value: a new interpreter
+# path would rerun every rule. (Braces doubled: Snakemake formats the prefix.)
 USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PRODCAT = f"{'python' if USES_CONDA else shlex.quote(sys.executable)} -m prodcat"
+shell.prefix(f'set -euo pipefail; prodcat() {{{{ {PRODCAT} "$@"; }}}}; ')
 
 RESULTS = config["results"]
 LABELERS = list(config["labelers"])

@@ -15,7 +15,7 @@ rule ingest:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} ingest --features {input.features} {params.labels} --out {output} > {log} 2>&1"
+        "prodcat ingest --features {input.features} {params.labels} --out {output} > {log} 2>&1"
 
 
 rule split:
@@ -35,7 +35,7 @@ rule split:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} split --data {input} --train {output.train} --val {output.val} --report {output.report}"
+        "prodcat split --data {input} --train {output.train} --val {output.val} --report {output.report}"
         " --fraction {params.fraction} --seed {params.seed} > {log} 2>&1"
 
 
@@ -65,4 +65,4 @@ rule hierarchy:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} hierarchy --data {input} --out {output} > {log} 2>&1"
+        "prodcat hierarchy --data {input} --out {output} > {log} 2>&1"

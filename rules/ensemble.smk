@@ -40,7 +40,7 @@ rule vote:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} vote --hierarchy {input.hierarchy} --accuracy {input.accuracy} {params.weighted}"
+        "prodcat vote --hierarchy {input.hierarchy} --accuracy {input.accuracy} {params.weighted}"
         " --out {output} {params.named} > {log} 2>&1"
 
 
@@ -126,7 +126,7 @@ rule fit_stack:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} stack-fit --hierarchy {input.hierarchy} --truth {input.truth} --model {output.model} --out {output.val}"
+        "prodcat stack-fit --hierarchy {input.hierarchy} --truth {input.truth} --model {output.model} --out {output.val}"
         " --folds {params.folds} --inner-folds {params.inner_folds} --seed {params.seed} --C {params.C}"
         " {params.descriptions} {params.scores} {params.named} > {log} 2>&1"
 
@@ -153,7 +153,7 @@ rule apply_stack:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} stack-apply --model {input.model} --hierarchy {input.hierarchy} --rows {input.rows} --out {output}"
+        "prodcat stack-apply --model {input.model} --hierarchy {input.hierarchy} --rows {input.rows} --out {output}"
         " {params.scores} {params.named} > {log} 2>&1"
 
 
@@ -199,4 +199,4 @@ rule predict_new:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{PRODCAT} predict --models {params.results} --input {input.rows} --out {output} > {log} 2>&1"
+        "prodcat predict --models {params.results} --input {input.rows} --out {output} > {log} 2>&1"

@@ -128,5 +128,5 @@ rule correct:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} correct --hierarchy {input.hierarchy} --predictions {input.predictions}"
+        "prodcat correct --hierarchy {input.hierarchy} --predictions {input.predictions}"
         " --method {params.method} {params.salvage} --out {output} > {log} 2>&1"

@@ -19,7 +19,7 @@ rule evaluate:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} evaluate --truth {input.truth} --hierarchy {input.hierarchy} --split {wildcards.split}"
+        "prodcat evaluate --truth {input.truth} --hierarchy {input.hierarchy} --split {wildcards.split}"
         " --seen-retailers {input.train} --out {output} {params.named} > {log} 2>&1"
 
 
@@ -62,7 +62,7 @@ rule submission:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{PRODCAT} submission --predictions {input} --out {output} > {log} 2>&1"
+        "prodcat submission --predictions {input} --out {output} > {log} 2>&1"
 
 
 rule plots:

@@ -102,7 +102,7 @@ def test_env_installs_the_package_from_the_workflow_folder(env_file, tmp_path, m
     editable = [entry for entry in pip_section(env_file) if entry.startswith("-e ")]
     assert editable == ["-e ${PRODCAT_WORKFLOW_ROOT}"], f"{env_file.name}: {editable}"
     common = (REPO / "rules" / "common.smk").read_text()
-    assert 'os.environ["PRODCAT_WORKFLOW_ROOT"] = WORKFLOW_ROOT' in common
+    assert "os.environ.update(PRODCAT_WORKFLOW_ROOT=WORKFLOW_ROOT)" in common
     # where conda runs pip: the copy's folder; the variable as Snakemake sets it for this workflow
     copy_dir = tmp_path / ".snakemake" / "conda"
     copy_dir.mkdir(parents=True)
