@@ -1,6 +1,7 @@
 # Shared names and input functions. Config values reach rules through params (so that a change
 # reruns exactly the rules that use it) and never directly through shell commands.
 
+import importlib.util
 import os
 import shlex
 import sys
@@ -21,6 +22,19 @@ os.environ.update(PRODCAT_WORKFLOW_ROOT=WORKFLOW_ROOT)  # set here, never read: 
 USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PRODCAT = f"{'python' if USES_CONDA else shlex.quote(sys.executable)} -m prodcat"
 shell.prefix(f'set -euo pipefail; prodcat() {{{{ {PRODCAT} "$@"; }}}}; ')
+
+# A rule's params hold a hash of the package code its command can run (prodcat.code_version), so
+# that a code change reruns exactly those rules and what follows. The module is loaded from this
+# workflow's src/ by path: the interpreter that runs Snakemake need not have the package.
+_spec = importlib.util.spec_from_file_location("prodcat_code_version", f"{WORKFLOW_ROOT}/src/prodcat/code_version.py")
+_code_version = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_code_version)
+
+
+def package_code(entry):
+    """The hash of the package code that entry ("module:function", e.g. "cli:_cmd_correct") runs."""
+    return _code_version.code_hash(f"{WORKFLOW_ROOT}/src/prodcat", entry)
+
 
 RESULTS = config["results"]
 LABELERS = list(config["labelers"])

@@ -7,6 +7,7 @@ rule ingest:
     output:
         f"{RESULTS}/data/{{dataset}}_ingested.parquet",
     params:
+        code=package_code("cli:_cmd_ingest"),
         labels=lambda wildcards, input: f"--labels {input.labels}" if "labels" in input.keys() else "",
     log:
         f"{RESULTS}/logs/ingest/{{dataset}}.log",
@@ -26,6 +27,7 @@ rule split:
         val=f"{RESULTS}/data/val.parquet",
         report=f"{RESULTS}/data/split_report.json",
     params:
+        code=package_code("cli:_cmd_split"),
         fraction=config["split"]["fraction"],
         seed=config["split"]["seed"],
     log:
@@ -58,6 +60,8 @@ rule hierarchy:
         f"{RESULTS}/data/train.parquet",
     output:
         f"{RESULTS}/data/hierarchy.json",
+    params:
+        code=package_code("cli:_cmd_hierarchy"),
     log:
         f"{RESULTS}/logs/hierarchy.log",
     benchmark:

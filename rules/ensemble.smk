@@ -10,6 +10,7 @@ rule level_accuracy:
     output:
         f"{RESULTS}/ensemble/level_accuracy.{{stage}}.json",
     params:
+        code=package_code("workflow:level_accuracy"),
         models=lambda wildcards: voters(wildcards.stage),
     log:
         f"{RESULTS}/logs/level_accuracy.{{stage}}.log",
@@ -27,6 +28,7 @@ rule vote:
     output:
         f"{RESULTS}/predictions/{{ensemble}}/{{split}}.{{stage}}.parquet",
     params:
+        code=package_code("cli:_cmd_vote"),
         # member order is the last tie rule: keep it as configured
         named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
         weighted="--weighted" if config["ensemble"].get("weighted", False) else "",
@@ -53,6 +55,7 @@ rule score_candidates:
     output:
         f"{RESULTS}/predictions/{{labeler}}/{{split}}.candidates.parquet",
     params:
+        code=package_code("workflow:score_candidates"),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
     log:
         f"{RESULTS}/logs/score_candidates/{{labeler}}.{{split}}.log",
@@ -79,6 +82,7 @@ rule score_candidates_charngram:
     output:
         f"{RESULTS}/predictions/{{labeler}}/{{split}}.candidates.parquet",
     params:
+        code=package_code("workflow:score_candidates"),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
     log:
         f"{RESULTS}/logs/score_candidates/{{labeler}}.{{split}}.log",
@@ -109,6 +113,7 @@ rule fit_stack:
         model=f"{RESULTS}/ensemble/{{ensemble}}.{{stage}}.stack.json",
         val=f"{RESULTS}/predictions/{{ensemble}}_stack/val.{{stage}}.parquet",
     params:
+        code=package_code("stack_cli:_cmd_stack_fit"),
         named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
         scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
         descriptions="--descriptions" if STACK["descriptions"] else "",
@@ -141,6 +146,7 @@ rule apply_stack:
     output:
         f"{RESULTS}/predictions/{{ensemble}}_stack/test.{{stage}}.parquet",
     params:
+        code=package_code("stack_cli:_cmd_stack_apply"),
         named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
         scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
     log:
@@ -170,6 +176,7 @@ rule manifest:
     output:
         f"{RESULTS}/manifest.json",
     params:
+        code=package_code("workflow:manifest"),
         config={key: config[key] for key in ("labelers", "namer", "correction", "ensemble")},
         stage=SUBMIT_STAGE,
     log:
@@ -188,6 +195,7 @@ rule predict_new:
     output:
         f"{RESULTS}/new/{{name}}.predictions.parquet",
     params:
+        code=package_code("cli:_cmd_predict"),
         results=lambda wildcards, input: os.path.dirname(input.manifest),
     log:
         f"{RESULTS}/logs/predict_new/{{name}}.log",

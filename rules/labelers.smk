@@ -10,6 +10,7 @@ rule train_labeler:
     output:
         directory(f"{RESULTS}/models/{{labeler}}"),
     params:
+        code=package_code("workflow:train_labeler"),
         # only what training reads, so that a change of prediction settings does not retrain
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "train"),
         base=lambda wildcards: base_model(wildcards.labeler),
@@ -39,6 +40,7 @@ rule predict_labeler:
         predictions=expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.parquet", decoding=DECODINGS),
         summaries=expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.summary.json", decoding=DECODINGS),
     params:
+        code=package_code("workflow:predict_labeler"),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
         decodings=DECODINGS,
     log:
@@ -66,6 +68,7 @@ rule train_charngram:
     output:
         directory(f"{RESULTS}/models/{{labeler}}"),
     params:
+        code=package_code("workflow:train_labeler"),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "train"),
     log:
         f"{RESULTS}/logs/train_charngram/{{labeler}}.log",
@@ -91,6 +94,7 @@ rule predict_charngram:
         predictions=[f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet"],
         summaries=[f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.summary.json"],
     params:
+        code=package_code("workflow:predict_labeler"),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
         decodings=["raw"],
     log:
@@ -117,6 +121,7 @@ rule correct:
     output:
         f"{RESULTS}/predictions/{{labeler}}/{{split}}.{{stage}}.parquet",
     params:
+        code=package_code("cli:_cmd_correct"),
         method=lambda wildcards: CORRECTION_METHODS[wildcards.stage],
         salvage="--salvage" if config["correction"].get("salvage", False) else "",
     log:

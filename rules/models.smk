@@ -10,6 +10,7 @@ rule build_tiny_model:
     output:
         directory(f"{RESULTS}/models/base/{{arch}}"),
     params:
+        code=package_code("workflow:build_tiny_model"),
         dims=lambda wildcards: config["tiny"][wildcards.arch],
         seed=config["tiny"].get("seed", 0),
         templates=config["namer"]["templates"],
@@ -31,6 +32,7 @@ rule download_model:
     output:
         directory(f"{RESULTS}/models/hub/{{arch}}"),
     params:
+        code=package_code("workflow:download_model"),
         repo_id=lambda wildcards: hub_model(wildcards.arch)["id"],
         revision=lambda wildcards: hub_model(wildcards.arch)["revision"],
     log:

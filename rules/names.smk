@@ -17,6 +17,7 @@ rule synthesize_names:
         names=temp(name_shard("teacher", "{split}", "{shard}")),
         summary=temp(name_shard("teacher", "{split}", "{shard}", "summary.json")),
     params:
+        code=package_code("workflow:synthesize_names"),
         base=namer_base(),
         templates=config["namer"]["templates"],
         generate=config["namer"]["teacher"],
@@ -48,6 +49,8 @@ rule gather_names:
     output:
         names=f"{RESULTS}/names/{{which}}/{{split}}.parquet",
         summary=f"{RESULTS}/names/{{which}}/{{split}}.summary.json",
+    params:
+        code=package_code("workflow:gather_names"),
     log:
         f"{RESULTS}/logs/gather_names/{{which}}.{{split}}.log",
     wildcard_constraints:
@@ -65,6 +68,7 @@ rule train_namer:
     output:
         directory(f"{RESULTS}/models/namer"),
     params:
+        code=package_code("workflow:train_namer"),
         base=namer_base(),
         templates=config["namer"]["templates"],
         train=config["namer"]["train"],
@@ -93,6 +97,7 @@ rule infer_names:
         names=temp(name_shard("student", "{split}", "{shard}")),
         summary=temp(name_shard("student", "{split}", "{shard}", "summary.json")),
     params:
+        code=package_code("workflow:infer_names"),
         templates=config["namer"]["templates"],
         generate=config["namer"]["student"],
         shard=lambda wildcards: int(wildcards.shard),
@@ -124,6 +129,7 @@ rule name_quality:
         csv=report(f"{RESULTS}/report/names.csv", category="Tables"),
         md=f"{RESULTS}/report/names.md",
     params:
+        code=package_code("workflow:name_quality"),
         # what the caption says about the teacher: the real Llama or a (pretrained) stand-in
         teacher={"tiny": config["tiny"]["enabled"], "warmup": config["tiny"].get("llama", {}).get("warmup")},
     log:

@@ -11,6 +11,7 @@ rule evaluate:
     output:
         f"{RESULTS}/metrics/{{split}}.json",
     params:
+        code=package_code("cli:_cmd_evaluate"),
         named=lambda wildcards: " ".join(f"{name}={path}" for name, path in table1_entries(wildcards.split)),
     log:
         f"{RESULTS}/logs/evaluate/{{split}}.log",
@@ -38,6 +39,7 @@ rule report_tables:
         operators_csv=report(f"{RESULTS}/report/operators.csv", category="Tables", caption="../report/operators.rst"),
         operators_md=f"{RESULTS}/report/operators.md",
     params:
+        code=package_code("workflow:report_tables"),
         models=EFFICIENCY_MODELS,
         constrained_models=CONSTRAINED_LABELERS,
         ensembles=ensemble_comparisons(),
@@ -57,6 +59,8 @@ rule submission:
         lambda wildcards: predictions(wildcards.model, "test", SUBMIT_STAGE),
     output:
         f"{RESULTS}/submission/{{model}}.predict",
+    params:
+        code=package_code("cli:_cmd_submission"),
     log:
         f"{RESULTS}/logs/submission/{{model}}.log",
     conda:
@@ -74,6 +78,7 @@ rule plots:
         f1=report(f"{RESULTS}/report/f1_per_level.svg", category="Figures", caption="../report/f1.rst"),
         curves=report(f"{RESULTS}/report/training_curves.svg", category="Figures", caption="../report/curves.rst"),
     params:
+        code=package_code("workflow:plots"),
         models=TRAINER_MODELS,
     log:
         f"{RESULTS}/logs/plots.log",

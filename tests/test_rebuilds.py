@@ -89,8 +89,9 @@ class FinishedRun:
         self.results = root / "results"
         self.configfile = root / "run.yaml"
 
-    def dry_run(self, *extra_configfiles: Path, forceall=False) -> set[Job]:
+    def dry_run(self, *extra_configfiles: Path, forceall=False, snakefile: Path | None = None) -> set[Job]:
         args = ["-n", "--configfile", ".test/config.yaml", str(self.configfile), *map(str, extra_configfiles)]
+        args += ["--snakefile", str(snakefile)] if snakefile else []
         proc = snakemake(*args, *(["--forceall"] if forceall else []))
         return parse_dry_run(proc.stdout + proc.stderr)
 
@@ -220,3 +221,71 @@ def test_editing_an_input_reruns_its_branch_only(finished_run):
     assert not rules & {"split", "hierarchy", "build_tiny_model", "train_labeler", "train_namer"}
     assert all(dict(job.wildcards).get("split") != "val" for job in planned)
     print(f"edited test.features: {len(planned)} of {len(finished_run.all_jobs)} jobs rerun")
+
+
+# --- what a code change should rerun ------------------------------------------------------------
+
+def workflow_copy(root: Path) -> Path:
+    """The workflow's files and the package's source, copied with their times: run from the
+    repository (same working directory, so the same .snakemake records and results), the copy's
+    Snakefile hashes the copy's src/prodcat (rules/common.smk, package_code)."""
+    copy = root / "workflow"
+    for name in ("Snakefile", "config.yaml"):
+        copy.mkdir(exist_ok=True)
+        shutil.copy2(REPO / name, copy / name)
+    for name in ("rules", "scripts", "envs", "schemas", "report", "profiles"):
+        shutil.copytree(REPO / name, copy / name)
+    shutil.copytree(REPO / "src" / "prodcat", copy / "src" / "prodcat", ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def charngram_chain(cfg: dict) -> list[Pattern]:
+    """prodcat/charngram.py: the charngram labeler's training, prediction and candidate scores
+    (workflow.score_candidates scores with either kind of labeler, so every member's)."""
+    return [Pattern("train_charngram"), Pattern("predict_charngram"), Pattern("correct", {"labeler": "charngram"}),
+            Pattern("score_candidates"), Pattern("score_candidates_charngram")] + downstream_of_labelers(cfg, ["charngram"])
+
+
+# Each case: (module, expected reruns); the edit adds a function to the module.
+CODE_CASES = {
+    "charngram": ("charngram.py", charngram_chain),
+    # prodcat submission only: the submission files and the target that lists them
+    "submission": ("submission.py", lambda cfg: [Pattern("submission"), Pattern("all")]),
+}
+
+
+@pytest.fixture(scope="module")
+def copied_workflow(finished_run, tmp_path_factory):
+    copy = workflow_copy(tmp_path_factory.mktemp("code"))
+    assert finished_run.dry_run(snakefile=copy / "Snakefile") == set(), "the unchanged copy should plan nothing"
+    return copy
+
+
+def test_a_comment_or_docstring_edit_reruns_nothing(finished_run, copied_workflow):
+    module = copied_workflow / "src" / "prodcat" / "charngram.py"
+    original = module.read_text()
+    try:
+        module.write_text(original.replace('"""A fast character', '"""A documented, fast character', 1)
+                          + "\n# a trailing comment\n")
+        assert finished_run.dry_run(snakefile=copied_workflow / "Snakefile") == set()
+    finally:
+        module.write_text(original)
+
+
+@pytest.mark.parametrize("case", list(CODE_CASES))
+def test_code_change_reruns_exactly_the_rules_that_run_it_and_downstream(finished_run, copied_workflow, case):
+    name, expected_patterns = CODE_CASES[case]
+    module = copied_workflow / "src" / "prodcat" / name
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n\ndef _added_by_the_rebuild_test():\n    return None\n")
+        planned = finished_run.dry_run(snakefile=copied_workflow / "Snakefile")
+    finally:
+        module.write_text(original)
+    patterns = expected_patterns(merged_test_config())
+    for pattern in patterns:
+        assert any(pattern.matches(job) for job in finished_run.all_jobs), f"{pattern} matches no job of the DAG"
+    expected = {job for job in finished_run.all_jobs if any(p.matches(job) for p in patterns)}
+    assert planned == expected, (f"unexpected reruns: {sorted(map(str, planned - expected))}; "
+                                 f"missing reruns: {sorted(map(str, expected - planned))}")
+    print(f"{name} edited: {len(planned)} of {len(finished_run.all_jobs)} jobs rerun")

@@ -1,0 +1,184 @@
+"""Which modules of the package a workflow rule's command can run, and one hash of their code.
+
+A rule passes `code_hash(...)` of its entry point as a param, so Snakemake's params trigger reruns
+it (and what reads its output) when that code changes, and leaves the other rules alone. The rule's
+own text is Snakemake's concern (its code trigger); a script rule's script is a one-line call into
+this package, so without this a change of the package would rerun nothing.
+
+Entry points are "module:name" (e.g. "cli:_cmd_correct", "workflow:train_labeler"). From a name,
+the walk follows what its definition uses: the names of its own module it mentions, and what it
+imports from the package, inside the function too (the package imports lazily), down to single
+names of other modules (`from .io import read_rows` follows read_rows, not all of io); the
+imports at the top of every module reached are followed as well. A module reached at all is hashed
+whole, as its syntax tree without docstrings, so comments, formatting and docstrings do not rerun
+anything. Package data files a reached definition names (a string equal to the file's name, e.g.
+"hierarchy.schema.json") are hashed byte for byte.
+
+The walk over-approximates within a module (a mentioned name counts as used) and does not see
+imports made by a string (importlib); the package makes none (tests/test_code_version.py checks).
+Standard library only: rules/common.smk loads this file by path, since the interpreter that runs
+Snakemake need not have the package (under --sdm conda only the rules' envs do).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = "prodcat"
+# `from . import x` / `import prodcat.x` with x a module: every top-level name of x is used
+WHOLE_MODULE = "*"
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+class PackageSource:
+    """The package's source folder (src/prodcat), parsed on demand."""
+
+    def __init__(self, package_dir):
+        self.dir = Path(package_dir)
+        if not (self.dir / "__init__.py").is_file():
+            raise FileNotFoundError(f"{self.dir}: not a package folder (no __init__.py)")
+        self.modules = {path.stem for path in self.dir.glob("*.py")}
+        self.data_files = {path.name for path in self.dir.iterdir() if path.is_file() and path.suffix != ".py"}
+
+    @lru_cache(maxsize=None)
+    def tree(self, module: str) -> ast.Module:
+        path = self.dir / f"{module}.py"
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+    @lru_cache(maxsize=None)
+    def definitions(self, module: str) -> dict[str, list[ast.stmt]]:
+        """Top-level name → the statements that bind it (def, class, assignment, import)."""
+        bound: dict[str, list[ast.stmt]] = {}
+        for stmt in self.tree(module).body:
+            for name in _bound_names(stmt):
+                bound.setdefault(name, []).append(stmt)
+        return bound
+
+    def _package_module(self, current: str, node: ast.ImportFrom | ast.Import) -> list[tuple[str, str]]:
+        """(module, name) pairs that an import statement takes from the package."""
+        pairs = []
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == PACKAGE:
+                    pairs.append((parts[1] if len(parts) > 1 else "__init__", WHOLE_MODULE))
+            return pairs
+        if node.level > 1:
+            return pairs  # above the package: not its code
+        if node.level == 1:
+            base = node.module
+        elif node.module and node.module.split(".")[0] == PACKAGE:
+            base = node.module.split(".", 1)[1] if "." in node.module else None
+        else:
+            return pairs
+        for alias in node.names:
+            if base is None:  # from . import x / from prodcat import x: a module, or a name of __init__
+                pairs.append((alias.name, WHOLE_MODULE) if alias.name in self.modules else ("__init__", alias.name))
+            else:
+                pairs.append((base.split(".")[0], alias.name if alias.name != "*" else WHOLE_MODULE))
+        return pairs
+
+    def uses(self, module: str, name: str) -> tuple[set[tuple[str, str]], set[str]]:
+        """What one top-level name of a module uses: (module, name) pairs and package data files."""
+        if module not in self.modules:
+            raise KeyError(f"{PACKAGE}.{module}: no such module in {self.dir}")
+        definitions = self.definitions(module)
+        if name == WHOLE_MODULE:
+            statements = list(self.tree(module).body)
+        elif name in definitions:
+            statements = definitions[name]
+        else:
+            raise KeyError(f"{PACKAGE}.{module} has no top-level name {name!r}")
+        used, files = set(), set()
+        for stmt in statements:
+            for node in ast.walk(stmt):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    used.update(self._package_module(module, node))
+                elif isinstance(node, ast.Name) and node.id in definitions and node.id != name:
+                    used.add((module, node.id))
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in self.data_files:
+                    files.add(node.value)
+        return used, files
+
+    def closure(self, entries) -> tuple[set[str], set[str]]:
+        """The modules and data files reachable from entries ("module:name" or "module")."""
+        todo = []
+        for entry in entries:
+            module, _, name = entry.partition(":")
+            todo.append((module, name or WHOLE_MODULE))
+        seen, modules, files = set(), set(), set()
+        while todo:
+            item = todo.pop()
+            if item in seen:
+                continue
+            seen.add(item)
+            module = item[0]
+            if module not in modules:
+                modules.add(module)
+                todo.append((module, "__imports__"))
+            if item[1] == "__imports__":
+                # the module's top-level imports run whenever it is imported
+                for stmt in self.tree(module).body:
+                    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                        todo.extend(self._package_module(module, stmt))
+                continue
+            used, data = self.uses(*item)
+            todo.extend(used)
+            files |= data
+        if modules - self.modules:
+            raise KeyError(f"no such module in {self.dir}: {', '.join(sorted(modules - self.modules))}")
+        return modules, files
+
+    @lru_cache(maxsize=None)
+    def module_code(self, module: str) -> bytes:
+        """A module's syntax tree without docstrings: its code, not its comments or layout."""
+        tree = ast.parse((self.dir / f"{module}.py").read_text(encoding="utf-8"))
+        return ast.dump(_strip_docstrings(tree)).encode()
+
+    def code_hash(self, *entries: str) -> str:
+        """12 hex digits over the code of every module (and data file) the entries reach."""
+        modules, files = self.closure(entries)
+        digest = hashlib.sha256()
+        for module in sorted(modules):
+            digest.update(f"{module}.py\0".encode() + self.module_code(module) + b"\0")
+        for name in sorted(files):
+            digest.update(f"{name}\0".encode() + (self.dir / name).read_bytes() + b"\0")
+        return digest.hexdigest()[:12]
+
+
+def _bound_names(stmt: ast.stmt) -> list[str]:
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [stmt.name]
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return [(alias.asname or alias.name).split(".")[0] for alias in stmt.names if alias.name != "*"]
+    targets = []
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        targets = [stmt.target]
+    names = []
+    for target in targets:
+        names += [node.id for node in ast.walk(target) if isinstance(node, ast.Name)]
+    return names
+
+
+@lru_cache(maxsize=None)
+def package_source(package_dir) -> PackageSource:
+    return PackageSource(package_dir)
+
+
+def code_hash(package_dir, *entries: str) -> str:
+    """The hash of the package code that `entries` can run (see the module's docstring)."""
+    return package_source(str(package_dir)).code_hash(*entries)
