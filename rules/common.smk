@@ -46,7 +46,9 @@ CHARNGRAM_PATTERN = "|".join(CHARNGRAM) or "(?!)"
 ENSEMBLES = config["ensemble"]["members"]
 TINY = config["tiny"]["enabled"]
 EVAL_SPLITS = ["val", "test"] if config["data"]["test_labels"] else ["val"]
-# Table 1 stage name → correction method; SUBMIT_STAGE is the one submissions and the vote use.
+# Table 1 stage name → correction method. SUBMIT_STAGE (correction.method's stage) is the one the
+# submission files, the manifest (so `prodcat predict`) and the report's submission note use; the
+# votes and stacks run at every stage of VOTE_STAGES.
 CORRECTION_METHODS = {"corrected": "topdown", "joint": "joint"}
 CORRECTED_STAGES = list(CORRECTION_METHODS)
 # How the seq2seq labelers decode: "raw" (free generation, the paper) and, with

@@ -60,7 +60,8 @@ rule predict_labeler:
 
 
 rule train_charngram:
-    # The CPU baseline and fourth voter: character n-grams, one softmax per node of the label tree.
+    # The CPU baseline and fourth voter: character n-grams, multinomial naive Bayes over whole label
+    # paths (prodcat.charngram), so its output is a path of the hierarchy by construction.
     input:
         train=rows_for_split("train"),
         val=rows_for_split("val"),

@@ -100,6 +100,24 @@ def test_names_ablation_adds_flant5_on_descriptions_with_the_same_budget():
     assert "wildcards: labeler=flant5_desc" in out and "wildcards: labeler=flant5" in out
 
 
+def test_fusion_ablation_differs_from_mmbyt5_in_fusion_only():
+    import yaml
+
+    mmbyt5 = yaml.safe_load((REPO / "config.yaml").read_text())["labelers"]["mmbyt5"]
+    ablation = yaml.safe_load((REPO / "configs" / "ablation_fusion.yaml").read_text())["labelers"]
+    assert list(ablation) == ["mmbyt5_prepend"]
+    prepend = ablation["mmbyt5_prepend"]
+    assert (mmbyt5["fusion"], prepend["fusion"]) == ("first", "prepend")
+    # the same model, side features, training budget and decoding: only where the features go differs
+    assert set(prepend) == set(mmbyt5)
+    for key in set(mmbyt5) - {"fusion"}:
+        assert prepend[key] == mmbyt5[key], key
+    proc = run_snakemake("-n", "--configfile", "configs/ablation_fusion.yaml", "--config",
+                         "results=/tmp/prodcat-dryrun-ablation-fusion")
+    out = proc.stdout + proc.stderr
+    assert "wildcards: labeler=mmbyt5_prepend" in out and "wildcards: labeler=mmbyt5" in out
+
+
 def test_paper_config_validates_and_names_the_hub_models():
     proc = run_snakemake("-n", "--configfile", "configs/paper.yaml", check=False)
     out = proc.stdout + proc.stderr
