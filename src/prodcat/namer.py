@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -183,8 +182,9 @@ def iter_generated(model, tokenizer, chats: Sequence, *, batch_size: int, max_ne
     first stop token. A batch's prompts are built and tokenised only when it runs.
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import GenerationConfig
+
+    from .progress import log_progress
 
     batches = shard_batches(prompt_lengths(tokenizer, chats), batch_size, shard, shards)
     stop = _stop_ids(model, tokenizer)
@@ -203,8 +203,7 @@ def iter_generated(model, tokenizer, chats: Sequence, *, batch_size: int, max_ne
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for batch in tqdm(batches, desc=f"generate (shard {shard + 1}/{shards})", unit="batch", file=sys.stderr,
-                          mininterval=5.0):
+        for batch in log_progress(batches, f"generate (shard {shard + 1}/{shards})"):
             prompts = _prompt_ids(tokenizer, [chats[i] for i in batch])
             encoded = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
             output = model.generate(**encoded, generation_config=config)
@@ -369,24 +368,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def _log_callback():
-    from transformers import TrainerCallback
-
-    class LogToLogging(TrainerCallback):
-        """Trainer logs (loss, lr, epoch) into `logging`, hence into the rule's log file; counts steps run."""
-
-        def __init__(self):
-            self.steps_run = 0
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.steps_run += 1
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            log.info("step %d/%d: %s", state.global_step, state.max_steps, json.dumps(logs, default=str))
-
-    return LogToLogging()
-
-
 def lora_config(params: dict):
     """The namer's LoRA (PEFT) configuration from its training parameters."""
     from peft import LoraConfig
@@ -477,10 +458,10 @@ def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, 
     import torch
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
-    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from .profiling import StepProfiler, trainer_callback as profiler_callback
+    from .progress import quiet_trainer, trainer_log_lines
     from .prompts import DEFAULT_TEMPLATES
 
     params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
@@ -545,7 +526,7 @@ def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, 
         disable_tqdm=True,  # progress goes through the logging callback instead
     )
     peft_config = lora_config(params)
-    callback = _log_callback()
+    callback = trainer_log_lines()
     profiler = StepProfiler(profile, out_dir) if profile is not None else None
     trainer = SFTTrainer(
         model=model,
@@ -555,7 +536,7 @@ def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, 
         peft_config=peft_config,
         callbacks=[callback] + ([profiler_callback(profiler)] if profiler is not None and profiler.enabled else []),
     )
-    trainer.remove_callback(PrinterCallback)  # it print()s every log; LogToLogging logs them instead
+    quiet_trainer(trainer)  # their print()s and bars: the log lines replace them
     if len(trainer.train_dataset) != len(records):
         raise RuntimeError(f"trl kept {len(trainer.train_dataset)} of {len(records)} training rows (max_length {max_length})")
     log.info("namer: %d rows, longest %d tokens, gradient checkpointing %s, resume from %s", len(records), longest,

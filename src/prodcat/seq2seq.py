@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -238,6 +237,8 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     import torch
     from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
+    from .progress import quiet_trainer, trainer_log_lines
+
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
     seed = int(params["seed"])
     set_seed(seed)
@@ -279,9 +280,10 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         bf16=device == "cuda" and dtype == torch.bfloat16,
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=True,  # one log line every logging_steps instead (prodcat.progress)
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=int(params["early_stopping_patience"])), *extra_callbacks]
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=int(params["early_stopping_patience"])),
+                 trainer_log_lines(), *extra_callbacks]
     profiler = StepProfiler(profile, out_dir) if profile is not None else None
     if profiler is not None and profiler.enabled:
         callbacks.append(profiler_callback(profiler))
@@ -289,6 +291,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
         data_collator=_collator(tokenizer, model, kind), processing_class=tokenizer, callbacks=callbacks,
     )
+    quiet_trainer(trainer)
     started = time.time()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
@@ -347,7 +350,8 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     tokens it generated (end-of-sequence included), `logprob_per_token` (that over `n_tokens`) and
     `logprob_min` (the least likely token), for free and constrained decoding alike."""
     import torch
-    from tqdm.auto import tqdm
+
+    from .progress import log_progress
 
     device, dtype = pick_device()
     model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir, device, dtype)
@@ -398,7 +402,7 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
             batch_flops = counted[0] if counted else None
     started = time.time()
     with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch", file=sys.stderr, mininterval=5):
+        for start in log_progress(range(0, len(order), batch_size), "predict"):
             idx = order[start:start + batch_size]
             out = model.generate(**batch_inputs(idx), return_dict_in_generate=True, output_logits=True)
             sequences = out.sequences

@@ -1,7 +1,7 @@
 """Glue for Snakemake `script:` rules: each script is one call into here.
 
-A script gets the `snakemake` object; its stdout, stderr and Python logging (including the
-Trainer's progress and tqdm bars) go to the rule's log file.
+A script gets the `snakemake` object; its stdout, stderr and Python logging go to the rule's log
+file, as lines (prodcat.progress): a line every `logging_steps` training steps, no progress bars.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ FLOPS_SPLIT = "test"
 
 @contextlib.contextmanager
 def logging_to(path):
+    from .progress import no_progress_bars
+
+    no_progress_bars()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", buffering=1) as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):

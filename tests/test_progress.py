@@ -1,0 +1,67 @@
+"""Readable rule logs: training logs one line every logging_steps steps, loops log a line at most
+every few seconds, and nothing draws a `\\r` progress bar."""
+
+import logging
+import re
+
+import pandas as pd
+import pytest
+
+from prodcat import LEVELS
+from prodcat.progress import log_progress
+from prodcat.seq2seq import predict_labeler, train_labeler
+from prodcat.tiny_models import build_tiny_byt5
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def rows(n):
+    paths = [("sg a", "g x", "m 1", "b c"), ("sg b", "g y", "m 2", "receipt all")]
+    return pd.DataFrame([{"indoml_id": i, "description": f"item {i % 2}", "retailer": "r", "price": 1.0,
+                          **dict(zip(LEVELS, paths[i % 2]))} for i in range(n)])
+
+
+def test_log_progress_logs_lines_at_most_every_interval(caplog, monkeypatch):
+    clock = iter([0.0, 1.0, 31.0, 32.0, 70.0, 71.0])
+    monkeypatch.setattr("prodcat.progress.time.monotonic", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="prodcat.progress"):
+        assert list(log_progress(range(4), "predict")) == [0, 1, 2, 3]
+    messages = [record.getMessage() for record in caplog.records]
+    # items end at t=1, 31, 32, 70: lines after the 2nd (30 s after the start) and the 4th, then the total
+    assert messages[0].startswith("predict: 2/4 batch") and messages[1].startswith("predict: 4/4 batch")
+    assert messages[2] == "predict: 4 batch in 71.0 s"
+
+
+@pytest.fixture
+def restores_progress_bars(monkeypatch):
+    """logging_to switches the hub's and transformers' bars off for the process: on again after."""
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    yield
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    enable_progress_bars()
+    transformers_logging.enable_progress_bar()
+
+
+def test_rule_log_of_training_has_a_line_every_logging_steps_and_no_bars(tmp_path, restores_progress_bars):
+    """What a script rule's log file gets (workflow.logging_to around the same calls)."""
+    from prodcat.workflow import logging_to
+
+    base = build_tiny_byt5(tmp_path / "byt5", {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2,
+                                               "dropout_rate": 0.0})
+    params = {"per_device_train_batch_size": 8, "per_device_eval_batch_size": None, "gradient_accumulation_steps": 1,
+              "learning_rate": 3e-3, "weight_decay": 0.0, "num_train_epochs": 3, "early_stopping_patience": 2,
+              "warmup_steps": 0, "lr_scheduler_type": "linear", "max_source_length": 32, "max_target_length": 96,
+              "seed": 1, "logging_steps": 2, "keep_checkpoints": False}
+    log_file = tmp_path / "train.log"
+    with logging_to(log_file):
+        train_labeler(base, rows(24), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
+        predict_labeler(tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 1, "max_new_tokens": 8,
+                                                      "max_source_length": 32})
+    text = log_file.read_text()
+    assert "\r" not in text and "it/s" not in text, text
+    # 24 rows in batches of 8 for 3 epochs: 9 steps; a training log at the first step and every 2nd
+    assert [int(step) for step in re.findall(r"prodcat.progress: step (\d+)/9: \{\"loss\"", text)] == [1, 2, 4, 6, 8]
+    assert len(re.findall(r"prodcat.progress: step \d+/9: \{\"eval_loss\"", text)) == 3  # an evaluation an epoch
+    assert "prodcat.progress: predict: 2 batch in" in text
