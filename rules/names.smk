@@ -126,7 +126,12 @@ rule name_quality:
         teacher=expand(f"{RESULTS}/names/teacher/{{split}}.parquet", split=["train", "val"]),
         student=expand(f"{RESULTS}/names/student/{{split}}.parquet", split=["val", "test"]),
     output:
-        csv=report(f"{RESULTS}/report/names.csv", category="Tables"),
+        csv=report(
+            f"{RESULTS}/report/names.csv",
+            category="Tables",
+            caption="../report/names.rst",
+            labels={"table": "names", "content": "chrF of teacher and student names"},
+        ),
         md=f"{RESULTS}/report/names.md",
     params:
         code=package_code("workflow:name_quality"),

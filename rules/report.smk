@@ -32,11 +32,26 @@ rule report_tables:
         train_benchmarks=[efficiency_files(model)[1] for model in EFFICIENCY_MODELS],
         constrained_summaries=[f"{RESULTS}/predictions/{m}/test.constrained.summary.json" for m in CONSTRAINED_LABELERS],
     output:
-        metrics_csv=report(f"{RESULTS}/report/metrics.csv", category="Tables"),
+        metrics_csv=report(
+            f"{RESULTS}/report/metrics.csv",
+            category="Tables",
+            caption="../report/metrics.rst",
+            labels={"table": "Table 1", "content": "accuracy and F1 per model, stage and split"},
+        ),
         metrics_md=f"{RESULTS}/report/metrics.md",
-        efficiency_csv=report(f"{RESULTS}/report/efficiency.csv", category="Tables", caption="../report/efficiency.rst"),
+        efficiency_csv=report(
+            f"{RESULTS}/report/efficiency.csv",
+            category="Tables",
+            caption="../report/efficiency.rst",
+            labels={"table": "Table 2", "content": "efficiency per model"},
+        ),
         efficiency_md=f"{RESULTS}/report/efficiency.md",
-        operators_csv=report(f"{RESULTS}/report/operators.csv", category="Tables", caption="../report/operators.rst"),
+        operators_csv=report(
+            f"{RESULTS}/report/operators.csv",
+            category="Tables",
+            caption="../report/operators.rst",
+            labels={"table": "Table 3", "content": "top operators of a training step"},
+        ),
         operators_md=f"{RESULTS}/report/operators.md",
     params:
         code=package_code("workflow:report_tables"),
@@ -74,9 +89,24 @@ rule plots:
         metrics=f"{RESULTS}/report/metrics.csv",
         models=[f"{RESULTS}/models/{model}" for model in TRAINER_MODELS],
     output:
-        accuracy=report(f"{RESULTS}/report/item_accuracy.svg", category="Figures", caption="../report/accuracy.rst"),
-        f1=report(f"{RESULTS}/report/f1_per_level.svg", category="Figures", caption="../report/f1.rst"),
-        curves=report(f"{RESULTS}/report/training_curves.svg", category="Figures", caption="../report/curves.rst"),
+        accuracy=report(
+            f"{RESULTS}/report/item_accuracy.svg",
+            category="Figures",
+            caption="../report/accuracy.rst",
+            labels={"figure": "item accuracy"},
+        ),
+        f1=report(
+            f"{RESULTS}/report/f1_per_level.svg",
+            category="Figures",
+            caption="../report/f1.rst",
+            labels={"figure": "macro F1 per level"},
+        ),
+        curves=report(
+            f"{RESULTS}/report/training_curves.svg",
+            category="Figures",
+            caption="../report/curves.rst",
+            labels={"figure": "training curves"},
+        ),
     params:
         code=package_code("workflow:plots"),
         models=TRAINER_MODELS,

@@ -225,6 +225,11 @@ def test_html_report_holds_tables_and_figures(finished_run):
     html = report.read_text(errors="replace")
     for name in ("metrics.csv", "efficiency.csv", "operators.csv", "item_accuracy.svg", "training_curves.svg"):
         assert name in html
+    # the banner, and each table's caption and label
+    assert "Tiny stand-ins, not the real models." in html
+    for text in ("Table 1: item accuracy", "Table 2, efficiency per model", "Table 3, the operators", "Name quality: chrF"):
+        assert text in html, text
+    assert "top operators of a training step" in html
 
 
 @pytest.mark.slow
