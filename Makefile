@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 SNAKEMAKE := $(VENV)/bin/snakemake
 
-.PHONY: install run test lint dag report sample slurm clean
+.PHONY: install run test lint fmt dag report sample slurm clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(SNAKEMAKE) --lint
+	$(VENV)/bin/snakefmt --check Snakefile rules/
+
+fmt: $(STAMP)
+	$(VENV)/bin/snakefmt Snakefile rules/
 
 dag: $(STAMP)
 	@command -v dot >/dev/null || { echo "make dag needs graphviz (apt-get install graphviz)" >&2; exit 1; }

@@ -78,12 +78,16 @@ def _check_config():
         if ensemble in config["labelers"]:
             raise ValueError(f"config: ensemble name {ensemble!r} is also a labeler name")
         if f"{ensemble}_stack" in config["labelers"] or f"{ensemble}_stack" in config["ensemble"]["members"]:
-            raise ValueError(f"config: {ensemble}_stack names the stacked {ensemble!r}; it cannot name a labeler or ensemble too")
+            raise ValueError(
+                f"config: {ensemble}_stack names the stacked {ensemble!r}; it cannot name a labeler or ensemble too"
+            )
     if config["ensemble"]["submit"] not in config["ensemble"]["members"]:
         raise ValueError(f"config: ensemble.submit is {config['ensemble']['submit']!r}, not one of ensemble.members")
     known = config["tiny"] if TINY else config["base_models"]
     if config["namer"]["base"] not in known:
-        raise ValueError(f"config: namer.base is {config['namer']['base']!r}, but {'tiny' if TINY else 'base_models'} has no such key")
+        raise ValueError(
+            f"config: namer.base is {config['namer']['base']!r}, but {'tiny' if TINY else 'base_models'} has no such key"
+        )
     for name, cfg in config["labelers"].items():
         if cfg["kind"] != "charngram" and cfg["base"] not in known:
             raise ValueError(
@@ -142,8 +146,11 @@ def tiny_model_inputs(wildcards):
 
 
 def rows_for_split(split):
-    return {"train": f"{RESULTS}/data/train.parquet", "val": f"{RESULTS}/data/val.parquet",
-            "test": f"{RESULTS}/data/test.parquet"}[split]
+    return {
+        "train": f"{RESULTS}/data/train.parquet",
+        "val": f"{RESULTS}/data/val.parquet",
+        "test": f"{RESULTS}/data/test.parquet",
+    }[split]
 
 
 def predictions(labeler, split, stage):
@@ -283,9 +290,14 @@ def ensemble_comparisons():
     """For the report: each ensemble and stage with its vote, its stack and, per member, the Table 1
     stage its prediction comes from (charngram's constrained output is its raw one)."""
     return [
-        {"ensemble": e, "stacked": f"{e}_stack", "stage": stage,
-         "members": {m: "raw" if (stage == "constrained" and m in CHARNGRAM) else stage for m in members}}
-        for e, members in ENSEMBLES.items() for stage in VOTE_STAGES
+        {
+            "ensemble": e,
+            "stacked": f"{e}_stack",
+            "stage": stage,
+            "members": {m: "raw" if (stage == "constrained" and m in CHARNGRAM) else stage for m in members},
+        }
+        for e, members in ENSEMBLES.items()
+        for stage in VOTE_STAGES
     ]
 
 
@@ -309,8 +321,10 @@ def efficiency_files(model):
 def labeler_config(labeler, task):
     """A labeler's settings without those of the other task (train vs predict), so that editing
     one reruns only the rules that read it."""
-    drop = {"train": ("predict",),
-            "predict": ("train", "train_names", "side_dim", "fusion", "retailer_dropout", "params")}[task]
+    drop = {
+        "train": ("predict",),
+        "predict": ("train", "train_names", "side_dim", "fusion", "retailer_dropout", "params"),
+    }[task]
     return {key: value for key, value in config["labelers"][labeler].items() if key not in drop}
 
 

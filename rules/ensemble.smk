@@ -66,9 +66,9 @@ rule score_candidates:
         split="|".join(STACK_SPLITS),
     threads: config["threads"]["predict"]
     resources:
-        gpu=1,
         # cheaper than the prediction it follows (one decoder pass a candidate, no generation)
         **job_resources("predict_labeler"),
+        gpu=1,
     conda:
         "../envs/gpu.yaml"
     script:
@@ -170,9 +170,11 @@ rule manifest:
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{SUBMIT_STAGE}.json",
         hierarchy=f"{RESULTS}/data/hierarchy.json",
         # the arbiter, when ensemble.method is stack
-        stack=[f"{RESULTS}/ensemble/{config['ensemble']['submit']}.{SUBMIT_STAGE}.stack.json"]
-        if config["ensemble"]["method"] == "stack"
-        else [],
+        stack=(
+            [f"{RESULTS}/ensemble/{config['ensemble']['submit']}.{SUBMIT_STAGE}.stack.json"]
+            if config["ensemble"]["method"] == "stack"
+            else []
+        ),
     output:
         f"{RESULTS}/manifest.json",
     params:

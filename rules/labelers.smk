@@ -23,8 +23,8 @@ rule train_labeler:
         f"{RESULTS}/benchmarks/train_labeler/{{labeler}}.tsv"
     threads: config["threads"]["train"]
     resources:
-        gpu=1,
         **job_resources("train_labeler"),
+        gpu=1,
     conda:
         "../envs/gpu.yaml"
     script:
@@ -37,8 +37,12 @@ rule predict_labeler:
     input:
         unpack(labeler_predict_inputs),
     output:
-        predictions=expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.parquet", decoding=DECODINGS),
-        summaries=expand(f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.summary.json", decoding=DECODINGS),
+        predictions=expand(
+            f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.parquet", decoding=DECODINGS
+        ),
+        summaries=expand(
+            f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.summary.json", decoding=DECODINGS
+        ),
     params:
         code=package_code("workflow:predict_labeler"),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
@@ -51,8 +55,8 @@ rule predict_labeler:
         labeler=SEQ2SEQ_PATTERN,
     threads: config["threads"]["predict"]
     resources:
-        gpu=1,
         **job_resources("predict_labeler"),
+        gpu=1,
     conda:
         "../envs/gpu.yaml"
     script:

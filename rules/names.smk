@@ -32,8 +32,8 @@ rule synthesize_names:
         shard=r"\d+",
     threads: config["threads"]["predict"]
     resources:
-        gpu=1,
         **job_resources("synthesize_names"),
+        gpu=1,
     conda:
         "../envs/gpu.yaml"
     script:
@@ -81,8 +81,8 @@ rule train_namer:
         f"{RESULTS}/benchmarks/train_namer.tsv"
     threads: config["threads"]["train"]
     resources:
-        gpu=1,
         **job_resources("train_namer"),
+        gpu=1,
     conda:
         "../envs/gpu.yaml"
     script:
@@ -110,8 +110,8 @@ rule infer_names:
         shard=r"\d+",
     threads: config["threads"]["predict"]
     resources:
-        gpu=1,
         **job_resources("infer_names"),
+        gpu=1,
     conda:
         "../envs/gpu.yaml"
     script:

@@ -58,8 +58,12 @@ rule report_tables:
         models=EFFICIENCY_MODELS,
         constrained_models=CONSTRAINED_LABELERS,
         ensembles=ensemble_comparisons(),
-        submission={"ensemble": config["ensemble"]["submit"], "stage": SUBMIT_STAGE,
-                    "method": config["ensemble"]["method"], "model": SUBMIT_MODEL},
+        submission={
+            "ensemble": config["ensemble"]["submit"],
+            "stage": SUBMIT_STAGE,
+            "method": config["ensemble"]["method"],
+            "model": SUBMIT_MODEL,
+        },
         top_operators=config["profile"]["top_operators"],
     log:
         f"{RESULTS}/logs/report_tables.log",
