@@ -48,14 +48,14 @@ def labelled_rows() -> pd.DataFrame:
 
 
 def run_snakemake(*args, check=True, timeout=3600, env=None):
-    """snakemake as a user runs it, from the repository, with this environment's bin first on
-    PATH (the rules call the `prodcat` command); `env` replaces the process environment."""
+    """snakemake as a user runs it, from the repository, with this environment's interpreter (the
+    rules run the package with it: no venv bin on PATH needed); `env` replaces the process
+    environment."""
     import os
     import subprocess
     import sys
 
     env = dict(env if env is not None else os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:

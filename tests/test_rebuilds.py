@@ -46,8 +46,7 @@ class Pattern:
 
 
 def snakemake(*args, check=True):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=3600)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
