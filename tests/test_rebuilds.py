@@ -240,9 +240,13 @@ def workflow_copy(root: Path) -> Path:
 
 def charngram_chain(cfg: dict) -> list[Pattern]:
     """prodcat/charngram.py: the charngram labeler's training, prediction and candidate scores
-    (workflow.score_candidates scores with either kind of labeler, so every member's)."""
-    return [Pattern("train_charngram"), Pattern("predict_charngram"), Pattern("correct", {"labeler": "charngram"}),
-            Pattern("score_candidates"), Pattern("score_candidates_charngram")] + downstream_of_labelers(cfg, ["charngram"])
+    (workflow.score_candidates scores with either kind of labeler, so every member's), and what
+    reads them. charngram votes in an ensemble, so it is among the voters whose validation accuracy
+    breaks every vote's ties (level_accuracy): the votes of every ensemble follow."""
+    patterns = [Pattern("train_charngram"), Pattern("predict_charngram"), Pattern("correct", {"labeler": "charngram"}),
+                Pattern("score_candidates"), Pattern("score_candidates_charngram"), Pattern("vote")]
+    patterns += [Pattern("submission", {"model": ensemble}) for ensemble in cfg["ensemble"]["members"]]
+    return patterns + downstream_of_labelers(cfg, ["charngram"])
 
 
 # Each case: (module, expected reruns); the edit adds a function to the module.
