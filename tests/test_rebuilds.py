@@ -239,14 +239,14 @@ def workflow_copy(root: Path) -> Path:
 
 
 def charngram_chain(cfg: dict) -> list[Pattern]:
-    """prodcat/charngram.py: the charngram labeler's training, prediction and candidate scores
-    (workflow.score_candidates scores with either kind of labeler, so every member's), and what
-    reads them. charngram votes in an ensemble, so it is among the voters whose validation accuracy
-    breaks every vote's ties (level_accuracy): the votes of every ensemble follow."""
-    patterns = [Pattern("train_charngram"), Pattern("predict_charngram"), Pattern("correct", {"labeler": "charngram"}),
-                Pattern("score_candidates"), Pattern("score_candidates_charngram"), Pattern("vote")]
-    patterns += [Pattern("submission", {"model": ensemble}) for ensemble in cfg["ensemble"]["members"]]
-    return patterns + downstream_of_labelers(cfg, ["charngram"])
+    """prodcat/charngram.py: every labeler rule runs one script per task through the Labeler
+    interface (prodcat.labeler.labeler_for reaches every kind), so every labeler's training,
+    prediction and candidate scores, and all that reads them; not the data stages, the stand-in
+    base models or the namer, whose code does not reach it."""
+    patterns = [Pattern("train_labeler"), Pattern("predict_labeler"), Pattern("train_charngram"),
+                Pattern("predict_charngram"), Pattern("correct"), Pattern("score_candidates"),
+                Pattern("score_candidates_charngram"), Pattern("vote"), Pattern("submission")]
+    return patterns + downstream_of_labelers(cfg, list(cfg["labelers"]))
 
 
 # Each case: (module, expected reruns); the edit adds a function to the module.
