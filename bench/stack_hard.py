@@ -15,7 +15,9 @@ IndoML label space (12,885 paths) with receipt-style noise, and members of very 
   a random path or an invalid path (a typo'd brand, later fixed or not by correction).
   Their predictions then go through the pipeline's top-down correction, as in Table 1's
   "corrected" stage. The stand-ins cannot score paths they did not write; charngram scores every
-  candidate (`CharNgramLabeler.score_paths`), and the stack matches candidates to descriptions.
+  candidate (`CharNgramLabeler.score_paths`) and lists its --alternatives best paths per row as more
+  candidates (`CharNgramLabeler.alternatives`, as rule list_alternatives does), and the stack
+  matches candidates to descriptions.
 
 For the paper's three (the stand-ins) and for the three + charngram, it reports item accuracy of
 each member, the hard vote and the stack, on validation (stack cross-fitted) and on test (stack
@@ -23,7 +25,8 @@ fit on all validation rows), and whether the stack reaches its best member.
 
     .venv/bin/python bench/stack_hard.py --hierarchy /work/shared/indoml2024/hierarchy.json \\
         [--train-rows 60000] [--val-rows 3000] [--test-rows 3000] [--accuracy 0.55 0.40 0.30] \\
-        [--shared-error 0.5] [--confidence-noise 1.0] [--no-descriptions] [--seed 0] [--out stack_hard.json]
+        [--shared-error 0.5] [--confidence-noise 1.0] [--no-descriptions] [--alternatives 5] [--seed 0] \\
+        [--out stack_hard.json]
 """
 
 from __future__ import annotations
@@ -171,6 +174,8 @@ def main(argv=None) -> int:
                              "large values make their confidence useless)")
     parser.add_argument("--no-descriptions", action="store_true",
                         help="the stack does not match candidates against the descriptions")
+    parser.add_argument("--alternatives", type=int, default=5,
+                        help="charngram's best paths per row added as candidates (0: only the members' predictions)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -201,22 +206,28 @@ def main(argv=None) -> int:
                  "three + charngram": ["neural1", "neural2", "neural3", "charngram"]}
     results = {"rows": {"train": len(train), "val": len(val), "test": len(test)}, "paths_in_training": hierarchy.n_paths,
                "accuracy": args.accuracy, "shared_error": args.shared_error, "confidence_noise": args.confidence_noise,
-               "descriptions": not args.no_descriptions, "seed": args.seed, "ensembles": {}}
+               "descriptions": not args.no_descriptions, "alternatives": args.alternatives, "seed": args.seed,
+               "ensembles": {}}
     print("| ensemble | split | " + " | ".join(["best member", "best member acc", "vote", "stack", "stack - best"]) + " |")
     print("|---|---|---|---|---|---|---|")
     for label, names in ensembles.items():
         t0 = time.process_time()
-        val_scores, test_scores = {}, {}
-        if "charngram" in names:  # the real labeler scores every candidate; the stand-ins cannot
-            val_scores["charngram"] = charngram.score_paths(val, candidate_union([val_tables[n] for n in names], hierarchy))
-            test_scores["charngram"] = charngram.score_paths(test, candidate_union([test_tables[n] for n in names], hierarchy))
+        val_scores, test_scores, val_alternatives, test_alternatives = {}, {}, {}, {}
+        if "charngram" in names:  # the real labeler lists and scores candidates; the stand-ins cannot
+            if args.alternatives:
+                val_alternatives["charngram"] = charngram.alternatives(val, args.alternatives)
+                test_alternatives["charngram"] = charngram.alternatives(test, args.alternatives)
+            val_scores["charngram"] = charngram.score_paths(
+                val, candidate_union([val_tables[n] for n in names] + list(val_alternatives.values()), hierarchy))
+            test_scores["charngram"] = charngram.score_paths(
+                test, candidate_union([test_tables[n] for n in names] + list(test_alternatives.values()), hierarchy))
         val_rows, test_rows = (None, None) if args.no_descriptions else (val, test)
         crossfit, _, _ = cross_fit_stack([val_tables[n] for n in names], names, val, hierarchy,
-                                         candidate_scores=val_scores, rows=val_rows)
+                                         candidate_scores=val_scores, rows=val_rows, alternatives=val_alternatives)
         model = fit_stack([val_tables[n] for n in names], names, val, hierarchy, candidate_scores=val_scores,
-                          rows=val_rows)
+                          rows=val_rows, alternatives=val_alternatives)
         applied = model.predict([test_tables[n] for n in names], names, hierarchy, candidate_scores=test_scores,
-                                rows=test_rows)
+                                rows=test_rows, alternatives=test_alternatives)
         stack_seconds = time.process_time() - t0  # CPU time: the machine may be shared
         entry = {"stack_seconds": round(stack_seconds, 1),
                  "val": evaluate(val, val_tables, names, hierarchy, crossfit),

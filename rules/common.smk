@@ -267,6 +267,7 @@ def candidate_scoring_inputs(wildcards):
         "rows": rows_for_split(wildcards.split),
         "proposals": sorted(
             {predictions(m, wildcards.split, stage) for m in ENSEMBLE_MEMBERS for stage in VOTE_STAGES}
+            | set(alternatives(ENSEMBLE_MEMBERS, wildcards.split))
         ),
     }
     if cfg.get("source") == "name":
@@ -279,6 +280,20 @@ def candidate_scores(ensemble, split):
     if not STACK["rescore"]:
         return []
     return [f"{RESULTS}/predictions/{m}/{split}.candidates.parquet" for m in config["ensemble"]["members"][ensemble]]
+
+
+def alternatives(members, split):
+    """The ranked alternatives (extra stack candidates) of those members that list them: charngram,
+    which scores every path (Labeler.lists_alternatives); none when ensemble.stack.alternatives is 0."""
+    if not STACK["alternatives"]:
+        return []
+    return [f"{RESULTS}/predictions/{m}/{split}.alternatives.parquet" for m in members if m in CHARNGRAM]
+
+
+def alternatives_args(ensemble, paths):
+    """--alternatives NAME=PATH arguments for prodcat stack-fit / stack-apply."""
+    members = [m for m in config["ensemble"]["members"][ensemble] if m in CHARNGRAM]
+    return " ".join(f"--alternatives {m}={path}" for m, path in zip(members, paths))
 
 
 def scores_args(ensemble, paths):

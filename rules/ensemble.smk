@@ -100,6 +100,34 @@ rule score_candidates_charngram:
         "../scripts/score_candidates.py"
 
 
+rule list_alternatives:
+    # A labeler that scores every path (charngram) lists its best few per row: extra candidates, so
+    # the stack can take its runner-up where the other members' scores favour it.
+    input:
+        model=f"{RESULTS}/models/{{labeler}}",
+        rows=lambda wildcards: rows_for_split(wildcards.split),
+    output:
+        f"{RESULTS}/predictions/{{labeler}}/{{split}}.alternatives.parquet",
+    params:
+        code=package_code("workflow:list_alternatives"),
+        cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
+        k=STACK["alternatives"],
+    log:
+        f"{RESULTS}/logs/list_alternatives/{{labeler}}.{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/list_alternatives/{{labeler}}.{{split}}.tsv"
+    wildcard_constraints:
+        labeler=CHARNGRAM_PATTERN,
+        split="|".join(STACK_SPLITS),
+    threads: 1
+    resources:
+        **job_resources("predict_charngram"),
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/list_alternatives.py"
+
+
 rule fit_stack:
     # The learned arbiter, fit on the members' validation predictions. Its validation output is
     # cross-fitted (each row scored by a model fit on the other folds); the saved model, fit on all
@@ -109,6 +137,7 @@ rule fit_stack:
         truth=rows_for_split("val"),
         predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "val", wildcards.stage),
         scores=lambda wildcards: candidate_scores(wildcards.ensemble, "val"),
+        alternatives=lambda wildcards: alternatives(config["ensemble"]["members"][wildcards.ensemble], "val"),
     output:
         model=f"{RESULTS}/ensemble/{{ensemble}}.{{stage}}.stack.json",
         val=f"{RESULTS}/predictions/{{ensemble}}_stack/val.{{stage}}.parquet",
@@ -116,6 +145,7 @@ rule fit_stack:
         code=package_code("stack_cli:_cmd_stack_fit"),
         named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
         scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
+        alternatives=lambda wildcards, input: alternatives_args(wildcards.ensemble, input.alternatives),
         descriptions="--descriptions" if STACK["descriptions"] else "",
         folds=STACK["folds"],
         inner_folds=STACK["inner_folds"],
@@ -133,7 +163,7 @@ rule fit_stack:
     shell:
         "prodcat stack-fit --hierarchy {input.hierarchy} --truth {input.truth} --model {output.model} --out {output.val}"
         " --folds {params.folds} --inner-folds {params.inner_folds} --seed {params.seed} --C {params.C}"
-        " {params.descriptions} {params.scores} {params.named} > {log} 2>&1"
+        " {params.descriptions} {params.scores} {params.alternatives} {params.named} > {log} 2>&1"
 
 
 rule apply_stack:
@@ -143,12 +173,14 @@ rule apply_stack:
         rows=rows_for_split("test"),
         predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "test", wildcards.stage),
         scores=lambda wildcards: candidate_scores(wildcards.ensemble, "test"),
+        alternatives=lambda wildcards: alternatives(config["ensemble"]["members"][wildcards.ensemble], "test"),
     output:
         f"{RESULTS}/predictions/{{ensemble}}_stack/test.{{stage}}.parquet",
     params:
         code=package_code("stack_cli:_cmd_stack_apply"),
         named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
         scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
+        alternatives=lambda wildcards, input: alternatives_args(wildcards.ensemble, input.alternatives),
     log:
         f"{RESULTS}/logs/apply_stack/{{ensemble}}.test.{{stage}}.log",
     benchmark:
@@ -160,7 +192,7 @@ rule apply_stack:
         "../envs/cpu.yaml"
     shell:
         "prodcat stack-apply --model {input.model} --hierarchy {input.hierarchy} --rows {input.rows} --out {output}"
-        " {params.scores} {params.named} > {log} 2>&1"
+        " {params.scores} {params.alternatives} {params.named} > {log} 2>&1"
 
 
 rule manifest:

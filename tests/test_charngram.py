@@ -99,6 +99,29 @@ def test_scores_are_multinomial_naive_bayes_over_paths(data):
     np.testing.assert_allclose(labeler._scores(X_test) - prior, X_test @ nb.feature_log_prob_.T, rtol=1e-4, atol=1e-3)
 
 
+def test_alternatives_are_the_k_best_paths_by_posterior_and_rank_one_is_the_prediction(data):
+    _, test, hierarchy, labeler = data
+    rows = _features(test)
+    alternatives = labeler.alternatives(rows, 3)
+    assert alternatives.columns.tolist() == ["indoml_id", "rank", *LEVELS, "logprob"]
+    assert alternatives["rank"].tolist() == [1, 2, 3] * len(rows)
+    assert (alternatives["indoml_id"].to_numpy() == np.repeat(rows["indoml_id"].to_numpy(), 3)).all()
+    first = alternatives[alternatives["rank"] == 1].reset_index(drop=True)
+    pred = labeler.predict(rows)
+    pd.testing.assert_frame_equal(first[list(LEVELS)], pred[list(LEVELS)])
+    np.testing.assert_allclose(first["logprob"], pred["logprob"], atol=1e-6)
+    # each row's three are distinct paths of the hierarchy, with the log posteriors score_paths gives them, descending
+    assert _valid(alternatives, hierarchy)
+    assert (alternatives.groupby("indoml_id")[list(LEVELS)].apply(lambda g: len(g.drop_duplicates())) == 3).all()
+    scored = labeler.score_paths(rows, alternatives[["indoml_id", *LEVELS]])
+    np.testing.assert_allclose(scored["logprob"], alternatives["logprob"], atol=1e-4)
+    assert (np.diff(alternatives["logprob"].to_numpy().reshape(-1, 3), axis=1) <= 1e-9).all()
+    # more alternatives than paths: every path once; k < 1 is refused
+    assert len(labeler.alternatives(rows.iloc[:2], 100)) == 2 * len(hierarchy.paths)
+    with pytest.raises(ValueError, match="k must be"):
+        labeler.alternatives(rows, 0)
+
+
 def test_save_load_gives_identical_predictions(data, tmp_path):
     _, test, _, labeler = data
     labeler.save(tmp_path / "model")

@@ -241,11 +241,12 @@ def workflow_copy(root: Path) -> Path:
 def charngram_chain(cfg: dict) -> list[Pattern]:
     """prodcat/charngram.py: every labeler rule runs one script per task through the Labeler
     interface (prodcat.labeler.labeler_for reaches every kind), so every labeler's training,
-    prediction and candidate scores, and all that reads them; not the data stages, the stand-in
-    base models or the namer, whose code does not reach it."""
+    prediction, candidate scores and charngram's ranked alternatives, and all that reads them;
+    not the data stages, the stand-in base models or the namer, whose code does not reach it."""
     patterns = [Pattern("train_labeler"), Pattern("predict_labeler"), Pattern("train_charngram"),
                 Pattern("predict_charngram"), Pattern("correct"), Pattern("score_candidates"),
-                Pattern("score_candidates_charngram"), Pattern("vote"), Pattern("submission")]
+                Pattern("score_candidates_charngram"), Pattern("list_alternatives"), Pattern("vote"),
+                Pattern("submission")]
     return patterns + downstream_of_labelers(cfg, list(cfg["labelers"]))
 
 

@@ -319,3 +319,113 @@ def test_report_sets_vote_and_stack_beside_the_best_member_at_the_same_stage():
     assert table["stack_minus_vote"].tolist() == pytest.approx([0.12, 0.12])
     text = ensemble_section(table, {"ensemble": "e", "stage": "constrained", "method": "stack", "model": "e_stack"})
     assert "combined by **stack**" in text and "submission/e_stack.predict" in text and "| e | constrained | val | b |" in text
+
+
+def ranked_alternatives(member, truth, k, seed, truth_rank_p=(0.6, 0.3, 0.1)):
+    """A member's k best paths per row: its prediction first, then other paths; when its
+    prediction is wrong the truth is at rank 2 or 3 (it was a close call)."""
+    rng = np.random.default_rng(seed)
+    index = {p: i for i, p in enumerate(PATHS)}
+    records = []
+    for (_, pred), (_, true) in zip(member.iterrows(), truth.iterrows()):
+        first, right = index[tuple(pred[list(LEVELS)])], index[tuple(true[list(LEVELS)])]
+        rest = [i for i in rng.permutation(len(PATHS)) if i != first]
+        if right != first and rng.random() < 0.9:
+            rest.remove(right)
+            rest.insert(int(rng.random() < truth_rank_p[2] / (truth_rank_p[1] + truth_rank_p[2])), right)
+        for r, i in enumerate([first, *rest][:k], start=1):
+            records.append({"indoml_id": pred["indoml_id"], "rank": r, **dict(zip(LEVELS, PATHS[i])), "logprob": -float(r)})
+    return pd.DataFrame(records)
+
+
+def test_ranked_alternatives_widen_the_candidates_and_let_the_arbiter_take_a_runner_up(hierarchy, tmp_path):
+    from prodcat.stack import _PathLookup, _features, _read_members, _with_context
+
+    # hand-made: a proposes path 0, b path 1; a's ranked list is 0, 2, 1: path 2 is a new candidate
+    # (after the members' own), path 1 is not added twice
+    ids = [1]
+    members = [table(ids, [PATHS[0]]), table(ids, [PATHS[1]])]
+    listed = table([1, 1, 1], [PATHS[0], PATHS[2], PATHS[1]]).assign(rank=[1, 2, 3])
+    truth = table(ids, [PATHS[2]])
+    model = fit_stack(members, ["a", "b"], truth, hierarchy, {"folds": 2, "inner_folds": 2}, alternatives={"a": listed})
+    assert model.layout.alternatives == {"a": 3} and "a.alternative_reciprocal_rank" in model.feature_names
+    lookup = _PathLookup(hierarchy)
+    arrays = _read_members(members, ["a", "b"], lookup, model.layout.score_columns)
+    arrays = _with_context(arrays, members, ["a", "b"], hierarchy, lookup, model.statistics.level_accuracy, {}, None,
+                           {"a": listed}, model.layout.alternatives)
+    row, slot, path, features = _features(arrays, model.layout, model.statistics, lookup)
+    assert list(zip(slot.tolist(), path.tolist())) == [(1, 0), (2, 1), (4, 2)]
+    assert dict(zip(model.feature_names, features.T))["a.alternative_reciprocal_rank"].tolist() == \
+        pytest.approx([1.0, 1 / 3, 0.5])
+    # the model needs what it was fit with
+    with pytest.raises(InputError, match="ranked alternatives"):
+        model.predict(members, ["a", "b"], hierarchy)
+    with pytest.raises(InputError, match="integer ranks"):
+        fit_stack(members, ["a", "b"], truth, hierarchy, alternatives={"a": listed.assign(rank=[1, 2.5, 3])})
+
+    # synthetic: the strong member's runner-up is often right, and a weak member's scores of every
+    # candidate say which; the candidates of the members' predictions alone cannot reach it
+    truth, members = synthetic_members(600, seed=13)
+    listed = ranked_alternatives(members[0], truth, 3, seed=14)
+    scores = candidate_scores_of([*members, listed[[c for c in listed if c not in ("rank", "logprob")]]], truth, seed=15)
+    strong = item_accuracy(members[0], truth)
+    without, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, candidate_scores={"weak1": scores})
+    kwargs = dict(candidate_scores={"weak1": scores}, alternatives={"strong": listed})
+    crossed, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, **kwargs)
+    assert item_accuracy(crossed, truth) >= max(item_accuracy(without, truth), strong) + 0.02
+    # saved and loaded, it predicts the same with the same alternatives
+    model = fit_stack(members, NAMES, truth, hierarchy, **kwargs)
+    model.save(tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())["alternatives"] == {"strong": 3}
+    pd.testing.assert_frame_equal(StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy, **kwargs),
+                                  model.predict(members, NAMES, hierarchy, **kwargs))
+
+
+def test_abbreviation_score_finds_receipt_shortenings_of_a_brand():
+    from prodcat.stack import abbreviation_score
+
+    assert abbreviation_score("nvsh rum 35 cl", "nevish") == pytest.approx(4 / 6)
+    assert abbreviation_score("uncl hrbys cl 1.5lt", "uncle harbys") == pytest.approx(9 / 11)  # two words run on
+    assert abbreviation_score("2 crspdy ext", "crispday") == pytest.approx(6 / 8)
+    # the first letter must match, letters must come in order, single letters and numbers do not count
+    assert abbreviation_score("nvsh rum", "ralana") == 0.0
+    assert abbreviation_score("hsvn", "nevish") == 0.0
+    assert abbreviation_score("n 4 x", "nevish") == 0.0
+    assert abbreviation_score("nevish gin", "nevish") == 1.0 and abbreviation_score("anything", "") == 0.0
+
+
+def test_cli_takes_ranked_alternatives_and_apply_refuses_a_model_without_them(hierarchy, tmp_path, capsys):
+    from prodcat.cli import main
+
+    hierarchy.to_json(tmp_path / "hierarchy.json")
+    truth, members = synthetic_members(90, seed=16)
+    truth.assign(description="x", retailer="r", price=1.0).to_parquet(tmp_path / "val.parquet")
+    named = []
+    for name, frame in zip(NAMES, members):
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+        named.append(f"{name}={tmp_path / f'{name}.parquet'}")
+    listed = ranked_alternatives(members[0], truth, 2, seed=17)
+    listed.to_parquet(tmp_path / "strong.alternatives.parquet")
+    alternatives = ["--alternatives", f"strong={tmp_path / 'strong.alternatives.parquet'}"]
+    common = ["--hierarchy", str(tmp_path / "hierarchy.json")]
+    fit = ["stack-fit", *common, "--truth", str(tmp_path / "val.parquet"), "--folds", "3"]
+    assert main([*fit, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "cv.parquet"), *alternatives, *named]) == 0
+    expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3}, alternatives={"strong": listed})
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet"), expected)
+    apply = ["stack-apply", *common, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "a.parquet")]
+    assert main([*apply, *alternatives, *named]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"),
+                                  StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy,
+                                                                               alternatives={"strong": listed}))
+    capsys.readouterr()
+    # without the alternatives it was fit with; alternatives of a non-member; a table without ranks
+    assert main([*apply[:-1], str(tmp_path / "x.parquet"), *named]) == 2
+    assert "m.json" in (err := capsys.readouterr().err) and "--alternatives" in err
+    assert main([*apply[:-1], str(tmp_path / "x.parquet"), "--alternatives", f"other={tmp_path / 'strong.alternatives.parquet'}",
+                 *named]) == 2
+    assert "other" in capsys.readouterr().err
+    listed.drop(columns=["rank"]).to_parquet(tmp_path / "norank.parquet")
+    assert main([*fit, "--model", str(tmp_path / "m3.json"), "--out", str(tmp_path / "cv3.parquet"),
+                 "--alternatives", f"strong={tmp_path / 'norank.parquet'}", *named]) == 2
+    assert "norank.parquet" in (err := capsys.readouterr().err) and "rank" in err
+    assert not any((tmp_path / f).exists() for f in ("x.parquet", "m3.json", "cv3.parquet"))

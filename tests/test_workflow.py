@@ -269,6 +269,44 @@ def test_predict_new_file_with_unseen_retailers_missing_prices_and_odd_character
 
 
 @pytest.mark.slow
+def test_predict_with_the_ngram_stack_takes_charngrams_ranked_alternatives_as_stack_apply_does(finished_run, tmp_path):
+    """The run submitting ensemble_ngram's stack instead (the same run's models and arbiter, seen
+    through another manifest): predict lists charngram's alternatives and gives stack-apply's answer."""
+    view = tmp_path / "run"
+    view.mkdir()
+    for name in ("models", "data", "ensemble"):
+        (view / name).symlink_to(finished_run / name)
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    manifest["labelers"]["charngram"] = {"kind": "charngram"}
+    manifest["ensemble"]["submit"] = "ensemble_ngram"
+    manifest["stack_model"] = "ensemble/ensemble_ngram.corrected.stack.json"
+    (view / "manifest.json").write_text(json.dumps(manifest))
+    model = json.loads((finished_run / manifest["stack_model"]).read_text())
+    assert model["alternatives"] == {"charngram": 5}
+    rows = pd.read_parquet(finished_run / "data" / "test.parquet").head(40).drop(columns=list(LEVELS))
+    rows.to_parquet(tmp_path / "new.parquet")
+    keep = tmp_path / "keep"
+    assert main(["predict", "--models", str(view), "--input", str(tmp_path / "new.parquet"),
+                 "--out", str(tmp_path / "labels.parquet"), "--keep", str(keep)]) == 0
+    labels = pd.read_parquet(tmp_path / "labels.parquet")
+    listed = pd.read_parquet(keep / "charngram.alternatives.parquet")
+    assert len(listed) == 5 * len(rows) and listed["rank"].max() == 5
+    members = ("byt5", "flant5", "mmbyt5", "charngram")
+    applied = tmp_path / "applied.parquet"
+    assert main(["stack-apply", "--model", str(finished_run / manifest["stack_model"]),
+                 "--hierarchy", str(finished_run / "data" / "hierarchy.json"), "--out", str(applied),
+                 "--rows", str(tmp_path / "new.parquet"),
+                 f"--alternatives=charngram={keep / 'charngram.alternatives.parquet'}",
+                 *[f"--scores={m}={keep / f'{m}.candidates.parquet'}" for m in members],
+                 *[f"{m}={keep / f'{m}.corrected.parquet'}" for m in members]]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(applied), labels[pd.read_parquet(applied).columns])
+    # the candidates include charngram's runners-up: some rows had more than the members' predictions
+    proposed = pd.concat([pd.read_parquet(keep / f"{m}.corrected.parquet") for m in members])
+    distinct_proposed = proposed.drop_duplicates(["indoml_id", *LEVELS]).groupby("indoml_id").size()
+    assert (labels.set_index("indoml_id")["stack_candidates"] > distinct_proposed).any()
+
+
+@pytest.mark.slow
 def test_pretrained_teacher_writes_expansions_of_the_receipt_line(finished_run):
     """The names branch at work: after its pretraining (tiny.llama.warmup) the Llama stand-in's
     teacher writes names clearly closer to the true product names than the receipt line itself, and

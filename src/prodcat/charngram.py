@@ -372,6 +372,33 @@ class CharNgramLabeler:
         out["logprob"] = logprob
         return out
 
+    def alternatives(self, rows: pd.DataFrame, k: int) -> pd.DataFrame:
+        """This labeler's k best paths per row, best first (rank 1 is its prediction): indoml_id,
+        rank, the four levels and logprob (log posterior). Ties keep path order, as predict does.
+        The stack takes them as extra candidates, so it can prefer a close runner-up."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        X = self.featurizer.transform(rows)
+        k = min(k, len(self.rows_per_path))
+        best = np.zeros((X.shape[0], k), np.int64)
+        logprob = np.zeros((X.shape[0], k))
+        step = self.params["predict_batch_rows"]
+        for s in range(0, X.shape[0], step):
+            scores = self._scores(X[s:s + step]).astype(np.float64)
+            # stable sort on -score: the first path in path order wins a tie, as in argmax
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            peak = scores[np.arange(len(scores)), top[:, 0]]
+            log_norm = peak + np.log(np.exp(scores - peak[:, None]).sum(axis=1))
+            best[s:s + step] = top
+            logprob[s:s + step] = np.take_along_axis(scores, top, axis=1) - log_norm[:, None]
+        flat = best.ravel()
+        out = pd.DataFrame({"indoml_id": np.repeat(rows["indoml_id"].to_numpy(dtype=np.int64), k),
+                            "rank": np.tile(np.arange(1, k + 1), X.shape[0])})
+        for level in LEVELS:
+            out[level] = np.asarray(self.labels[level], dtype=object)[flat]
+        out["logprob"] = logprob.ravel()
+        return out
+
     def _scores(self, X: sp.csr_matrix) -> np.ndarray:
         """log P(path) + x · log θ_path for every row and path (rows × paths, float32)."""
         dense_ids, dense_block, sparse_t, per_mass, prior = self._scorer_parts()

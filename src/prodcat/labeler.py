@@ -35,6 +35,7 @@ class Labeler(ABC):
     """A trained labeler of one kind, with its config entry and model folder."""
 
     kind: ClassVar[str]
+    lists_alternatives: ClassVar[bool] = False  # whether `alternatives` is implemented
 
     def __init__(self, cfg: dict, model_dir, training_summary: TrainingSummary | None = None):
         self.cfg = cfg
@@ -79,6 +80,12 @@ class Labeler(ABC):
     def score_paths(self, rows: pd.DataFrame, paths: pd.DataFrame) -> pd.DataFrame:
         """`paths` (indoml_id and the four levels, any number per id) with `logprob` added: this
         labeler's log-probability of each path for its row."""
+
+    def alternatives(self, rows: pd.DataFrame, k: int) -> pd.DataFrame:
+        """This labeler's k best paths per row, best first: indoml_id, rank (1 = its prediction),
+        the four levels and logprob. Only labelers that score every path of the hierarchy can list
+        them cheaply (`lists_alternatives`); a seq2seq labeler would need a k-beam search."""
+        raise NotImplementedError(f"a {self.kind} labeler does not list ranked alternatives")
 
 
 def _check_decoding(decoding: str) -> None:
@@ -161,6 +168,7 @@ class PathNaiveBayesLabeler(Labeler):
     constrained decoding is its raw one."""
 
     kind = "charngram"
+    lists_alternatives = True
 
     def __init__(self, cfg, model_dir, training_summary=None, model=None):
         super().__init__(cfg, model_dir, training_summary)
@@ -213,6 +221,9 @@ class PathNaiveBayesLabeler(Labeler):
 
     def score_paths(self, rows, paths):
         return self.model.score_paths(rows, paths)
+
+    def alternatives(self, rows, k):
+        return self.model.alternatives(rows, k)
 
 
 LABELERS: dict[str, type[Labeler]] = {cls.kind: cls for cls in (Seq2SeqLabeler, MultimodalLabeler, PathNaiveBayesLabeler)}

@@ -142,13 +142,14 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
         if keep:
             write_parquet(names, keep / "names.parquet")
 
-    corrected, scorers = {}, {}
+    corrected, scorers, listers = {}, {}, {}
     for name, cfg in manifest["labelers"].items():
         labeler = load_labeler(results_dir / "models" / name, cfg)
         source_rows = with_names(rows, names) if labeler.source == "name" else rows
         raw, summary = labeler.predict(source_rows)
         log.info("%s: %d rows, %d parse failures", name, len(raw), summary.parse_failures)
         scorers[name] = lambda paths, labeler=labeler, source_rows=source_rows: labeler.score_paths(source_rows, paths)
+        listers[name] = lambda k, labeler=labeler, source_rows=source_rows: labeler.alternatives(source_rows, k)
         corrected[name] = correct_predictions(raw, hierarchy, method=manifest["correction"]["method"],
                                               salvage=manifest["correction"]["salvage"])
         if keep:
@@ -161,16 +162,21 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
 
         arbiter = StackModel.load(results_dir / manifest["stack_model"])
         candidate_scores = {}
+        # the k best paths of members that rank every path (charngram): more candidates
+        alternatives = {m: listers[m](k) for m, k in arbiter.layout.alternatives.items()}
+        if keep:
+            for m, table in alternatives.items():
+                write_parquet(table, keep / f"{m}.alternatives.parquet")
         if arbiter.layout.candidate_columns:  # every member scores every path the members propose
             from .stack import candidate_union
 
-            paths = candidate_union([corrected[m] for m in models], hierarchy)
+            paths = candidate_union([corrected[m] for m in models] + list(alternatives.values()), hierarchy)
             candidate_scores = {m: scorers[m](paths) for m in arbiter.layout.candidate_columns}
             if keep:
                 for m, table in candidate_scores.items():
                     write_parquet(table, keep / f"{m}.candidates.parquet")
         voted = arbiter.predict([corrected[m] for m in models], models, hierarchy, candidate_scores=candidate_scores,
-                                rows=rows)
+                                rows=rows, alternatives=alternatives)
     else:
         voted = vote_predictions([corrected[m] for m in models], models, hierarchy, level_accuracy=accuracy,
                                  weighted=manifest["ensemble"]["weighted"])

@@ -223,9 +223,9 @@ def ensemble_section(comparison: pd.DataFrame, submission: dict) -> str:
         "## Ensembles: hard vote vs learned arbiter (stack)",
         "",
         "Item accuracy of each ensemble combined by the paper's hard vote and by the learned arbiter "
-        "(`prodcat.stack`: a pairwise logistic ranker over the paths the members propose, from who proposed "
-        "them, the members' confidence and their scores of every candidate, agreement, path frequency and the "
-        "match with the description; where it cannot beat the best member in an inner cross-validation it "
+        "(`prodcat.stack`: a pairwise logistic ranker over the paths the members propose, with charngram's "
+        "ranked alternatives when it is a member, from who proposed them, the members' confidence and their "
+        "scores of every candidate, agreement, path frequency and the match with the description; where it cannot beat the best member in an inner cross-validation it "
         "keeps the best member's answer), beside the ensemble's best member at the same stage. The stack is "
         "fit on validation predictions: its validation numbers are cross-fitted (each row scored by a model "
         "fit on the other folds), its test numbers come from the model fit on all validation rows.",

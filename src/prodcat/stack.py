@@ -5,9 +5,11 @@ Why: the hard vote counts unequal members as equal, so an ensemble of one strong
 labelers votes the strong one down and scores below it. The arbiter learns from validation rows
 when to trust whom, with each member's own confidence.
 
-Candidates of a row: the distinct hierarchy-valid paths the members predict (in member order). A
-row where no member predicts a valid path (possible only for raw output) takes the hard vote's
-path (`vote.vote_predictions`), which always exists.
+Candidates of a row: the distinct hierarchy-valid paths the members predict (in member order), then
+those of the members' ranked alternatives (`alternatives`: a member that scores every path, such as
+charngram, lists its k best; its runner-up is often right when its first choice is not, and the
+other members' scores of it can tell). A row with no valid candidate (possible only for raw
+output) takes the hard vote's path (`vote.vote_predictions`), which always exists.
 
 Features of a (row, candidate) pair, all fitted on the fitting rows only:
 * per member: whether it proposed the candidate; if so, each of its confidence columns
@@ -18,12 +20,14 @@ Features of a (row, candidate) pair, all fitted on the fitting rows only:
   `seq2seq.score_paths` / `CharNgramLabeler.score_paths`): that log-probability (and per token),
   its gap to the member's favourite candidate of the row, and whether it is that favourite, so a
   member also speaks about the paths it did not write;
+* per member with ranked alternatives: 1 / the candidate's rank in its list (0 when not listed);
 * support: the share of members proposing it, the sum of their item accuracies, and the accuracy
   rank of its best proposer; per level, the share of members whose label at that level agrees with
   the candidate's, and the same weighted by each member's accuracy at that level;
 * whether it is the hard vote's choice, log(1 + its path's training count) and, when the rows'
   descriptions are given, how well the candidate's brand and module match the description
-  (rapidfuzz partial and token-set ratios).
+  (rapidfuzz partial and token-set ratios) and whether a word of it abbreviates the brand
+  (`abbreviation_score`: receipts write "nvsh" for nevish).
 
 Model: a linear ranker, scikit-learn `LogisticRegression` fit pairwise on standardised features
 (the true candidate of a row against each other candidate of that row); a row takes its
@@ -54,7 +58,7 @@ from . import LEVELS
 from .errors import InputError
 from .hierarchy import Hierarchy
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ranked alternatives as candidates
 SCORE_COLUMNS = ("logprob", "logprob_per_token", "logprob_min", "margin")
 DEFAULT_PARAMS = {"folds": 5, "seed": 0, "C": [0.03, 0.1, 0.3, 1.0], "inner_folds": 3}
 N_QUANTILES = 101
@@ -109,6 +113,7 @@ class _Members:
     vote: np.ndarray  # (rows,) path id of the hard vote (set by _with_vote)
     candidate_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # member → (id, path) → scores
     descriptions: np.ndarray | None = None  # (rows,) lower-cased, when given
+    alternatives: dict[str, np.ndarray] = field(default_factory=dict)  # member → (rows, k) path ids of its k best, -1 = none
 
 
 def _read_members(predictions: list[pd.DataFrame], names: list[str], lookup: _PathLookup,
@@ -151,8 +156,9 @@ def _corrected(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _with_context(members: _Members, predictions, names, hierarchy, lookup, level_accuracy, candidate_scores,
-                  rows) -> _Members:
-    """Adds the hard vote's path, the members' candidate scores and the descriptions."""
+                  rows, alternatives=None, alternative_counts=None) -> _Members:
+    """Adds the hard vote's path, the members' candidate scores, the descriptions and the
+    members' ranked alternatives (the first `alternative_counts[name]` of each)."""
     from .vote import vote_predictions
 
     voted = vote_predictions(predictions, list(names), hierarchy, level_accuracy=level_accuracy)
@@ -169,16 +175,39 @@ def _with_context(members: _Members, predictions, names, hierarchy, lookup, leve
         if (position < 0).any():
             raise InputError("rows", f"no description for indoml_id {members.ids[np.argmax(position < 0)]}", column="indoml_id")
         members.descriptions = rows["description"].astype(str).str.lower().to_numpy(dtype=object)[position]
+    for name, k in (alternative_counts or {}).items():
+        table = (alternatives or {}).get(name)
+        if table is None:
+            raise InputError(name, "the stack model needs this member's ranked alternatives")
+        members.alternatives[name] = _alternative_paths(table, members.ids, k, lookup, name)
     return members
 
 
+def _alternative_paths(table: pd.DataFrame, ids: np.ndarray, k: int, lookup: _PathLookup, source) -> np.ndarray:
+    """(rows, k) path ids of a member's ranked alternatives (indoml_id, rank 1.., the four levels);
+    -1 where a row has fewer, or a path is not in the hierarchy."""
+    missing = [c for c in ("indoml_id", "rank", *LEVELS) if c not in table.columns]
+    if missing:
+        raise InputError(source, f"ranked alternatives lack column(s) {', '.join(missing)}", column=missing[0])
+    rank = pd.to_numeric(table["rank"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if not (np.isfinite(rank) & (rank >= 1) & (rank == np.round(rank))).all():
+        raise InputError(source, "ranked alternatives need integer ranks >= 1", column="rank")
+    out = np.full((len(ids), k), -1, dtype=np.int64)
+    keep = rank <= k
+    position = pd.Index(ids).get_indexer(table["indoml_id"].to_numpy(dtype=np.int64)[keep])
+    found = position >= 0
+    out[position[found], rank[keep][found].astype(np.int64) - 1] = lookup.path_ids(table[keep])[found]
+    return out
+
+
 # ---- candidates and features --------------------------------------------------------------------
-def _candidates(members: _Members) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, slot, path id) of every distinct valid candidate, by row then slot (slot k+1 = member k);
-    a row with none gets the vote's path in slot 0."""
-    slots = np.column_stack([members.vote, members.paths])
+def _candidates(members: _Members, alternatives: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, slot, path id) of every distinct valid candidate, by row then slot (slot k+1 = member
+    k's prediction; then the ranked alternatives of the members named, in that order); a row with
+    none gets the vote's path in slot 0."""
+    slots = np.column_stack([members.vote, members.paths, *[members.alternatives[n] for n in alternatives]])
     keep = slots >= 0
-    keep[:, 0] &= ~(members.paths >= 0).any(axis=1)  # the vote only as the fallback
+    keep[:, 0] &= ~(slots[:, 1:] >= 0).any(axis=1)  # the vote only as the fallback
     for s in range(2, slots.shape[1]):
         keep[:, s] &= ~(slots[:, 1:s] == slots[:, s:s + 1]).any(axis=1)
     row, slot = np.nonzero(keep)
@@ -228,6 +257,7 @@ class Layout:
     score_columns: dict  # member → its confidence columns
     candidate_columns: dict  # member → its candidate-score columns (absent: no candidate scores)
     descriptions: bool
+    alternatives: dict = field(default_factory=dict)  # member → how many of its ranked alternatives are candidates
 
     def feature_names(self) -> list[str]:
         out = []
@@ -239,18 +269,21 @@ class Layout:
                 out.append(f"{name}.candidate_{c}")
                 if c == "logprob":
                     out += [f"{name}.candidate_gap", f"{name}.candidate_is_favourite"]
+            if name in self.alternatives:
+                out.append(f"{name}.alternative_reciprocal_rank")
         out += ["support_share", "support_accuracy", "best_proposer_rank"]
         out += [f"agree_{level}" for level in LEVELS] + [f"agree_{level}_accuracy" for level in LEVELS]
         out += ["is_vote", "log_path_count"]
         if self.descriptions:
-            out += ["brand_partial_ratio", "brand_token_set_ratio", "module_partial_ratio", "module_token_set_ratio"]
+            out += ["brand_partial_ratio", "brand_token_set_ratio", "module_partial_ratio", "module_token_set_ratio",
+                    "brand_abbreviation"]
         return out
 
 
 def _features(members: _Members, layout: Layout, stats: _Statistics, lookup: _PathLookup):
     """(row, slot, path, feature matrix) for every candidate."""
     names = list(layout.members)
-    row, slot, path = _candidates(members)
+    row, slot, path = _candidates(members, tuple(n for n in names if n in layout.alternatives))
     n_members = len(names)
     proposed = members.paths[row] == path[:, None]  # candidates × members
     columns = []
@@ -262,6 +295,9 @@ def _features(members: _Members, layout: Layout, stats: _Statistics, lookup: _Pa
         columns.append(proposed[:, m] & members.corrected[row, m])
         if name in layout.candidate_columns:
             columns += _candidate_features(members, name, layout.candidate_columns[name], row, path, lookup)
+        if name in layout.alternatives:
+            ranked = members.alternatives[name][row] == path[:, None]  # candidates × k
+            columns.append(np.where(ranked.any(axis=1), 1.0 / (ranked.argmax(axis=1) + 1), 0.0))
     item = np.array([stats.item_accuracy[name] for name in names])
     order = np.argsort(-item, kind="stable")  # rank 0 = the most accurate member
     rank = np.empty(n_members)
@@ -313,7 +349,35 @@ def _description_features(descriptions, row, path, lookup: _PathLookup) -> list[
         pairs = list(zip(descriptions[row], lookup.labels[path, depth]))
         out.append(np.array([fuzz.partial_ratio(a, b) for a, b in pairs], dtype=np.float64) / 100)
         out.append(np.array([fuzz.token_set_ratio(a, b) for a, b in pairs], dtype=np.float64) / 100)
+    out.append(np.array([abbreviation_score(a, b) for a, b in zip(descriptions[row], lookup.labels[path, 3])]))
     return out
+
+
+def _is_subsequence(short: str, long: str) -> bool:
+    letters = iter(long)
+    return all(c in letters for c in short)
+
+
+def abbreviation_score(description: str, label: str) -> float:
+    """How well a word of the description abbreviates the label, as receipts shorten brands
+    ("nvsh" for nevish, "crspdy" for crispday, "uncl hrbys" for uncle harbys): the longest run of
+    consecutive words (each of two letters or more) that starts with the label's first letter and
+    whose letters appear in the label in order, as a share of the label's letters (0 if none)."""
+    target = "".join(c for c in str(label).lower() if c.isalnum())
+    if not target:
+        return 0.0
+    words = [w for w in "".join(c if c.isalnum() else " " for c in str(description).lower()).split()]
+    best = 0
+    for start, word in enumerate(words):
+        if len(word) < 2 or word[0] != target[0] or word.isdigit():
+            continue
+        run = ""
+        for following in words[start:]:
+            if not _is_subsequence(run + following, target):
+                break
+            run += following
+        best = max(best, len(run))
+    return min(best / len(target), 1.0)
 
 
 # ---- the model ----------------------------------------------------------------------------------
@@ -342,11 +406,12 @@ class StackModel:
         return ((features - self.mean) / self.scale) @ self.coef + self.intercept
 
     def predict(self, predictions: list[pd.DataFrame], names: list[str], hierarchy: Hierarchy,
-                candidate_scores: dict[str, pd.DataFrame] | None = None, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+                candidate_scores: dict[str, pd.DataFrame] | None = None, rows: pd.DataFrame | None = None,
+                alternatives: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
         """One path per row: indoml_id, the four levels (the first table's row order), and
         stack_score (the chosen candidate's decision value), stack_candidates (how many there
         were), stack_proposers (members that proposed the chosen path, comma-joined).
-        candidate_scores and rows (descriptions) as the model was fit with."""
+        candidate_scores, rows (descriptions) and alternatives as the model was fit with."""
         predictions, names = self._in_member_order(predictions, names)
         if self.layout.descriptions and rows is None:
             raise ValueError("this stack model reads the rows' descriptions: pass rows")
@@ -354,7 +419,7 @@ class StackModel:
         members = _read_members(predictions, names, lookup, self.layout.score_columns)
         members = _with_context(members, predictions, names, hierarchy, lookup, self.statistics.level_accuracy,
                                 {n: t for n, t in (candidate_scores or {}).items() if n in self.layout.candidate_columns},
-                                rows if self.layout.descriptions else None)
+                                rows if self.layout.descriptions else None, alternatives, self.layout.alternatives)
         row, slot, path, features = _features(members, self.layout, self.statistics, lookup)
         score = self.decision(features)
         first = _best_per_row(row, slot, score)
@@ -383,6 +448,7 @@ class StackModel:
             "score_columns": self.layout.score_columns,
             "candidate_columns": self.layout.candidate_columns,
             "descriptions": self.layout.descriptions,
+            "alternatives": self.layout.alternatives,
             "level_accuracy": self.statistics.level_accuracy,
             "item_accuracy": self.statistics.item_accuracy,
             "score_quantiles": self.statistics.quantiles,
@@ -411,7 +477,8 @@ class StackModel:
         try:
             features = obj["features"]
             layout = Layout(tuple(obj["members"]), {k: list(v) for k, v in obj["score_columns"].items()},
-                            {k: list(v) for k, v in obj["candidate_columns"].items()}, bool(obj["descriptions"]))
+                            {k: list(v) for k, v in obj["candidate_columns"].items()}, bool(obj["descriptions"]),
+                            {k: int(v) for k, v in obj["alternatives"].items()})
             model = cls(
                 layout=layout,
                 statistics=_Statistics(obj["level_accuracy"], obj["item_accuracy"], obj["score_quantiles"]),
@@ -437,11 +504,19 @@ def _best_per_row(row, slot, score) -> np.ndarray:
     return order[np.r_[True, row[order][1:] != row[order][:-1]]]
 
 
-def _layout(predictions, names, candidate_scores, rows) -> Layout:
+def _layout(predictions, names, candidate_scores, rows, alternatives=None) -> Layout:
     score_columns = {name: [c for c in SCORE_COLUMNS if c in frame.columns] for frame, name in zip(predictions, names)}
     candidate_columns = {name: [c for c in ("logprob", "logprob_per_token") if c in table.columns]
                          for name, table in (candidate_scores or {}).items() if name in names}
-    return Layout(tuple(names), score_columns, candidate_columns, rows is not None and "description" in rows.columns)
+    counts = {}
+    for name, table in (alternatives or {}).items():
+        if name not in names:
+            raise ValueError(f"ranked alternatives of {name}, which is not a member ({', '.join(names)})")
+        if "rank" not in table.columns:
+            raise InputError(name, "ranked alternatives lack column(s) rank", column="rank")
+        counts[name] = int(pd.to_numeric(table["rank"], errors="coerce").max()) if len(table) else 0
+    return Layout(tuple(names), score_columns, candidate_columns, rows is not None and "description" in rows.columns,
+                  {n: k for n, k in counts.items() if k >= 1})
 
 
 def _truth_arrays(truth: pd.DataFrame, ids: np.ndarray, lookup: _PathLookup, source="truth"):
@@ -501,19 +576,21 @@ def _select(features, target, row, slot, ids, best_proposed, params) -> tuple[fl
 
 def fit_stack(predictions: list[pd.DataFrame], names: list[str], truth: pd.DataFrame, hierarchy: Hierarchy,
               params: dict | None = None, *, candidate_scores: dict[str, pd.DataFrame] | None = None,
-              rows: pd.DataFrame | None = None, truth_source="truth") -> StackModel:
+              rows: pd.DataFrame | None = None, truth_source="truth",
+              alternatives: dict[str, pd.DataFrame] | None = None) -> StackModel:
     """Fit the arbiter on labelled rows (validation): the members' predictions of them, optionally
-    each member's scores of the candidates (see the module docstring) and the rows (descriptions),
-    and the truth."""
+    each member's scores of the candidates (see the module docstring), the rows (descriptions) and
+    members' ranked alternatives (indoml_id, rank, the four levels: more candidates), and the truth."""
     params = merge_params(params)
     names = list(names)
     lookup = _PathLookup(hierarchy)
-    layout = _layout(predictions, names, candidate_scores, rows)
+    layout = _layout(predictions, names, candidate_scores, rows, alternatives)
     members = _read_members(predictions, names, lookup, layout.score_columns)
     truth_paths, truth_codes = _truth_arrays(truth, members.ids, lookup, truth_source)
     stats = _statistics(members, names, truth_paths, truth_codes, layout.score_columns)
     members = _with_context(members, predictions, names, hierarchy, lookup, stats.level_accuracy,
-                            {n: candidate_scores[n] for n in layout.candidate_columns}, rows if layout.descriptions else None)
+                            {n: candidate_scores[n] for n in layout.candidate_columns}, rows if layout.descriptions else None,
+                            alternatives, layout.alternatives)
     row, slot, path, features = _features(members, layout, stats, lookup)
     target = path == truth_paths[row]
     best = max(names, key=lambda n: (stats.item_accuracy[n], -names.index(n)))
@@ -544,7 +621,8 @@ def fold_of_rows(ids: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 def cross_fit_stack(predictions: list[pd.DataFrame], names: list[str], truth: pd.DataFrame, hierarchy: Hierarchy,
                     params: dict | None = None, *, candidate_scores: dict[str, pd.DataFrame] | None = None,
-                    rows: pd.DataFrame | None = None, truth_source="truth"):
+                    rows: pd.DataFrame | None = None, truth_source="truth",
+                    alternatives: dict[str, pd.DataFrame] | None = None):
     """Out-of-fold predictions for every row: (table in the first table's row order, each row's
     fold, the fold models). Fold f's rows are scored by a model fit on the other folds only."""
     params = merge_params(params)
@@ -561,11 +639,13 @@ def cross_fit_stack(predictions: list[pd.DataFrame], names: list[str], truth: pd
     for f in range(params["folds"]):
         fitting, held_out = zip(*(split(frame, f) for frame in predictions))
         scores = {n: split(t, f) for n, t in (candidate_scores or {}).items()}
+        ranked = {n: split(t, f) for n, t in (alternatives or {}).items()}
         model = fit_stack(list(fitting), names, truth, hierarchy, params,
-                          candidate_scores={n: t[0] for n, t in scores.items()}, rows=rows, truth_source=truth_source)
+                          candidate_scores={n: t[0] for n, t in scores.items()}, rows=rows, truth_source=truth_source,
+                          alternatives={n: t[0] for n, t in ranked.items()})
         models.append(model)
         parts.append(model.predict(list(held_out), names, hierarchy, candidate_scores={n: t[1] for n, t in scores.items()},
-                                   rows=rows))
+                                   rows=rows, alternatives={n: t[1] for n, t in ranked.items()}))
     out = pd.concat(parts, ignore_index=True)
     out = out.set_index("indoml_id").loc[ids].reset_index()
     return out, fold, models

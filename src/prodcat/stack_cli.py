@@ -36,6 +36,25 @@ def _candidate_scores(items, names, source) -> dict:
     return dict(zip(score_names, tables))
 
 
+def _alternatives(items, names, source) -> dict:
+    """--alternatives NAME=PATH: a member's ranked alternatives, extra candidates (prodcat.stack)."""
+    if not items:
+        return {}
+    from .io import parse_named_paths, read_table
+
+    named = parse_named_paths(items)
+    out = {}
+    for name, path in named:
+        if name not in names:
+            raise InputError(source, f"--alternatives names {name}, which no NAME=PATH member has")
+        table = read_table(path)  # several rows per id (one per rank): not a predictions table
+        for column in ("indoml_id", "rank"):
+            if column not in table.columns:
+                raise InputError(path, f"ranked alternatives need a {column} column", column=column)
+        out[name] = table
+    return out
+
+
 def _cmd_stack_fit(args):
     from .hierarchy import Hierarchy
     from .io import read_rows, write_parquet
@@ -45,6 +64,7 @@ def _cmd_stack_fit(args):
 
     tables, names, named = _named_tables(args.predictions)
     scores = _candidate_scores(args.scores, names, named[0][1])
+    alternatives = _alternatives(args.alternatives, names, named[0][1])
     hierarchy = Hierarchy.from_json(args.hierarchy)
     truth = read_rows(args.truth, labelled=True)
     if args.folds < 2 or len(tables[0]) < args.folds or args.inner_folds < 2 or not args.C or min(args.C) <= 0:
@@ -53,8 +73,9 @@ def _cmd_stack_fit(args):
     params = {"folds": args.folds, "seed": args.seed, "C": args.C, "inner_folds": args.inner_folds}
     rows = truth if args.descriptions else None
     crossfit, _, _ = cross_fit_stack(tables, names, truth, hierarchy, params, candidate_scores=scores, rows=rows,
-                                     truth_source=args.truth)
-    model = fit_stack(tables, names, truth, hierarchy, params, candidate_scores=scores, rows=rows, truth_source=args.truth)
+                                     truth_source=args.truth, alternatives=alternatives)
+    model = fit_stack(tables, names, truth, hierarchy, params, candidate_scores=scores, rows=rows, truth_source=args.truth,
+                      alternatives=alternatives)
     vote = vote_predictions(tables, names, hierarchy, level_accuracy=model.statistics.level_accuracy)
     model.validation = {
         "rows": len(crossfit),
@@ -85,11 +106,16 @@ def _cmd_stack_apply(args):
     missing = [n for n in model.layout.candidate_columns if n not in scores]
     if missing:
         raise InputError(args.model, f"fit with candidate scores of {', '.join(missing)}: pass --scores NAME=PATH for them")
+    alternatives = _alternatives(args.alternatives, names, named[0][1])
+    missing = [n for n in model.layout.alternatives if n not in alternatives]
+    if missing:
+        raise InputError(args.model, f"fit with ranked alternatives of {', '.join(missing)}: pass --alternatives NAME=PATH "
+                                     "for them")
     if model.layout.descriptions and not args.rows:
         raise InputError(args.model, "fit with the rows' descriptions: pass --rows (the rows the predictions are of)")
     rows = read_rows(args.rows) if args.rows else None
-    write_parquet(model.predict(tables, names, Hierarchy.from_json(args.hierarchy), candidate_scores=scores, rows=rows),
-                  args.out)
+    write_parquet(model.predict(tables, names, Hierarchy.from_json(args.hierarchy), candidate_scores=scores, rows=rows,
+                                alternatives=alternatives), args.out)
     logging.info("stacked %d rows from %s", len(tables[0]), ", ".join(names))
 
 
@@ -110,6 +136,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="cross-fitted predictions: each row scored by a model that never saw it")
     p.add_argument("--scores", action="append", default=[], metavar="NAME=PATH",
                    help="a member's scores of the candidate paths (indoml_id, the four levels, logprob); repeat per member")
+    p.add_argument("--alternatives", action="append", default=[], metavar="NAME=PATH",
+                   help="a member's ranked alternatives (indoml_id, rank, the four levels): more candidates; repeat per member")
     p.add_argument("--descriptions", action="store_true",
                    help="also match each candidate's brand and module against the rows' descriptions")
     p.add_argument("--folds", type=int, default=5)
@@ -126,5 +154,6 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--rows", help="the rows the predictions are of (needed by a model fit with --descriptions)")
     p.add_argument("--scores", action="append", default=[], metavar="NAME=PATH", help="as for stack-fit")
+    p.add_argument("--alternatives", action="append", default=[], metavar="NAME=PATH", help="as for stack-fit")
     p.add_argument("predictions", nargs="+", help="NAME=PATH per member, the names the model was fit with")
     p.set_defaults(func=_cmd_stack_apply)

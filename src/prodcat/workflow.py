@@ -466,3 +466,17 @@ def score_candidates(smk) -> None:
         paths = candidate_union([read_table(p) for p in smk.input.proposals], hierarchy)
         logging.info("%s: %d candidate paths for %d rows", smk.wildcards.split, len(paths), len(rows))
         write_parquet(labeler.score_paths(rows, paths), smk.output[0])
+
+
+def list_alternatives(smk) -> None:
+    """The k best paths per row of one split, from a labeler that ranks every path (charngram):
+    extra candidates for the stack (prodcat.stack)."""
+    from .io import read_rows, write_parquet
+    from .labeler import load_labeler, with_source
+
+    with logging_to(smk.log[0]):
+        labeler = load_labeler(smk.input.model, dict(smk.params.cfg))
+        rows = with_source(read_rows(smk.input.rows), labeler.source, smk.input.get("names"))
+        table = labeler.alternatives(rows, int(smk.params.k))
+        logging.info("%s: the %d best paths of each of %d rows", smk.wildcards.split, int(smk.params.k), len(rows))
+        write_parquet(table, smk.output[0])
