@@ -31,9 +31,23 @@ _code_version = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_code_version)
 
 
-def package_code(entry):
-    """The hash of the package code that entry ("module:function", e.g. "cli:_cmd_correct") runs."""
-    return _code_version.code_hash(f"{WORKFLOW_ROOT}/src/prodcat", entry)
+# The Labeler classes each kind runs (prodcat.labeler.labeler_for; tests/test_code_version.py checks).
+LABELER_CLASSES = {
+    "text": ["Seq2SeqLabeler"],
+    "multimodal": ["MultimodalLabeler", "Seq2SeqLabeler"],
+    "charngram": ["PathNaiveBayesLabeler"],
+}
+
+
+def package_code(entry, labeler=None):
+    """The hash of the package code that entry ("module:function", e.g. "cli:_cmd_correct") runs.
+    With a labeler: the code it runs for that labeler's kind only (the other kinds' Labeler classes
+    are not followed), so editing charngram.py does not retrain the seq2seq labelers."""
+    skip = []
+    if labeler is not None:
+        mine = LABELER_CLASSES[config["labelers"][labeler]["kind"]]
+        skip = sorted({f"labeler:{c}" for classes in LABELER_CLASSES.values() for c in classes if c not in mine})
+    return _code_version.code_hash(f"{WORKFLOW_ROOT}/src/prodcat", entry, skip=skip)
 
 
 RESULTS = config["results"]

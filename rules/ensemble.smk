@@ -55,7 +55,7 @@ rule score_candidates:
     output:
         f"{RESULTS}/predictions/{{labeler}}/{{split}}.candidates.parquet",
     params:
-        code=package_code("workflow:score_candidates"),
+        code=lambda wildcards: package_code("workflow:score_candidates", labeler=wildcards.labeler),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
     log:
         f"{RESULTS}/logs/score_candidates/{{labeler}}.{{split}}.log",
@@ -82,7 +82,7 @@ rule score_candidates_charngram:
     output:
         f"{RESULTS}/predictions/{{labeler}}/{{split}}.candidates.parquet",
     params:
-        code=package_code("workflow:score_candidates"),
+        code=lambda wildcards: package_code("workflow:score_candidates", labeler=wildcards.labeler),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
     log:
         f"{RESULTS}/logs/score_candidates/{{labeler}}.{{split}}.log",
@@ -109,7 +109,7 @@ rule list_alternatives:
     output:
         f"{RESULTS}/predictions/{{labeler}}/{{split}}.alternatives.parquet",
     params:
-        code=package_code("workflow:list_alternatives"),
+        code=lambda wildcards: package_code("workflow:list_alternatives", labeler=wildcards.labeler),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
         k=STACK["alternatives"],
     log:

@@ -10,7 +10,7 @@ rule train_labeler:
     output:
         directory(f"{RESULTS}/models/{{labeler}}"),
     params:
-        code=package_code("workflow:train_labeler"),
+        code=lambda wildcards: package_code("workflow:train_labeler", labeler=wildcards.labeler),
         # only what training reads, so that a change of prediction settings does not retrain
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "train"),
         base=lambda wildcards: base_model(wildcards.labeler),
@@ -44,7 +44,7 @@ rule predict_labeler:
             f"{RESULTS}/predictions/{{{{labeler}}}}/{{{{split}}}}.{{decoding}}.summary.json", decoding=DECODINGS
         ),
     params:
-        code=package_code("workflow:predict_labeler"),
+        code=lambda wildcards: package_code("workflow:predict_labeler", labeler=wildcards.labeler),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
         decodings=DECODINGS,
     log:
@@ -73,7 +73,7 @@ rule train_charngram:
     output:
         directory(f"{RESULTS}/models/{{labeler}}"),
     params:
-        code=package_code("workflow:train_labeler"),
+        code=lambda wildcards: package_code("workflow:train_labeler", labeler=wildcards.labeler),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "train"),
     log:
         f"{RESULTS}/logs/train_charngram/{{labeler}}.log",
@@ -99,7 +99,7 @@ rule predict_charngram:
         predictions=[f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet"],
         summaries=[f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.summary.json"],
     params:
-        code=package_code("workflow:predict_labeler"),
+        code=lambda wildcards: package_code("workflow:predict_labeler", labeler=wildcards.labeler),
         cfg=lambda wildcards: labeler_config(wildcards.labeler, "predict"),
         decodings=["raw"],
     log:

@@ -64,6 +64,41 @@ def test_closure_follows_the_names_a_command_uses(toy):
     assert modules == {"cli", "__init__", "errors", "two", "shared", "three"} and files == set()
 
 
+def test_skipped_names_are_not_followed(toy):
+    source = PackageSource(toy)
+    # main mentions both commands; skipping _cmd_two leaves what _cmd_one reaches
+    assert source.closure(["cli:main"])[0] == {"cli", "__init__", "errors", "one", "two", "shared", "three"}
+    assert source.closure(["cli:main"], skip=["cli:_cmd_two"])[0] == {"cli", "__init__", "errors", "one", "shared"}
+    assert code_hash(toy, "cli:main", skip=["cli:_cmd_two"]) != code_hash(toy, "cli:main")
+    (toy / "two.py").write_text(TOY["two.py"] + "\n\nCONSTANT = 2\n")
+    assert PackageSource(toy).code_hash("cli:main", skip=["cli:_cmd_two"]) == code_hash(toy, "cli:main", skip=["cli:_cmd_two"])
+    with pytest.raises(KeyError, match="cannot skip 'cli:nope'"):
+        source.closure(["cli:main"], skip=["cli:nope"])
+
+
+def test_labeler_rules_hash_only_their_kinds_classes():
+    """rules/common.smk's LABELER_CLASSES: the classes labeler_for gives each kind (with their
+    bases in the package); a charngram rule's code leaves seq2seq out, a seq2seq rule's charngram."""
+    import ast
+
+    from prodcat.labeler import LABELERS
+
+    text = (REPO / "rules" / "common.smk").read_text()
+    block = re.search(r"^LABELER_CLASSES = (\{.*?^\})", text, flags=re.M | re.S).group(1)
+    classes = ast.literal_eval(block)
+    assert set(classes) == set(LABELERS)
+    for kind, cls in LABELERS.items():
+        assert classes[kind] == [c.__name__ for c in cls.__mro__ if c.__module__ == "prodcat.labeler" and
+                                 c.__name__ != "Labeler"], kind
+    source = PackageSource(REPO / "src" / "prodcat")
+    every = {c for names in classes.values() for c in names}
+    for entry in ("workflow:train_labeler", "workflow:predict_labeler", "workflow:score_candidates"):
+        reach = {kind: source.closure([entry], skip=[f"labeler:{c}" for c in every - set(mine)])[0]
+                 for kind, mine in classes.items()}
+        assert "charngram" in reach["charngram"] and "seq2seq" not in reach["charngram"], entry
+        assert "seq2seq" in reach["text"] and "charngram" not in reach["text"] and "charngram" not in reach["multimodal"]
+
+
 def test_hash_changes_with_code_only(toy):
     one, two = code_hash(toy, "cli:_cmd_one"), code_hash(toy, "cli:_cmd_two")
     assert re.fullmatch(r"[0-9a-f]{12}", one) and one != two
@@ -131,7 +166,7 @@ def test_every_rule_that_runs_the_package_hashes_the_code_its_command_runs():
         if not script and not command:
             assert "package_code(" not in block, name
             continue
-        entry = re.search(r'code=package_code\("([^"]+)"\)', block)
+        entry = re.search(r'code=(?:lambda wildcards: )?package_code\("([^"]+)"(?:\)|, labeler=wildcards\.labeler\))', block)
         assert entry, f"rule {name} runs the package but has no code=package_code(...) param"
         if script:
             called = re.search(r"from prodcat\.workflow import (\w+)", (REPO / "rules" / script.group(1)).read_text())

@@ -239,20 +239,30 @@ def workflow_copy(root: Path) -> Path:
 
 
 def charngram_chain(cfg: dict) -> list[Pattern]:
-    """prodcat/charngram.py: every labeler rule runs one script per task through the Labeler
-    interface (prodcat.labeler.labeler_for reaches every kind), so every labeler's training,
-    prediction, candidate scores and charngram's ranked alternatives, and all that reads them;
-    not the data stages, the stand-in base models or the namer, whose code does not reach it."""
-    patterns = [Pattern("train_labeler"), Pattern("predict_labeler"), Pattern("train_charngram"),
-                Pattern("predict_charngram"), Pattern("correct"), Pattern("score_candidates"),
-                Pattern("score_candidates_charngram"), Pattern("list_alternatives"), Pattern("vote"),
-                Pattern("submission")]
-    return patterns + downstream_of_labelers(cfg, list(cfg["labelers"]))
+    """prodcat/charngram.py: a labeler rule hashes only its kind's code (rules/common.smk,
+    package_code(labeler=...)), so the charngram labelers' training, prediction, correction, ranked
+    alternatives and candidate scores rerun, and what reads them: every member's candidate scores
+    (charngram's paths are candidates), every vote (its validation accuracy breaks the ties), the
+    stacks. Not the seq2seq labelers' training or prediction, the data stages or the namer."""
+    ngram = [name for name, lab in cfg["labelers"].items() if lab["kind"] == "charngram"]
+    patterns = [Pattern("train_charngram"), Pattern("predict_charngram"), Pattern("list_alternatives"),
+                Pattern("score_candidates_charngram"), Pattern("vote")]
+    patterns += [Pattern("correct", {"labeler": name}) for name in ngram]
+    patterns += [Pattern("submission", {"model": name}) for name in cfg["ensemble"]["members"]]
+    return patterns + downstream_of_labelers(cfg, ngram)
 
 
 # Each case: (module, expected reruns); the edit adds a function to the module.
+def seq2seq_chain(cfg: dict) -> list[Pattern]:
+    """prodcat/seq2seq.py: every seq2seq labeler's chain (training to the report); charngram's
+    training, prediction and ranked alternatives stay (its candidate scores rerun: the candidates
+    change)."""
+    return [p for name, lab in cfg["labelers"].items() if lab["kind"] != "charngram" for p in labeler_chain(cfg, name)]
+
+
 CODE_CASES = {
     "charngram": ("charngram.py", charngram_chain),
+    "seq2seq": ("seq2seq.py", seq2seq_chain),
     # prodcat submission only: the submission files and the target that lists them
     "submission": ("submission.py", lambda cfg: [Pattern("submission"), Pattern("all")]),
 }

@@ -112,13 +112,20 @@ class PackageSource:
                     files.add(node.value)
         return used, files
 
-    def closure(self, entries) -> tuple[set[str], set[str]]:
-        """The modules and data files reachable from entries ("module:name" or "module")."""
+    def closure(self, entries, skip=()) -> tuple[set[str], set[str]]:
+        """The modules and data files reachable from entries ("module:name" or "module"), not
+        following the top-level names in skip ("module:name": code the command cannot run, such as
+        the Labeler classes of other kinds than the rule's)."""
         todo = []
         for entry in entries:
             module, _, name = entry.partition(":")
             todo.append((module, name or WHOLE_MODULE))
         seen, modules, files = set(), set(), set()
+        for entry in skip:
+            module, _, name = entry.partition(":")
+            if module not in self.modules or name not in self.definitions(module):
+                raise KeyError(f"cannot skip {entry!r}: no such top-level name in {self.dir}")
+            seen.add((module, name))
         while todo:
             item = todo.pop()
             if item in seen:
@@ -147,9 +154,10 @@ class PackageSource:
         tree = ast.parse((self.dir / f"{module}.py").read_text(encoding="utf-8"))
         return ast.dump(_strip_docstrings(tree)).encode()
 
-    def code_hash(self, *entries: str) -> str:
-        """12 hex digits over the code of every module (and data file) the entries reach."""
-        modules, files = self.closure(entries)
+    def code_hash(self, *entries: str, skip=()) -> str:
+        """12 hex digits over the code of every module (and data file) the entries reach (see
+        `closure` for skip)."""
+        modules, files = self.closure(entries, tuple(skip))
         digest = hashlib.sha256()
         for module in sorted(modules):
             digest.update(f"{module}.py\0".encode() + self.module_code(module) + b"\0")
@@ -179,6 +187,7 @@ def package_source(package_dir) -> PackageSource:
     return PackageSource(package_dir)
 
 
-def code_hash(package_dir, *entries: str) -> str:
-    """The hash of the package code that `entries` can run (see the module's docstring)."""
-    return package_source(str(package_dir)).code_hash(*entries)
+def code_hash(package_dir, *entries: str, skip=()) -> str:
+    """The hash of the package code that `entries` can run (see the module's docstring), not
+    following the names in skip ("module:name")."""
+    return package_source(str(package_dir)).code_hash(*entries, skip=skip)
