@@ -360,8 +360,12 @@ def test_ranked_alternatives_widen_the_candidates_and_let_the_arbiter_take_a_run
     # the model needs what it was fit with
     with pytest.raises(InputError, match="ranked alternatives"):
         model.predict(members, ["a", "b"], hierarchy)
-    with pytest.raises(InputError, match="integer ranks"):
+    with pytest.raises(InputError, match="column 'rank', row 2: ranked alternatives need integer values, got 2.5"):
         fit_stack(members, ["a", "b"], truth, hierarchy, alternatives={"a": listed.assign(rank=[1, 2.5, 3])})
+    # ranks 1, 2, ... per id: a gap or a repeat (a rank of 10**9 would be a gap) is refused, naming the row
+    for ranks, row in (([1, 2, 10**9], 3), ([1, 1, 2], 2), ([2, 3, 4], 1)):
+        with pytest.raises(InputError, match=f"file a, column 'rank', row {row}: indoml_id 1: ranks must be 1, 2"):
+            fit_stack(members, ["a", "b"], truth, hierarchy, alternatives={"a": listed.assign(rank=ranks)})
 
     # synthetic: the strong member's runner-up is often right, and a weak member's scores of every
     # candidate say which; the candidates of the members' predictions alone cannot reach it

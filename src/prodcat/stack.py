@@ -189,15 +189,35 @@ def _alternative_paths(table: pd.DataFrame, ids: np.ndarray, k: int, lookup: _Pa
     missing = [c for c in ("indoml_id", "rank", *LEVELS) if c not in table.columns]
     if missing:
         raise InputError(source, f"ranked alternatives lack column(s) {', '.join(missing)}", column=missing[0])
-    rank = pd.to_numeric(table["rank"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    if not (np.isfinite(rank) & (rank >= 1) & (rank == np.round(rank))).all():
-        raise InputError(source, "ranked alternatives need integer ranks >= 1", column="rank")
+    table_ids, rank = _ranked_ids(table, source)
     out = np.full((len(ids), k), -1, dtype=np.int64)
     keep = rank <= k
-    position = pd.Index(ids).get_indexer(table["indoml_id"].to_numpy(dtype=np.int64)[keep])
+    position = pd.Index(ids).get_indexer(table_ids[keep])
     found = position >= 0
     out[position[found], rank[keep][found].astype(np.int64) - 1] = lookup.path_ids(table[keep])[found]
     return out
+
+
+def _ranked_ids(table: pd.DataFrame, source) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, ranks) of a ranked-alternatives table, checked: integer ids, and each id's ranks
+    exactly 1, 2, ..., n (so k, the largest rank, is bounded by the table's length)."""
+    ids = pd.to_numeric(table["indoml_id"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    rank = pd.to_numeric(table["rank"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    for values, column in ((ids, "indoml_id"), (rank, "rank")):
+        bad = ~(np.isfinite(values) & (values == np.round(values)))
+        if bad.any():
+            at = int(np.argmax(bad))
+            raise InputError(source, f"ranked alternatives need integer values, got {table[column].tolist()[at]!r}",
+                             column=column, row=at + 1)
+    order = np.lexsort((rank, ids))
+    start = np.r_[True, ids[order][1:] != ids[order][:-1]]
+    expected = np.arange(len(order)) - np.maximum.accumulate(np.where(start, np.arange(len(order)), 0)) + 1
+    wrong = rank[order] != expected
+    if wrong.any():
+        at = int(order[np.argmax(wrong)])
+        raise InputError(source, f"indoml_id {int(ids[at])}: ranks must be 1, 2, ... without gaps or repeats",
+                         column="rank", row=at + 1)
+    return ids.astype(np.int64), rank.astype(np.int64)
 
 
 # ---- candidates and features --------------------------------------------------------------------
@@ -512,9 +532,10 @@ def _layout(predictions, names, candidate_scores, rows, alternatives=None) -> La
     for name, table in (alternatives or {}).items():
         if name not in names:
             raise ValueError(f"ranked alternatives of {name}, which is not a member ({', '.join(names)})")
-        if "rank" not in table.columns:
-            raise InputError(name, "ranked alternatives lack column(s) rank", column="rank")
-        counts[name] = int(pd.to_numeric(table["rank"], errors="coerce").max()) if len(table) else 0
+        missing = [c for c in ("indoml_id", "rank") if c not in table.columns]
+        if missing:
+            raise InputError(name, f"ranked alternatives lack column(s) {', '.join(missing)}", column=missing[0])
+        counts[name] = int(_ranked_ids(table, name)[1].max()) if len(table) else 0
     return Layout(tuple(names), score_columns, candidate_columns, rows is not None and "description" in rows.columns,
                   {n: k for n, k in counts.items() if k >= 1})
 
