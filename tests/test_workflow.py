@@ -83,39 +83,39 @@ def test_bad_config_fails_for_its_own_reason(tmp_path, case):
     assert not (tmp_path / "results").exists()
 
 
-def test_names_ablation_adds_flant5_on_descriptions_with_the_same_budget():
+def ablation_labeler(configfile: str, base: str, added: str) -> tuple[dict, dict]:
+    """(config.yaml's labeler `base`, the ablation's one labeler, which must be named `added`)."""
     import yaml
 
-    flant5 = yaml.safe_load((REPO / "config.yaml").read_text())["labelers"]["flant5"]
-    ablation = yaml.safe_load((REPO / "configs" / "ablation_names.yaml").read_text())["labelers"]
-    assert list(ablation) == ["flant5_desc"]
-    on_descriptions = ablation["flant5_desc"]
+    original = yaml.safe_load((REPO / "config.yaml").read_text())["labelers"][base]
+    ablation = yaml.safe_load((REPO / configfile).read_text())["labelers"]
+    assert list(ablation) == [added]
+    return original, ablation[added]
+
+
+def dry_run_plans_both(configfile: str, base: str, added: str) -> None:
+    proc = run_snakemake("-n", "--configfile", configfile, "--config", f"results=/tmp/prodcat-dryrun-{added}")
+    out = proc.stdout + proc.stderr
+    assert f"wildcards: labeler={added}" in out and f"wildcards: labeler={base}" in out
+
+
+def test_names_ablation_adds_flant5_on_descriptions_with_the_same_budget():
+    flant5, on_descriptions = ablation_labeler("configs/ablation_names.yaml", "flant5", "flant5_desc")
     assert (flant5["source"], on_descriptions["source"]) == ("name", "description")
     # the same model, budget and decoding: only what it reads differs
     for key in ("kind", "base", "train", "predict"):
         assert on_descriptions[key] == flant5[key], key
-    proc = run_snakemake("-n", "--configfile", "configs/ablation_names.yaml", "--config",
-                         "results=/tmp/prodcat-dryrun-ablation-names")
-    out = proc.stdout + proc.stderr
-    assert "wildcards: labeler=flant5_desc" in out and "wildcards: labeler=flant5" in out
+    dry_run_plans_both("configs/ablation_names.yaml", "flant5", "flant5_desc")
 
 
 def test_fusion_ablation_differs_from_mmbyt5_in_fusion_only():
-    import yaml
-
-    mmbyt5 = yaml.safe_load((REPO / "config.yaml").read_text())["labelers"]["mmbyt5"]
-    ablation = yaml.safe_load((REPO / "configs" / "ablation_fusion.yaml").read_text())["labelers"]
-    assert list(ablation) == ["mmbyt5_prepend"]
-    prepend = ablation["mmbyt5_prepend"]
+    mmbyt5, prepend = ablation_labeler("configs/ablation_fusion.yaml", "mmbyt5", "mmbyt5_prepend")
     assert (mmbyt5["fusion"], prepend["fusion"]) == ("first", "prepend")
     # the same model, side features, training budget and decoding: only where the features go differs
     assert set(prepend) == set(mmbyt5)
     for key in set(mmbyt5) - {"fusion"}:
         assert prepend[key] == mmbyt5[key], key
-    proc = run_snakemake("-n", "--configfile", "configs/ablation_fusion.yaml", "--config",
-                         "results=/tmp/prodcat-dryrun-ablation-fusion")
-    out = proc.stdout + proc.stderr
-    assert "wildcards: labeler=mmbyt5_prepend" in out and "wildcards: labeler=mmbyt5" in out
+    dry_run_plans_both("configs/ablation_fusion.yaml", "mmbyt5", "mmbyt5_prepend")
 
 
 def test_paper_config_validates_and_names_the_hub_models():

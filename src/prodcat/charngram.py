@@ -310,6 +310,12 @@ def _merge_params(params: dict | None) -> dict:
     return merged
 
 
+def _log_partition(scores: np.ndarray) -> np.ndarray:
+    """log Σ_paths exp(score) per row (rows × paths, float64), computed stably."""
+    top = scores.max(axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+
+
 @dataclass
 class CharNgramLabeler:
     """Path naive Bayes over character n-grams (see the module docstring)."""
@@ -364,10 +370,8 @@ class CharNgramLabeler:
             if len(mine) == 0:
                 continue
             scores = self._scores(X[s:s + step]).astype(np.float64)
-            top = scores.max(axis=1, keepdims=True)
-            log_norm = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
             local = position[mine] - s
-            logprob[mine] = scores[local, path_id[mine]] - log_norm[local]
+            logprob[mine] = scores[local, path_id[mine]] - _log_partition(scores)[local]
         out = paths.copy()
         out["logprob"] = logprob
         return out
@@ -387,10 +391,8 @@ class CharNgramLabeler:
             scores = self._scores(X[s:s + step]).astype(np.float64)
             # stable sort on -score: the first path in path order wins a tie, as in argmax
             top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            peak = scores[np.arange(len(scores)), top[:, 0]]
-            log_norm = peak + np.log(np.exp(scores - peak[:, None]).sum(axis=1))
             best[s:s + step] = top
-            logprob[s:s + step] = np.take_along_axis(scores, top, axis=1) - log_norm[:, None]
+            logprob[s:s + step] = np.take_along_axis(scores, top, axis=1) - _log_partition(scores)[:, None]
         flat = best.ravel()
         out = pd.DataFrame({"indoml_id": np.repeat(rows["indoml_id"].to_numpy(dtype=np.int64), k),
                             "rank": np.tile(np.arange(1, k + 1), X.shape[0])})

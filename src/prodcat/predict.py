@@ -142,14 +142,13 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
         if keep:
             write_parquet(names, keep / "names.parquet")
 
-    corrected, scorers, listers = {}, {}, {}
+    corrected, loaded = {}, {}  # loaded: name → (labeler, the rows as it reads them)
     for name, cfg in manifest["labelers"].items():
         labeler = load_labeler(results_dir / "models" / name, cfg)
         source_rows = with_names(rows, names) if labeler.source == "name" else rows
         raw, summary = labeler.predict(source_rows)
         log.info("%s: %d rows, %d parse failures", name, len(raw), summary.parse_failures)
-        scorers[name] = lambda paths, labeler=labeler, source_rows=source_rows: labeler.score_paths(source_rows, paths)
-        listers[name] = lambda k, labeler=labeler, source_rows=source_rows: labeler.alternatives(source_rows, k)
+        loaded[name] = (labeler, source_rows)
         corrected[name] = correct_predictions(raw, hierarchy, method=manifest["correction"]["method"],
                                               salvage=manifest["correction"]["salvage"])
         if keep:
@@ -163,7 +162,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
         arbiter = StackModel.load(results_dir / manifest["stack_model"])
         candidate_scores = {}
         # the k best paths of members that rank every path (charngram): more candidates
-        alternatives = {m: listers[m](k) for m, k in arbiter.layout.alternatives.items()}
+        alternatives = {m: loaded[m][0].alternatives(loaded[m][1], k) for m, k in arbiter.layout.alternatives.items()}
         if keep:
             for m, table in alternatives.items():
                 write_parquet(table, keep / f"{m}.alternatives.parquet")
@@ -171,7 +170,8 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
             from .stack import candidate_union
 
             paths = candidate_union([corrected[m] for m in models] + list(alternatives.values()), hierarchy)
-            candidate_scores = {m: scorers[m](paths) for m in arbiter.layout.candidate_columns}
+            candidate_scores = {m: loaded[m][0].score_paths(loaded[m][1], paths)
+                                for m in arbiter.layout.candidate_columns}
             if keep:
                 for m, table in candidate_scores.items():
                     write_parquet(table, keep / f"{m}.candidates.parquet")

@@ -17,42 +17,35 @@ def _named_tables(items):
     return [read_predictions(path) for _, path in named], [name for name, _ in named], named
 
 
-def _candidate_scores(items, names, source) -> dict:
-    """--scores NAME=PATH: each named member's scores of the candidates (prodcat.stack)."""
+def _member_tables(option, items, names, source, columns, what) -> dict:
+    """OPTION NAME=PATH items: a table per named member (several rows per id, so not a predictions
+    table), each with the given columns."""
     if not items:
         return {}
     from .io import parse_named_paths, read_table
 
     named = parse_named_paths(items)
-    # several rows per id (one per candidate path): not a predictions table
-    tables, score_names = [read_table(path) for _, path in named], [name for name, _ in named]
-    unknown = [n for n in score_names if n not in names]
+    unknown = [name for name, _ in named if name not in names]
     if unknown:
-        raise InputError(source, f"--scores names {', '.join(unknown)}, which no NAME=PATH member has")
-    for table, (name, path) in zip(tables, named):
-        for column in ("indoml_id", "logprob"):
+        raise InputError(source, f"{option} names {', '.join(unknown)}, which no NAME=PATH member has")
+    tables = {}
+    for name, path in named:
+        table = read_table(path)
+        for column in columns:
             if column not in table.columns:
-                raise InputError(path, f"candidate scores need a {column} column", column=column)
-    return dict(zip(score_names, tables))
+                raise InputError(path, f"{what} need a {column} column", column=column)
+        tables[name] = table
+    return tables
+
+
+def _candidate_scores(items, names, source) -> dict:
+    """--scores NAME=PATH: each named member's scores of the candidates (prodcat.stack)."""
+    return _member_tables("--scores", items, names, source, ("indoml_id", "logprob"), "candidate scores")
 
 
 def _alternatives(items, names, source) -> dict:
     """--alternatives NAME=PATH: a member's ranked alternatives, extra candidates (prodcat.stack)."""
-    if not items:
-        return {}
-    from .io import parse_named_paths, read_table
-
-    named = parse_named_paths(items)
-    out = {}
-    for name, path in named:
-        if name not in names:
-            raise InputError(source, f"--alternatives names {name}, which no NAME=PATH member has")
-        table = read_table(path)  # several rows per id (one per rank): not a predictions table
-        for column in ("indoml_id", "rank"):
-            if column not in table.columns:
-                raise InputError(path, f"ranked alternatives need a {column} column", column=column)
-        out[name] = table
-    return out
+    return _member_tables("--alternatives", items, names, source, ("indoml_id", "rank"), "ranked alternatives")
 
 
 def _cmd_stack_fit(args):
