@@ -34,8 +34,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import LEVELS  # noqa: E402
-from prodcat.charngram import CharNgramLabeler, train_charngram  # noqa: E402
-from prodcat.hierarchy import Hierarchy  # noqa: E402
+from prodcat.labelers.charngram import CharNgramLabeler, train_charngram  # noqa: E402
+from prodcat.data.hierarchy import Hierarchy  # noqa: E402
 
 log = logging.getLogger("charngram_scale")
 

@@ -28,15 +28,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import LEVELS  # noqa: E402
-from prodcat.constrained import (  # noqa: E402
+from prodcat.labelers.constrained import (  # noqa: E402
     IncrementalStates,
     PathTrie,
     constrained_logits_processor,
     max_target_tokens,
     prefix_allowed_tokens_fn,
 )
-from prodcat.hierarchy import Hierarchy  # noqa: E402
-from prodcat.target_text import format_target, parse_target  # noqa: E402
+from prodcat.data.hierarchy import Hierarchy  # noqa: E402
+from prodcat.data.target_text import format_target, parse_target  # noqa: E402
 
 DIMS = {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_heads": 4, "dropout_rate": 0.0}
 
@@ -124,8 +124,8 @@ def generation(trie: PathTrie, hierarchy: Hierarchy, texts: list[str], batch_siz
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, LogitsProcessorList
 
-    from prodcat.device import pick_device
-    from prodcat.tiny_models import build_tiny_byt5
+    from prodcat.runtime.device import pick_device
+    from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
     device, dtype = pick_device()
     known = hierarchy.path_set()
@@ -206,7 +206,7 @@ def main(argv=None) -> dict:
     import torch
     from transformers import ByT5Tokenizer
 
-    from prodcat.device import describe_device
+    from prodcat.runtime.device import describe_device
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -1,14 +1,14 @@
 """The paper's CUDA path at real shapes, in one short run (for a lent GPU; `bench/gpu_check.sh`).
 
-Random-init models at the real configurations (prodcat.paper_models), through the project's own
+Random-init models at the real configurations (prodcat.standins.paper_models), through the project's own
 code paths, in bf16 on CUDA:
   1. byt5-small and flan-t5-base: bf16-autocast training steps at batch 32 and the paper's lengths
      (seconds a step, peak CUDA memory against bench/paper_shapes.py's plan);
-  2. the 8B-shaped Llama written as a checkpoint, then prodcat.namer.train_adapter on it: 8-bit
+  2. the 8B-shaped Llama written as a checkpoint, then prodcat.names.namer.train_adapter on it: 8-bit
      base (bitsandbytes), LoRA r 16 on every projection, gradient checkpointing, a few steps;
-  3. prodcat.merge.merge_lora of that adapter (CPU) and teacher-style generation rows/s with
-     prodcat.namer.generate_token_ids at batch 64 and 256 (bf16).
-The namer's training profiles 2 of its 4 steps (prodcat.profiling, CPU + CUDA activities): its
+  3. prodcat.names.merge.merge_lora of that adapter (CPU) and teacher-style generation rows/s with
+     prodcat.names.namer.generate_token_ids at batch 64 and 256 (bf16).
+The namer's training profiles 2 of its 4 steps (prodcat.runtime.profiling, CPU + CUDA activities): its
 self CUDA time per step shows that Table 2's CUDA column fills on a GPU.
 
     python bench/gpu_check.py --out DIR [--smoke]
@@ -42,7 +42,7 @@ def cuda_peak_gib(reset: bool = False):
 def t5_steps(arch: str, smoke: bool, device: str) -> dict:
     import torch
 
-    from prodcat import paper_models
+    from prodcat.standins import paper_models
 
     narrow = {"num_layers": 2, "num_decoder_layers": 1, "d_model": 64, "d_ff": 128, "num_heads": 2} if smoke else {}
     batch, source, target = (4, 16, 24) if smoke else {"byt5": (32, 69, 166), "flant5": (32, 48, 64)}[arch]
@@ -74,9 +74,9 @@ def llama_checkpoint(work: Path, smoke: bool) -> Path:
     import torch
     import yaml
 
-    from prodcat import paper_models
-    from prodcat.io import ingest
-    from prodcat.tiny_llama import build_tiny_tokenizer
+    from prodcat.standins import paper_models
+    from prodcat.data.io import ingest
+    from prodcat.standins.tiny_llama import build_tiny_tokenizer
     from prodcat.workflow import tokenizer_corpus
 
     templates = yaml.safe_load((REPO / "config.yaml").read_text())["namer"]["templates"]
@@ -105,8 +105,8 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
     import pandas as pd
     import yaml
 
-    from prodcat import namer
-    from prodcat.io import ingest
+    from prodcat.names import namer
+    from prodcat.data.io import ingest
 
     templates = yaml.safe_load((REPO / "config.yaml").read_text())["namer"]["templates"]
     rows = ingest(REPO / "data/sample/train.parquet").head(64)
@@ -123,13 +123,13 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
              "loss": metrics["train_loss"], "steps": metrics["global_step"],
              "profile": {k: metrics["profile"].get(k) for k in ("activities", "recorded_steps", "self_cpu_ms_per_step",
                                                                 "self_cuda_ms_per_step", "overhead_seconds", "error")}}
-    from prodcat.merge import merge_lora
+    from prodcat.names.merge import merge_lora
 
     started = time.time()
     merge_lora(base, work / "namer" / "adapter", work / "merged")
     merge = {"seconds": time.time() - started}
     model, tokenizer = namer.load_causal_lm(work / "merged")
-    from prodcat.prompts import teacher_messages
+    from prodcat.names.prompts import teacher_messages
 
     chats = [teacher_messages(row, templates) for row in rows.to_dict("records")]
     generation = {}

@@ -1,6 +1,6 @@
 """Benchmark and scoring for the name-synthesis branch.
 
-speed: rows/s and tokens/s of batched greedy generation through `prodcat.namer` (the code the
+speed: rows/s and tokens/s of batched greedy generation through `prodcat.names.namer` (the code the
 naming rules run: prompts tokenised a batch at a time), at several batch sizes, with the prompts
 sorted by length over the whole split (what the rules do) and, with --unsorted, in input order
 (batches of consecutive rows) for comparison. Prompts are the default config's teacher or student
@@ -41,10 +41,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from prodcat import namer  # noqa: E402
-from prodcat.io import read_rows, read_table  # noqa: E402
-from prodcat.prompts import student_messages, teacher_messages  # noqa: E402
-from prodcat.tiny_llama import build_tiny_llama  # noqa: E402
+from prodcat.names import namer  # noqa: E402
+from prodcat.data.io import read_rows, read_table  # noqa: E402
+from prodcat.names.prompts import student_messages, teacher_messages  # noqa: E402
+from prodcat.standins.tiny_llama import build_tiny_llama  # noqa: E402
 from prodcat.workflow import tokenizer_corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ host memory on this CPU machine, the same quantity a GPU run would hold in devic
 model and its buffers:
 
   train             the paper's LoRA step: 8-bit base, gradient checkpointing, 2 optimizer steps
-  merge             prodcat.merge.merge_lora: tensor by tensor from the safetensors, bf16
+  merge             prodcat.names.merge.merge_lora: tensor by tensor from the safetensors, bf16
   merge_fp32_peft   what the namer did before: the base reloaded in fp32, PEFT merge_and_unload
-  flops_meta        prodcat.namer.training_step_costs: the LoRA step's FLOPs on the meta device
+  flops_meta        prodcat.names.namer.training_step_costs: the LoRA step's FLOPs on the meta device
   flops_fp32_full   what Table 2 did before: a full fp32 forward + backward of the merged model
 
     .venv/bin/python bench/namer_memory.py [--work /tmp/namer-memory] [--layers 2] [--batch 4]
@@ -42,11 +42,11 @@ def build(work: Path, layers: int, rows: int) -> None:
     import pandas as pd
     import torch
 
-    from prodcat import paper_models
-    from prodcat.tiny_llama import build_tiny_tokenizer
+    from prodcat.standins import paper_models
+    from prodcat.standins.tiny_llama import build_tiny_tokenizer
     from prodcat.workflow import tokenizer_corpus
 
-    from prodcat.io import ingest
+    from prodcat.data.io import ingest
 
     train = ingest(REPO / "data/sample/train.parquet").head(rows)
     names = pd.read_parquet(REPO / "data/sample/names.parquet")
@@ -74,7 +74,7 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
-    from prodcat import namer
+    from prodcat.names import namer
 
     rows = pd.read_parquet(work / "rows.parquet")
     params = {**namer.DEFAULT_TRAIN_PARAMS, "r": 16, "alpha": 16, "load_in_8bit": True, "gradient_checkpointing": True,
@@ -86,7 +86,7 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
         namer.train_adapter(work / "base", rows, work / "namer", params, templates=templates(),
                             checkpoint_dir=work / "checkpoints")
     elif stage == "merge":
-        from prodcat.merge import merge_lora
+        from prodcat.names.merge import merge_lora
 
         merge_lora(work / "base", work / "namer" / "adapter", work / "merged")
     elif stage == "merge_fp32_peft":
@@ -98,8 +98,8 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
     elif stage == "flops_meta":
         print(json.dumps(namer.training_step_costs(work / "base", rows, templates(), params)))
     elif stage == "flops_fp32_full":
-        from prodcat.efficiency import training_step_flops
-        from prodcat.prompts import student_messages
+        from prodcat.runtime.efficiency import training_step_flops
+        from prodcat.names.prompts import student_messages
 
         model, tokenizer = namer.load_causal_lm(work / "merged", dtype=torch.float32)
         tokenizer.padding_side = "right"

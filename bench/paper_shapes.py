@@ -1,7 +1,7 @@
 """The paper's models at their real shapes: parameters, a memory plan per rule, and CPU timings.
 
 1. Parameters of byt5-small, flan-t5-base, the multimodal ByT5 and Llama-3.1-8B + the paper's LoRA,
-   counted on the meta device (prodcat.paper_models), next to PRMAS's Table 2.
+   counted on the meta device (prodcat.standins.paper_models), next to PRMAS's Table 2.
 2. A GPU memory plan per rule of configs/paper.yaml (bf16; the namer's base in 8-bit): weights,
    gradients, optimizer state and activations. Weights, gradients and optimizer state follow from
    the parameter counts and dtypes; activations are MEASURED: the bytes autograd saves for the
@@ -77,7 +77,7 @@ def t5_child(arch: str, out: Path) -> None:
     """Real-size random-init T5 on this CPU: activations, a timed training step, generation rows/s."""
     import torch
 
-    from prodcat import paper_models
+    from prodcat.standins import paper_models
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -113,7 +113,7 @@ def llama_child(out: Path) -> None:
     activation bytes of a layer and of the head, to scale to 32 layers."""
     import torch
 
-    from prodcat import paper_models
+    from prodcat.standins import paper_models
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -141,7 +141,7 @@ def run_child(args: list[str]) -> dict:
 
 def plan(counts: dict, t5: dict, llama_act: dict) -> list[dict]:
     """GPU memory per rule (GiB)."""
-    from prodcat import paper_models
+    from prodcat.standins import paper_models
 
     rows = []
     for arch, model in (("byt5", "byt5"), ("mmbyt5", "byt5"), ("flant5", "flant5")):
@@ -193,7 +193,7 @@ def main() -> None:
         kind, out = args.child[0], Path(args.child[-1])
         return llama_child(out) if kind == "llama" else t5_child(kind, out)
 
-    from prodcat.paper_models import parameter_counts
+    from prodcat.standins.paper_models import parameter_counts
 
     counts = parameter_counts()
     print("## Parameters (meta device) vs PRMAS Table 2\n\n| model | from config | as loaded from the hub | Table 2 | difference |\n|---|---|---|---|---|")

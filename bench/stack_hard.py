@@ -1,4 +1,4 @@
-"""A harder check of the learned arbiter (prodcat.stack) than the bundled sample: rows over the real
+"""A harder check of the learned arbiter (prodcat.ensemble.stack) than the bundled sample: rows over the real
 IndoML label space (12,885 paths) with receipt-style noise, and members of very unequal accuracy.
 
 * Rows: `charngram_scale.synthesize` (pseudo product names per path, noised like receipt lines:
@@ -48,13 +48,13 @@ sys.path.insert(0, str(HERE))
 from charngram_scale import synthesize  # noqa: E402
 
 from prodcat import LEVELS  # noqa: E402
-from prodcat.charngram import train_charngram  # noqa: E402
-from prodcat.correct import correct_predictions  # noqa: E402
-from prodcat.hierarchy import Hierarchy  # noqa: E402
-from prodcat.metrics import score  # noqa: E402
-from prodcat.stack import candidate_union, cross_fit_stack, fit_stack  # noqa: E402
-from prodcat.target_text import format_target  # noqa: E402
-from prodcat.vote import vote_predictions  # noqa: E402
+from prodcat.labelers.charngram import train_charngram  # noqa: E402
+from prodcat.ensemble.correct import correct_predictions  # noqa: E402
+from prodcat.data.hierarchy import Hierarchy  # noqa: E402
+from prodcat.report.metrics import score  # noqa: E402
+from prodcat.ensemble.stack import candidate_union, cross_fit_stack, fit_stack  # noqa: E402
+from prodcat.data.target_text import format_target  # noqa: E402
+from prodcat.ensemble.vote import vote_predictions  # noqa: E402
 
 log = logging.getLogger("stack_hard")
 ERROR_KINDS = {"sibling_brand": 0.45, "sibling_module": 0.25, "random_path": 0.15, "typo_brand": 0.15}

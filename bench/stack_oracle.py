@@ -28,11 +28,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from prodcat import LEVELS  # noqa: E402
-from prodcat.hierarchy import Hierarchy  # noqa: E402
-from prodcat.io import read_rows  # noqa: E402
-from prodcat.labeler import load_labeler  # noqa: E402
-from prodcat.metrics import score  # noqa: E402
-from prodcat.stack import cross_fit_stack, fit_stack  # noqa: E402
+from prodcat.data.hierarchy import Hierarchy  # noqa: E402
+from prodcat.data.io import read_rows  # noqa: E402
+from prodcat.labelers.interface import load_labeler  # noqa: E402
+from prodcat.report.metrics import score  # noqa: E402
+from prodcat.ensemble.stack import cross_fit_stack, fit_stack  # noqa: E402
 
 STAGES = ("corrected", "joint", "constrained")
 

@@ -18,8 +18,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import LEVELS  # noqa: E402
-from prodcat.hierarchy import Hierarchy  # noqa: E402
-from prodcat.target_text import format_target  # noqa: E402
+from prodcat.data.hierarchy import Hierarchy  # noqa: E402
+from prodcat.data.target_text import format_target  # noqa: E402
 
 DEFAULT_RATES = {
     "typo": 0.08,  # per level

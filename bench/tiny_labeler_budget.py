@@ -1,6 +1,6 @@
 """Training budget of the tiny ByT5 stand-in: seconds against corrected validation accuracy.
 
-Builds a fresh stand-in with the given dimensions, trains it with `prodcat.seq2seq.train_labeler`
+Builds a fresh stand-in with the given dimensions, trains it with `prodcat.labelers.seq2seq.train_labeler`
 on a finished run's split, predicts the validation rows, corrects them top-down (with salvage) and
 scores them; with --profile it instead prints torch's profile of one training step (which ops
 the CPU time goes to). This is how the default config's tiny dimensions and epochs were chosen.
@@ -23,7 +23,7 @@ def profile_step(dims: dict, batch: int, source: int, target: int, threads: int)
     from torch.profiler import ProfilerActivity, profile
     from transformers import T5ForConditionalGeneration
 
-    from prodcat.tiny_models import build_tiny_byt5
+    from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,11 +53,11 @@ def train_and_score(run: Path, dims: dict, params: dict, threads: int) -> dict:
     import pandas as pd
     import torch
 
-    from prodcat.correct import correct_predictions
-    from prodcat.hierarchy import Hierarchy
-    from prodcat.metrics import score
-    from prodcat.seq2seq import predict_labeler, train_labeler
-    from prodcat.tiny_models import build_tiny_byt5
+    from prodcat.ensemble.correct import correct_predictions
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.report.metrics import score
+    from prodcat.labelers.seq2seq import predict_labeler, train_labeler
+    from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
     torch.set_num_threads(threads)
     train, val = pd.read_parquet(run / "data/train.parquet"), pd.read_parquet(run / "data/val.parquet")

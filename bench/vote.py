@@ -33,9 +33,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import LEVELS  # noqa: E402
-from prodcat.hierarchy import Hierarchy  # noqa: E402
-from prodcat.io import write_json  # noqa: E402
-from prodcat.vote import WEIGHT_SCALE, vote_predictions  # noqa: E402
+from prodcat.data.hierarchy import Hierarchy  # noqa: E402
+from prodcat.data.io import write_json  # noqa: E402
+from prodcat.ensemble.vote import WEIGHT_SCALE, vote_predictions  # noqa: E402
 
 RIGHT = (0.62, 0.52, 0.49, 0.42)  # model 0's chance per level; each further model is 0.03 worse
 ERROR_KINDS = (0.5, 0.4, 0.1)  # sibling, random label, None

@@ -31,7 +31,7 @@ _code_version = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_code_version)
 
 
-# The Labeler classes each kind runs (prodcat.labeler.labeler_for; tests/test_code_version.py checks).
+# The Labeler classes each kind runs (prodcat.labelers.interface.labeler_for; tests/test_code_version.py checks).
 LABELER_CLASSES = {
     "text": ["Seq2SeqLabeler"],
     "multimodal": ["MultimodalLabeler", "Seq2SeqLabeler"],
@@ -46,7 +46,9 @@ def package_code(entry, labeler=None):
     skip = []
     if labeler is not None:
         mine = LABELER_CLASSES[config["labelers"][labeler]["kind"]]
-        skip = sorted({f"labeler:{c}" for classes in LABELER_CLASSES.values() for c in classes if c not in mine})
+        skip = sorted(
+            {f"labelers.interface:{c}" for classes in LABELER_CLASSES.values() for c in classes if c not in mine}
+        )
     return _code_version.code_hash(f"{WORKFLOW_ROOT}/src/prodcat", entry, skip=skip)
 
 
@@ -330,7 +332,7 @@ def ensemble_comparisons():
     ]
 
 
-# What the training rules profile (prodcat.profiling); top_operators only shapes Table 3, so a
+# What the training rules profile (prodcat.runtime.profiling); top_operators only shapes Table 3, so a
 # change of it reruns the report, not the training.
 PROFILE_TRAINING = {key: config["profile"][key] for key in ("enabled", "skip_first", "warmup", "steps")}
 

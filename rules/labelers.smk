@@ -1,5 +1,5 @@
 # The labelers: train → predict → correct. Seq2seq and charngram labelers have rules of their own
-# (GPU vs CPU jobs, their inputs); every rule's script goes through prodcat.labeler.
+# (GPU vs CPU jobs, their inputs); every rule's script goes through prodcat.labelers.interface.
 
 
 rule train_labeler:
@@ -65,7 +65,7 @@ rule predict_labeler:
 
 rule train_charngram:
     # The CPU baseline and fourth voter: character n-grams, multinomial naive Bayes over whole label
-    # paths (prodcat.charngram), so its output is a path of the hierarchy by construction.
+    # paths (prodcat.labelers.charngram), so its output is a path of the hierarchy by construction.
     input:
         train=rows_for_split("train"),
         val=rows_for_split("val"),

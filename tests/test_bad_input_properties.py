@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from prodcat import LEVELS
 from prodcat.cli import main
-from prodcat.io import MAX_PRICE
+from prodcat.data.io import MAX_PRICE
 
 # Derandomized: the same cases on every run, so CI is stable and the count is reproducible.
 # PRODCAT_HYPOTHESIS_CASES=2000 PRODCAT_HYPOTHESIS_RANDOM=1 explores further (random cases).

@@ -6,9 +6,9 @@ import pytest
 from sklearn.naive_bayes import MultinomialNB
 
 from prodcat import LEVELS
-from prodcat.charngram import CharNgramLabeler, hashed_char_ngrams, train_charngram
-from prodcat.errors import InputError
-from prodcat.hierarchy import Hierarchy
+from prodcat.labelers.charngram import CharNgramLabeler, hashed_char_ngrams, train_charngram
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
 
 # Paths whose descriptions carry a distinguishing brand substring and product word; "glenmoor"
 # sits under two modules (brands are not a tree) and "receipt all" has no brand word at all.

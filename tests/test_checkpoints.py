@@ -1,4 +1,4 @@
-from prodcat.checkpoints import last_checkpoint_of_run, run_signature
+from prodcat.runtime.checkpoints import last_checkpoint_of_run, run_signature
 
 
 def test_checkpoints_of_another_run_are_discarded(tmp_path):

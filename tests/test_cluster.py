@@ -175,8 +175,8 @@ def test_sharded_names_equal_an_unsharded_local_run(slurm_run):
     the same model (the stand-in the run built, the namer it trained) and the same settings."""
     import torch
 
-    from prodcat import namer
-    from prodcat.io import read_rows
+    from prodcat.names import namer
+    from prodcat.data.io import read_rows
 
     results, cfg = slurm_run["results"], merged_test_config()
     templates = cfg["namer"]["templates"]

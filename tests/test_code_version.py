@@ -81,22 +81,22 @@ def test_labeler_rules_hash_only_their_kinds_classes():
     bases in the package); a charngram rule's code leaves seq2seq out, a seq2seq rule's charngram."""
     import ast
 
-    from prodcat.labeler import LABELERS
+    from prodcat.labelers.interface import LABELERS
 
     text = (REPO / "rules" / "common.smk").read_text()
     block = re.search(r"^LABELER_CLASSES = (\{.*?^\})", text, flags=re.M | re.S).group(1)
     classes = ast.literal_eval(block)
     assert set(classes) == set(LABELERS)
     for kind, cls in LABELERS.items():
-        assert classes[kind] == [c.__name__ for c in cls.__mro__ if c.__module__ == "prodcat.labeler" and
+        assert classes[kind] == [c.__name__ for c in cls.__mro__ if c.__module__ == "prodcat.labelers.interface" and
                                  c.__name__ != "Labeler"], kind
     source = PackageSource(REPO / "src" / "prodcat")
     every = {c for names in classes.values() for c in names}
     for entry in ("workflow:train_labeler", "workflow:predict_labeler", "workflow:score_candidates"):
-        reach = {kind: source.closure([entry], skip=[f"labeler:{c}" for c in every - set(mine)])[0]
+        reach = {kind: source.closure([entry], skip=[f"labelers.interface:{c}" for c in every - set(mine)])[0]
                  for kind, mine in classes.items()}
-        assert "charngram" in reach["charngram"] and "seq2seq" not in reach["charngram"], entry
-        assert "seq2seq" in reach["text"] and "charngram" not in reach["text"] and "charngram" not in reach["multimodal"]
+        assert "labelers.charngram" in reach["charngram"] and "labelers.seq2seq" not in reach["charngram"], entry
+        assert "labelers.seq2seq" in reach["text"] and "labelers.charngram" not in reach["text"] and "labelers.charngram" not in reach["multimodal"]
 
 
 def test_hash_changes_with_code_only(toy):
@@ -137,7 +137,7 @@ def test_the_package_imports_nothing_by_string():
     """The walk sees import statements only."""
     import ast
 
-    for path in sorted((REPO / "src" / "prodcat").glob("*.py")):
+    for path in sorted((REPO / "src" / "prodcat").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 assert not any(alias.name.startswith("importlib") for alias in node.names), path.name
@@ -178,3 +178,65 @@ def test_every_rule_that_runs_the_package_hashes_the_code_its_command_runs():
         assert entry.group(1) in expected, f"rule {name}: {entry.group(1)}, its command runs {expected}"
         checked += 1
     assert checked >= 25
+
+
+NESTED = {
+    "__init__.py": '"""toy."""\nLEVELS = ("a", "b")\n',
+    "cli.py": "def _cmd_fit(args):\n    from .stage.fit import fit\n    return fit(args)\n\n\n"
+              "def _cmd_other(args):\n    from prodcat.other import run\n    return run(args)\n",
+    "other.py": "def run(args):\n    return args\n",
+    "base/__init__.py": '"""the bottom layer."""\n',
+    "base/errors.py": "class InputError(ValueError):\n    pass\n",
+    "base/io.py": "from .. import LEVELS\nfrom .errors import InputError\n\n\ndef read(path):\n    return LEVELS, path\n",
+    "stage/__init__.py": '"""a stage."""\n',
+    "stage/fit.py": "from ..base.io import read\n\n\ndef fit(args):\n    return read(open('stage.schema.json'))\n",
+    "stage/unused.py": "def never():\n    return 0\n",
+    "stage/stage.schema.json": "{}\n",
+}
+
+
+@pytest.fixture
+def nested(tmp_path) -> Path:
+    package = tmp_path / "prodcat"
+    for name, text in NESTED.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    return package
+
+
+def test_nested_packages_relative_imports_and_parent_inits(nested):
+    """Subpackages: dotted module names, `from ..base.io import` resolved from the importing
+    module's package, each parent package's __init__ reached (Python runs it first), data files in
+    a subfolder found by name."""
+    modules, files = PackageSource(nested).closure(["cli:_cmd_fit"])
+    assert modules == {"cli", "__init__", "stage.__init__", "stage.fit", "base.__init__", "base.io", "base.errors"}
+    assert files == {"stage.schema.json"}
+    assert PackageSource(nested).closure(["cli:_cmd_other"])[0] == {"cli", "__init__", "other"}
+
+    fit, other = code_hash(nested, "cli:_cmd_fit"), code_hash(nested, "cli:_cmd_other")
+
+    def rehash(name, text):
+        (nested / name).write_text(text)
+        return PackageSource(nested).code_hash("cli:_cmd_fit"), PackageSource(nested).code_hash("cli:_cmd_other")
+
+    # code in a parent package's __init__ reruns what is below it, a docstring edit does not
+    assert rehash("base/__init__.py", '"""the bottom layer, documented."""\n') == (fit, other)
+    assert rehash("base/__init__.py", '"""the bottom layer."""\nSEPARATOR = "|"\n') == (
+        PackageSource(nested).code_hash("cli:_cmd_fit"), other)
+    assert PackageSource(nested).code_hash("cli:_cmd_fit") != fit
+    (nested / "base/__init__.py").write_text(NESTED["base/__init__.py"])
+    # a module of the same subpackage that nothing imports, and the root's code, which every module's import runs
+    assert rehash("stage/unused.py", "def never():\n    return 1\n") == (fit, other)
+    changed = rehash("__init__.py", NESTED["__init__.py"] + "SEPARATOR = '|'\n")
+    assert changed[0] != fit and changed[1] != other
+    (nested / "__init__.py").write_text(NESTED["__init__.py"])
+    assert rehash("stage/stage.schema.json", '{"type": "object"}\n')[0] != fit
+
+
+def test_a_folder_without_init_is_no_subpackage_and_data_names_are_unique(nested):
+    (nested / "notes").mkdir()
+    (nested / "notes" / "scratch.py").write_text("x = 1\n")
+    assert "notes.scratch" not in PackageSource(nested).modules
+    (nested / "base" / "stage.schema.json").write_text("{}\n")
+    with pytest.raises(ValueError, match="two data files named stage.schema.json"):
+        PackageSource(nested)

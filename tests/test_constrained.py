@@ -10,16 +10,16 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, ByT5Tokenizer, LogitsProcessorList
 
 from prodcat import LEVELS
-from prodcat.constrained import (
+from prodcat.labelers.constrained import (
     PathTrie,
     constrained_logits_processor,
     max_target_tokens,
     prefix_allowed_tokens_fn,
 )
-from prodcat.hierarchy import Hierarchy
-from prodcat.mmt5 import MultimodalT5ForConditionalGeneration, encode_side_features
-from prodcat.target_text import format_target, parse_target
-from prodcat.tiny_models import build_tiny_byt5, build_tiny_flant5
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.labelers.mmt5 import MultimodalT5ForConditionalGeneration, encode_side_features
+from prodcat.data.target_text import format_target, parse_target
+from prodcat.standins.tiny_seq2seq import build_tiny_byt5, build_tiny_flant5
 
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
 SYLLABLES = ["ba", "ko", "mi", "ru", "te", "san", "lo", "pe", "di", "& co", "2", "x"]

@@ -11,8 +11,8 @@ import pytest
 from rapidfuzz import fuzz
 
 from prodcat import LEVELS
-from prodcat.correct import correct_predictions
-from prodcat.hierarchy import Hierarchy
+from prodcat.ensemble.correct import correct_predictions
+from prodcat.data.hierarchy import Hierarchy
 
 GROCERY = [
     ("food", "dairy", "milk", "arla", 10),
@@ -281,8 +281,8 @@ def test_output_is_always_a_valid_path_and_flags_match_changes(method):
 def test_unparsed_text_is_salvaged_before_correction_and_flagged():
     import pandas as pd
 
-    from prodcat.correct import correct_predictions
-    from prodcat.hierarchy import Hierarchy
+    from prodcat.ensemble.correct import correct_predictions
+    from prodcat.data.hierarchy import Hierarchy
 
     hierarchy = Hierarchy(pd.DataFrame(
         [("food", "dairy", "milk", "moo", 5), ("drinks", "soft", "cola", "fizz", 9)],

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from prodcat.errors import InputError
-from prodcat.hierarchy import Hierarchy
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
 
 
 def test_from_frame_counts_order_and_children(labelled_rows, tmp_path):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from prodcat.hub import SOURCE_FILE, HubError, fetch_model, place_in_hub_cache
+from prodcat.runtime.hub import SOURCE_FILE, HubError, fetch_model, place_in_hub_cache
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

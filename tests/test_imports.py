@@ -1,4 +1,6 @@
-"""prodcat's modules import one another without a cycle, and each imports on its own."""
+"""prodcat's import graph: entry points on top, stage subpackages below them, each subpackage
+importing only from the layers under it, no cycle between modules, and each module importing on its
+own."""
 
 import ast
 import subprocess
@@ -6,29 +8,37 @@ import sys
 from pathlib import Path
 
 import prodcat
+from prodcat.code_version import PackageSource
 
 PACKAGE = Path(prodcat.__file__).parent
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__main__")
+SOURCE = PackageSource(PACKAGE)
+# dotted module names ("cli", "data.io"); a package's own code is "data.__init__"
+MODULES = sorted(m for m in SOURCE.modules if m != "__main__")
+# The entry points (the command line, the rules' steps, prediction from a finished run, the code
+# hash) sit on top and may import anything below; the subpackages, bottom first.
+ENTRY_POINTS = {"__init__", "cli", "stack_cli", "workflow", "predict", "code_version"}
+LAYERS = ["runtime", "data", "labelers", "names", "ensemble", "report", "standins"]
 
 
-def imported_modules(path: Path) -> set[str]:
-    """The prodcat modules a module imports anywhere (top level or inside a function)."""
+def layer_of(module: str) -> int | None:
+    """The index of a module's subpackage in LAYERS; None for the root's modules."""
+    top = module.split(".")[0]
+    return LAYERS.index(top) if "." in module else None
+
+
+def imported_modules(module: str) -> set[str]:
+    """The prodcat modules a module imports anywhere (top level or inside a function), relative or
+    absolute imports alike (prodcat.code_version resolves them); a package's own code counts as
+    its __init__ module."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import a, b
-                found.update(alias.name for alias in node.names)
-            elif node.level == 0 and node.module and node.module.startswith("prodcat."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("prodcat."))
-    return {name for name in found if name in MODULES and name != path.stem}
+    for node in ast.walk(SOURCE.tree(module)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update(target for target, _ in SOURCE.package_imports(module, node))
+    return {name for name in found if name in SOURCE.modules and name != module}
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {name: imported_modules(PACKAGE / f"{name}.py") for name in MODULES}
+    return {name: imported_modules(name) for name in MODULES}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -41,7 +51,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -54,10 +64,43 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_cycle_finder_finds_a_cycle():
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that point up: from a subpackage into an entry point, or into a later layer."""
+    bad = []
+    for module, targets in graph.items():
+        here = layer_of(module)
+        if here is None:
+            continue
+        for target in sorted(targets):
+            there = layer_of(target)
+            if (there is None and target != "__init__") or (there is not None and there > here):
+                bad.append(f"{module} → {target}")
+    return bad
+
+
+def test_the_graph_checks_find_what_they_look_for():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-    assert "labeler" in import_graph()["predict"] and "seq2seq" in import_graph()["labeler"]
+    assert upward_imports({"data.io": {"runtime.errors", "__init__"}, "cli": {"data.io"}}) == []
+    assert upward_imports({"data.io": {"labelers.seq2seq"}, "runtime.hub": {"workflow"}}) == [
+        "data.io → labelers.seq2seq",
+        "runtime.hub → workflow",
+    ]
+    graph = import_graph()
+    assert "labelers.interface" in graph["predict"] and "labelers.seq2seq" in graph["labelers.interface"]
+    assert "data.io" in graph["data.hierarchy"] and "__init__" in graph["data.io"]
+
+
+def test_the_package_is_cut_by_stage():
+    """Entry points at the top (at most 10 modules there), every other module in a stage subpackage."""
+    top = {m for m in SOURCE.modules if "." not in m}
+    assert top - {"__main__"} == ENTRY_POINTS
+    assert {m.split(".")[0] for m in SOURCE.modules if "." in m} == set(LAYERS)
+    assert all(f"{layer}.__init__" in SOURCE.modules for layer in LAYERS)
+
+
+def test_imports_only_point_down():
+    assert upward_imports(import_graph()) == []
 
 
 def test_no_import_cycle_among_prodcat_modules():
@@ -67,14 +110,15 @@ def test_no_import_cycle_among_prodcat_modules():
 def test_every_module_imports_first_in_a_fresh_interpreter():
     """Each module imported before any other prodcat module (prodcat's modules are dropped from
     sys.modules between them; third-party imports stay cached, so this takes seconds)."""
+    names = [m.removesuffix(".__init__") if m != "__init__" else "" for m in MODULES]
     script = (
         "import importlib, sys\n"
-        f"for name in {MODULES!r}:\n"
+        f"for name in {names!r}:\n"
         "    for loaded in [m for m in sys.modules if m == 'prodcat' or m.startswith('prodcat.')]:\n"
         "        del sys.modules[loaded]\n"
-        "    importlib.import_module('prodcat.' + name)\n"
-        "print('ok', len(" + repr(MODULES) + "))\n"
+        "    importlib.import_module('prodcat.' + name if name else 'prodcat')\n"
+        "print('ok', len(" + repr(names) + "))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"ok {len(MODULES)}"
+    assert result.stdout.strip() == f"ok {len(names)}"

@@ -7,8 +7,8 @@ import pytest
 
 from prodcat import LEVELS
 from prodcat.cli import main
-from prodcat.errors import InputError
-from prodcat.io import ingest
+from prodcat.runtime.errors import InputError
+from prodcat.data.io import ingest
 from tests.conftest import write_jsonl
 
 FEATURES = [
@@ -163,7 +163,7 @@ def test_labels_that_would_break_the_target_text_are_refused_at_ingest(tmp_path,
 
 
 def test_price_nan_is_missing_and_the_price_limit_is_exclusive(tmp_path):
-    from prodcat.io import MAX_PRICE
+    from prodcat.data.io import MAX_PRICE
 
     rows = ingest(write_jsonl(tmp_path / "t.features", bad({(0, "price"): "NaN", (1, "price"): MAX_PRICE - 0.01})))
     assert math.isnan(rows["price"].iloc[0]) and rows["price"].iloc[1] == pytest.approx(MAX_PRICE - 0.01)
@@ -175,7 +175,7 @@ def test_price_nan_is_missing_and_the_price_limit_is_exclusive(tmp_path):
 def test_atomic_write_fsyncs_the_data_before_the_rename(tmp_path, monkeypatch):
     import os
 
-    from prodcat import io as prodcat_io
+    from prodcat.data import io as prodcat_io
 
     events = []
     real_fsync, real_replace = os.fsync, Path.replace
@@ -200,7 +200,7 @@ def test_atomic_write_fsyncs_the_data_before_the_rename(tmp_path, monkeypatch):
 
 
 def test_atomic_paths_write_all_outputs_or_none(tmp_path):
-    from prodcat.io import atomic_paths
+    from prodcat.data.io import atomic_paths
 
     a, b = tmp_path / "a.txt", tmp_path / "sub" / "b.txt"
     with pytest.raises(RuntimeError):
@@ -234,7 +234,7 @@ def test_sigterm_removes_the_temporary_file_being_written(tmp_path):
     out = tmp_path / "o.txt"
     ready = tmp_path / "ready"
     script = (
-        "import sys, time; from pathlib import Path; from prodcat.io import atomic_path\n"
+        "import sys, time; from pathlib import Path; from prodcat.data.io import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.write_text('half')\n"
         "    Path(sys.argv[2]).write_text(str(tmp))\n"

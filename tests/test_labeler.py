@@ -1,4 +1,4 @@
-"""The one Labeler interface (prodcat.labeler): every kind trains on tiny data, saves, loads and
+"""The one Labeler interface (prodcat.labelers.interface): every kind trains on tiny data, saves, loads and
 predicts through it, with the same summary types; the configs come from the config schema, so
 its defaults complete every setting the labelers read."""
 
@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from prodcat import LEVELS
-from prodcat.errors import InputError
-from prodcat.hierarchy import Hierarchy
-from prodcat.labeler import Labeler, labeler_for, load_labeler, train_labeler
-from prodcat.summaries import PredictionSummary, TrainingSummary
-from prodcat.tiny_models import build_tiny_byt5
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.labelers.interface import Labeler, labeler_for, load_labeler, train_labeler
+from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
+from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
@@ -142,8 +142,8 @@ def test_the_charngram_labeler_runs_without_torch(tmp_path):
 import sys
 sys.modules["torch"] = None  # any import of torch now fails
 import pandas as pd
-from prodcat.hierarchy import Hierarchy
-from prodcat.labeler import load_labeler, train_labeler
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.labelers.interface import load_labeler, train_labeler
 from prodcat.workflow import _set_threads
 _set_threads(1)
 rows = pd.read_parquet({str(tmp_path / "rows.parquet")!r})

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from prodcat.merge import merge_lora
-from prodcat.namer import lora_config, training_step_costs
-from prodcat.tiny_llama import build_tiny_llama
+from prodcat.names.merge import merge_lora
+from prodcat.names.namer import lora_config, training_step_costs
+from prodcat.standins.tiny_llama import build_tiny_llama
 from tests.test_namer import PAIRS, TEMPLATES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,8 +97,8 @@ def test_meta_device_step_flops_equal_a_real_lora_step(base, checkpointing):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prodcat.efficiency import count_flops
-    from prodcat.namer import _sequence_lengths, _training_records
+    from prodcat.runtime.efficiency import count_flops
+    from prodcat.names.namer import _sequence_lengths, _training_records
 
     rows = pd.DataFrame({"indoml_id": range(6), "description": [d for d, _ in PAIRS], "price": 1.5,
                          "name": [n for _, n in PAIRS]})

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.errors import InputError
-from prodcat.hierarchy import Hierarchy
-from prodcat.metrics import majority_path_predictions, score
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.report.metrics import majority_path_predictions, score
 
 
 def table(ids, paths, **extra):

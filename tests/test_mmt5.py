@@ -20,7 +20,7 @@ from transformers import (
     T5Model,
 )
 
-from prodcat.mmt5 import (
+from prodcat.labelers.mmt5 import (
     UNKNOWN_RETAILER_ID,
     MultimodalSeq2SeqCollator,
     MultimodalT5Config,

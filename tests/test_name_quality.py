@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.errors import InputError
+from prodcat.runtime.errors import InputError
 from prodcat.workflow import name_quality, true_names_by_dataset
 
 

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from prodcat import LEVELS, namer
-from prodcat.prompts import ANSWER_STATUSES, student_messages
-from prodcat.tiny_llama import build_tiny_llama
+from prodcat import LEVELS
+from prodcat.names import namer
+from prodcat.names.prompts import ANSWER_STATUSES, student_messages
+from prodcat.standins.tiny_llama import build_tiny_llama
 
 # Short prompts keep the sequences (and so the CPU time) small; the default templates are tested in
 # test_prompts.py.
@@ -210,8 +211,8 @@ def test_chrf():
 def test_tiny_tokenizer_trained_on_whole_prompts_encodes_prose_like_llama3(rows):
     """The stand-in tokenizer is trained on every row's prompts, so the template's prose is
     encoded at a real Llama-3 tokenizer's density (≥ 3 characters per token), not letter by letter."""
-    from prodcat.prompts import DEFAULT_TEMPLATES
-    from prodcat.tiny_llama import build_tiny_tokenizer
+    from prodcat.names.prompts import DEFAULT_TEMPLATES
+    from prodcat.standins.tiny_llama import build_tiny_tokenizer
     from prodcat.workflow import tokenizer_corpus
 
     corpus = tokenizer_corpus(rows, DEFAULT_TEMPLATES)

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from prodcat import LEVELS
-from prodcat.hub import SOURCE_FILE, place_in_hub_cache
-from prodcat.io import ingest
-from prodcat.tiny_models import build_hub_standin
+from prodcat.runtime.hub import SOURCE_FILE, place_in_hub_cache
+from prodcat.data.io import ingest
+from prodcat.standins.tiny_seq2seq import build_hub_standin
 from prodcat.workflow import tokenizer_corpus
 from tests.conftest import REPO, run_snakemake
 
@@ -93,7 +93,7 @@ def test_paper_config_runs_to_the_end_on_hub_standins(paper_run):
 def test_paper_namer_is_merged_in_bf16_and_loads(paper_run):
     from safetensors import safe_open
 
-    from prodcat.namer import load_causal_lm
+    from prodcat.names.namer import load_causal_lm
 
     merged = paper_run[0] / "models" / "namer" / "merged"
     dtypes = set()
@@ -131,7 +131,7 @@ def test_t5_standins_keep_an_untied_lm_head_through_every_loader(tmp_path):
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
-    from prodcat.mmt5 import MultimodalT5ForConditionalGeneration
+    from prodcat.labelers.mmt5 import MultimodalT5ForConditionalGeneration
 
     folder = build_hub_standin("byt5", tmp_path / "byt5", [])
     text = AutoModelForSeq2SeqLM.from_pretrained(folder)
@@ -150,7 +150,7 @@ def test_real_shapes_reproduce_the_paper_parameter_counts():
     """The public configurations, built on the meta device, give PRMAS's Table 2 counts (as loaded
     from the hub: ByT5 and Flan-T5 carry their own lm_head); the multimodal labeler differs by its
     unknown-retailer row and missing-price vector (8 + 8 values), which the paper's model lacked."""
-    from prodcat.paper_models import parameter_counts
+    from prodcat.standins.paper_models import parameter_counts
 
     counts = parameter_counts()
     assert counts["llama_lora"]["base"] == 8_030_261_248 and counts["llama_lora"]["lora"] == 41_943_040

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prodcat import LEVELS, synthetic
-from prodcat.io import ingest, read_table
+from prodcat import LEVELS
+from prodcat.standins import synthetic
+from prodcat.data.io import ingest, read_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,9 +61,9 @@ def test_pretrained_standin_expands_receipt_lines_where_the_random_one_echoes_th
     the true product names than the receipt lines, few fallbacks; the random-init stand-in's answers
     all fall back to the description. One supergroup of the catalogue only, so that a small model
     learns it in seconds (the .test workflow run checks the whole catalogue)."""
-    from prodcat.namer import chrf, synthesize_names
-    from prodcat.prompts import DEFAULT_TEMPLATES
-    from prodcat.tiny_llama import build_tiny_llama, pretrain_tiny_llama
+    from prodcat.names.namer import chrf, synthesize_names
+    from prodcat.names.prompts import DEFAULT_TEMPLATES
+    from prodcat.standins.tiny_llama import build_tiny_llama, pretrain_tiny_llama
     from prodcat.workflow import tokenizer_corpus
 
     truth = read_table(TEST_DATA / "names.jsonl")
@@ -92,7 +93,7 @@ def test_pretrained_standin_expands_receipt_lines_where_the_random_one_echoes_th
 
 
 def test_standin_pretraining_on_data_of_another_catalogue_names_the_config_keys(tmp_path, run_rows):
-    from prodcat.io import write_parquet
+    from prodcat.data.io import write_parquet
     from prodcat.workflow import pretrain_llama_standin
 
     train = tmp_path / "train.parquet"
@@ -107,7 +108,7 @@ def test_answer_loss_with_a_shared_prompt_start_equals_the_whole_prompts(tmp_pat
     """The pretraining runs the prompts' common beginning once a step: same loss, same gradients."""
     import torch
 
-    from prodcat.tiny_llama import answer_loss, build_tiny_llama
+    from prodcat.standins.tiny_llama import answer_loss, build_tiny_llama
 
     base = build_tiny_llama(tmp_path / "llama", ["the same start then something else"] * 3, vocab_size=300,
                             hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)

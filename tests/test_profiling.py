@@ -1,4 +1,4 @@
-"""Profiling a few training steps (prodcat.profiling) and the tables built from it (Tables 2 and 3)."""
+"""Profiling a few training steps (prodcat.runtime.profiling) and the tables built from it (Tables 2 and 3)."""
 
 import gzip
 import json
@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from prodcat import profiling
-from prodcat.profiling import (STEP_RANGE, Event, StepProfiler, in_steps, kineto_events, link_events, operator_table,
+from prodcat.runtime import profiling
+from prodcat.runtime.profiling import (STEP_RANGE, Event, StepProfiler, in_steps, kineto_events, link_events, operator_table,
                                plan_window, step_totals)
-from prodcat.report import (EFFICIENCY_COLUMNS, NO_CUDA, OPERATOR_COLUMNS, efficiency_table, operators_table,
+from prodcat.report.tables import (EFFICIENCY_COLUMNS, NO_CUDA, OPERATOR_COLUMNS, efficiency_table, operators_table,
                             profile_note, to_markdown)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -177,8 +177,8 @@ def test_kernels_are_credited_to_the_op_that_launched_them():
 
 def test_seq2seq_training_profiles_its_steps(tmp_path):
     """The Trainer path: the callback profiles steps of a real Seq2SeqTrainer run."""
-    from prodcat.seq2seq import train_labeler
-    from prodcat.tiny_models import build_tiny_byt5
+    from prodcat.labelers.seq2seq import train_labeler
+    from prodcat.standins.tiny_seq2seq import build_tiny_byt5
     from tests.test_seq2seq import DIMS, PARAMS, rows
 
     base = build_tiny_byt5(tmp_path / "base", DIMS)
@@ -252,8 +252,8 @@ def test_tables_2_and_3_from_profiled_and_unprofiled_models(tmp_path):
 
 def test_namer_training_profiles_its_lora_steps(tmp_path):
     """The SFTTrainer path (LoRA on the tiny Llama): the same callback, the profile in the metrics."""
-    from prodcat.namer import train_adapter
-    from prodcat.tiny_llama import build_tiny_llama
+    from prodcat.names.namer import train_adapter
+    from prodcat.standins.tiny_llama import build_tiny_llama
     from tests.test_namer import FAST_TRAIN, PAIRS, TEMPLATES
 
     base = build_tiny_llama(tmp_path / "llama", [d for pair in PAIRS for d in pair] + list(TEMPLATES.values()))

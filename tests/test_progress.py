@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.progress import log_progress
-from prodcat.seq2seq import predict_labeler, train_labeler
-from prodcat.tiny_models import build_tiny_byt5
+from prodcat.runtime.progress import log_progress
+from prodcat.labelers.seq2seq import predict_labeler, train_labeler
+from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -23,8 +23,8 @@ def rows(n):
 
 def test_log_progress_logs_lines_at_most_every_interval(caplog, monkeypatch):
     clock = iter([0.0, 1.0, 31.0, 32.0, 70.0, 71.0])
-    monkeypatch.setattr("prodcat.progress.time.monotonic", lambda: next(clock))
-    with caplog.at_level(logging.INFO, logger="prodcat.progress"):
+    monkeypatch.setattr("prodcat.runtime.progress.time.monotonic", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="prodcat.runtime.progress"):
         assert list(log_progress(range(4), "predict")) == [0, 1, 2, 3]
     messages = [record.getMessage() for record in caplog.records]
     # items end at t=1, 31, 32, 70: lines after the 2nd (30 s after the start) and the 4th, then the total
@@ -62,6 +62,6 @@ def test_rule_log_of_training_has_a_line_every_logging_steps_and_no_bars(tmp_pat
     text = log_file.read_text()
     assert "\r" not in text and "it/s" not in text, text
     # 24 rows in batches of 8 for 3 epochs: 9 steps; a training log at the first step and every 2nd
-    assert [int(step) for step in re.findall(r"prodcat.progress: step (\d+)/9: \{\"loss\"", text)] == [1, 2, 4, 6, 8]
-    assert len(re.findall(r"prodcat.progress: step \d+/9: \{\"eval_loss\"", text)) == 3  # an evaluation an epoch
-    assert "prodcat.progress: predict: 2 batch in" in text
+    assert [int(step) for step in re.findall(r"prodcat.runtime.progress: step (\d+)/9: \{\"loss\"", text)] == [1, 2, 4, 6, 8]
+    assert len(re.findall(r"prodcat.runtime.progress: step \d+/9: \{\"eval_loss\"", text)) == 3  # an evaluation an epoch
+    assert "prodcat.runtime.progress: predict: 2 batch in" in text

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from prodcat.prompts import (
+from prodcat.names.prompts import (
     DEFAULT_TEMPLATES,
     clean_answer,
     format_price,
@@ -13,7 +13,7 @@ from prodcat.prompts import (
     teacher_messages,
     validate_templates,
 )
-from prodcat.tiny_llama import build_tiny_tokenizer
+from prodcat.standins.tiny_llama import build_tiny_tokenizer
 
 ROW = pd.Series(
     {

@@ -239,7 +239,7 @@ def workflow_copy(root: Path) -> Path:
 
 
 def charngram_chain(cfg: dict) -> list[Pattern]:
-    """prodcat/charngram.py: a labeler rule hashes only its kind's code (rules/common.smk,
+    """prodcat/labelers/charngram.py: a labeler rule hashes only its kind's code (rules/common.smk,
     package_code(labeler=...)), so the charngram labelers' training, prediction, correction, ranked
     alternatives and candidate scores rerun, and what reads them: every member's candidate scores
     (charngram's paths are candidates), every vote (its validation accuracy breaks the ties), the
@@ -254,17 +254,17 @@ def charngram_chain(cfg: dict) -> list[Pattern]:
 
 # Each case: (module, expected reruns); the edit adds a function to the module.
 def seq2seq_chain(cfg: dict) -> list[Pattern]:
-    """prodcat/seq2seq.py: every seq2seq labeler's chain (training to the report); charngram's
+    """prodcat/labelers/seq2seq.py: every seq2seq labeler's chain (training to the report); charngram's
     training, prediction and ranked alternatives stay (its candidate scores rerun: the candidates
     change)."""
     return [p for name, lab in cfg["labelers"].items() if lab["kind"] != "charngram" for p in labeler_chain(cfg, name)]
 
 
 CODE_CASES = {
-    "charngram": ("charngram.py", charngram_chain),
-    "seq2seq": ("seq2seq.py", seq2seq_chain),
+    "charngram": ("labelers/charngram.py", charngram_chain),
+    "seq2seq": ("labelers/seq2seq.py", seq2seq_chain),
     # prodcat submission only: the submission files and the target that lists them
-    "submission": ("submission.py", lambda cfg: [Pattern("submission"), Pattern("all")]),
+    "submission": ("data/submission.py", lambda cfg: [Pattern("submission"), Pattern("all")]),
 }
 
 
@@ -276,7 +276,7 @@ def copied_workflow(finished_run, tmp_path_factory):
 
 
 def test_a_comment_or_docstring_edit_reruns_nothing(finished_run, copied_workflow):
-    module = copied_workflow / "src" / "prodcat" / "charngram.py"
+    module = copied_workflow / "src" / "prodcat" / "labelers" / "charngram.py"
     original = module.read_text()
     try:
         module.write_text(original.replace('"""A fast character', '"""A documented, fast character', 1)

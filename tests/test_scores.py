@@ -8,12 +8,12 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, LogitsProcessorList
 
 from prodcat import LEVELS
-from prodcat.constrained import PathTrie, constrained_logits_processor, max_target_tokens
-from prodcat.correct import correct_predictions
-from prodcat.hierarchy import Hierarchy
-from prodcat.seq2seq import generated_token_logprobs, predict_labeler
-from prodcat.target_text import format_target
-from prodcat.tiny_models import build_tiny_byt5
+from prodcat.labelers.constrained import PathTrie, constrained_logits_processor, max_target_tokens
+from prodcat.ensemble.correct import correct_predictions
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.labelers.seq2seq import generated_token_logprobs, predict_labeler
+from prodcat.data.target_text import format_target
+from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,7 +91,7 @@ def test_prediction_table_carries_the_scores_for_free_and_constrained_decoding(b
 
 def test_charngram_logprob_is_the_log_posterior_of_the_chosen_path_and_margin_its_log_odds():
     from tests.test_charngram import PARAMS as CHARNGRAM_PARAMS, make_rows
-    from prodcat.charngram import train_charngram
+    from prodcat.labelers.charngram import train_charngram
 
     train, test = make_rows(20, seed=1), make_rows(4, seed=2, start_id=10_000)
     labeler = train_charngram(train, Hierarchy.from_frame(train), params=CHARNGRAM_PARAMS)
@@ -128,7 +128,7 @@ def test_correction_keeps_the_scores_and_flags_the_rows_it_changed(hierarchy, me
 
 
 def test_score_paths_gives_the_generation_log_probability_of_a_path_and_scores_any_other(byt5_dir, hierarchy):
-    from prodcat.seq2seq import score_paths
+    from prodcat.labelers.seq2seq import score_paths
 
     rows = pd.DataFrame({"indoml_id": np.arange(len(SOURCES)), "description": SOURCES, "retailer": "r", "price": 1.0})
     params = {"batch_size": 3, "num_beams": 1, "max_new_tokens": 10, "max_source_length": 32}
@@ -152,7 +152,7 @@ def test_score_paths_with_auto_lengths_reads_the_lengths_the_model_was_trained_w
     import json
     import shutil
 
-    from prodcat.seq2seq import score_paths
+    from prodcat.labelers.seq2seq import score_paths
 
     rows = pd.DataFrame({"indoml_id": np.arange(len(SOURCES)), "description": SOURCES, "retailer": "r", "price": 1.0})
     paths = pd.DataFrame([(i, *p) for i in rows["indoml_id"] for p in PATHS], columns=["indoml_id", *LEVELS])
@@ -170,7 +170,7 @@ def test_score_paths_with_auto_lengths_reads_the_lengths_the_model_was_trained_w
 
 def test_charngram_score_paths_is_its_log_posterior_of_any_path():
     from tests.test_charngram import PARAMS as CHARNGRAM_PARAMS, make_rows
-    from prodcat.charngram import train_charngram
+    from prodcat.labelers.charngram import train_charngram
 
     train, test = make_rows(20, seed=1), make_rows(2, seed=2, start_id=10_000)
     hierarchy = Hierarchy.from_frame(train)

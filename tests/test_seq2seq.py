@@ -8,11 +8,11 @@ import torch
 from transformers import TrainerCallback
 
 from prodcat import LEVELS
-from prodcat.seq2seq import make_examples, predict_labeler, train_labeler
-from prodcat.tiny_models import build_tiny_byt5
+from prodcat.labelers.seq2seq import make_examples, predict_labeler, train_labeler
+from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
-# every training setting, as the config schema completes them (prodcat.seq2seq reads them all)
+# every training setting, as the config schema completes them (prodcat.labelers.seq2seq reads them all)
 PARAMS = {"per_device_train_batch_size": 8, "per_device_eval_batch_size": None, "gradient_accumulation_steps": 1,
           "learning_rate": 3e-3, "weight_decay": 0.0, "num_train_epochs": 3, "early_stopping_patience": 2,
           "warmup_steps": 0, "lr_scheduler_type": "linear", "max_source_length": 32, "max_target_length": 96,
@@ -103,7 +103,7 @@ def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing
     # the UNKNOWN retailer (row 0) was trained: it moved from the initial model's (same seed)
     from transformers import set_seed
 
-    from prodcat.seq2seq import load_base_model, load_trained_model
+    from prodcat.labelers.seq2seq import load_base_model, load_trained_model
 
     set_seed(PARAMS["seed"])
     initial, _ = load_base_model(tiny_byt5, "multimodal", train, params)
@@ -123,8 +123,8 @@ def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing
 def test_auto_lengths_follow_the_training_texts_and_explicit_values_stay(tiny_byt5):
     from transformers import AutoTokenizer
 
-    from prodcat.seq2seq import resolve_training_lengths
-    from prodcat.target_text import format_target
+    from prodcat.labelers.seq2seq import resolve_training_lengths
+    from prodcat.data.target_text import format_target
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_byt5)
     train, val = rows(), rows(8)
@@ -152,10 +152,10 @@ def test_auto_lengths_follow_the_training_texts_and_explicit_values_stay(tiny_by
 def test_auto_lengths_are_recorded_in_training_and_read_by_prediction(tiny_byt5, tmp_path, caplog):
     import logging
 
-    from prodcat.seq2seq import resolve_prediction_lengths
+    from prodcat.labelers.seq2seq import resolve_prediction_lengths
 
     params = {**PARAMS, "num_train_epochs": 1, "max_source_length": "auto", "max_target_length": "auto"}
-    with caplog.at_level(logging.INFO, logger="prodcat.seq2seq"):
+    with caplog.at_level(logging.INFO, logger="prodcat.labelers.seq2seq"):
         summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
     assert summary["max_source_length"] == len("item 0") + 1 + 8
     assert summary["max_target_length"] == len("sg b | g y | m 2 | receipt all") + 1 + 8
@@ -163,7 +163,7 @@ def test_auto_lengths_are_recorded_in_training_and_read_by_prediction(tiny_byt5,
     auto = {"batch_size": 4, "num_beams": 1, "max_new_tokens": "auto", "max_source_length": "auto"}
     assert resolve_prediction_lengths(tmp_path / "model", auto) == (15, 39)
     assert resolve_prediction_lengths(tmp_path / "model", {**auto, "max_new_tokens": 5}) == (15, 5)
-    with caplog.at_level(logging.INFO, logger="prodcat.seq2seq"):
+    with caplog.at_level(logging.INFO, logger="prodcat.labelers.seq2seq"):
         table, _ = predict_labeler(tmp_path / "model", rows(4), auto)
     assert len(table) == 4 and "max_new_tokens auto: 39, as in training" in caplog.text
     (tmp_path / "model" / "train_summary.json").write_text("{}")

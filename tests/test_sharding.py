@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from prodcat import LEVELS, namer
-from prodcat.prompts import student_messages
-from prodcat.tiny_llama import build_tiny_llama
+from prodcat import LEVELS
+from prodcat.names import namer
+from prodcat.names.prompts import student_messages
+from prodcat.standins.tiny_llama import build_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = {

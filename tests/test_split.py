@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.split import split_group_stratified, split_report
+from prodcat.data.split import split_group_stratified, split_report
 
 
 def big_rows(n_paths=60, seed=0):

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.errors import InputError
-from prodcat.hierarchy import Hierarchy
-from prodcat.stack import Layout, StackModel, cross_fit_stack, fit_stack, fold_of_rows
-from prodcat.vote import vote_predictions
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.ensemble.stack import Layout, StackModel, cross_fit_stack, fit_stack, fold_of_rows
+from prodcat.ensemble.vote import vote_predictions
 
 PATHS = [
     ("dairy", "milk", "fresh milk", "glenmoor"),
@@ -85,7 +85,7 @@ def test_candidates_and_features_of_a_hand_made_row(hierarchy):
     model = fit_stack(members, NAMES, truth, hierarchy, {"inner_folds": 2, "folds": 2})
     assert model.feature_names == Layout(tuple(NAMES), {"strong": ["logprob"], "weak1": ["logprob"], "weak2": []},
                                          {}, False).feature_names()
-    from prodcat.stack import _PathLookup, _features, _read_members, _with_context
+    from prodcat.ensemble.stack import _PathLookup, _features, _read_members, _with_context
 
     lookup = _PathLookup(hierarchy)
     arrays = _read_members(members, NAMES, lookup, model.layout.score_columns)
@@ -112,7 +112,7 @@ def test_candidates_and_features_of_a_hand_made_row(hierarchy):
 
 
 def test_candidate_scores_let_members_speak_about_paths_they_did_not_write(hierarchy):
-    from prodcat.stack import _PathLookup, _features, _read_members, _with_context
+    from prodcat.ensemble.stack import _PathLookup, _features, _read_members, _with_context
 
     ids = [1, 2]
     members = [table(ids, [PATHS[0], PATHS[5]]), table(ids, [PATHS[1], PATHS[5]])]
@@ -305,7 +305,7 @@ def test_an_arbiter_that_cannot_tell_better_defers_to_the_best_member(hierarchy)
 
 
 def test_report_sets_vote_and_stack_beside_the_best_member_at_the_same_stage():
-    from prodcat.report import ensemble_comparison, ensemble_section
+    from prodcat.report.tables import ensemble_comparison, ensemble_section
 
     records = [("a", "constrained", 0.50), ("b", "raw", 0.70), ("b", "constrained", 0.99),  # b's constrained is its raw
                ("e", "constrained", 0.60), ("e_stack", "constrained", 0.72)]
@@ -339,7 +339,7 @@ def ranked_alternatives(member, truth, k, seed, truth_rank_p=(0.6, 0.3, 0.1)):
 
 
 def test_ranked_alternatives_widen_the_candidates_and_let_the_arbiter_take_a_runner_up(hierarchy, tmp_path):
-    from prodcat.stack import _PathLookup, _features, _read_members, _with_context
+    from prodcat.ensemble.stack import _PathLookup, _features, _read_members, _with_context
 
     # hand-made: a proposes path 0, b path 1; a's ranked list is 0, 2, 1: path 2 is a new candidate
     # (after the members' own), path 1 is not added twice
@@ -386,7 +386,7 @@ def test_ranked_alternatives_widen_the_candidates_and_let_the_arbiter_take_a_run
 
 
 def test_abbreviation_score_finds_receipt_shortenings_of_a_brand():
-    from prodcat.stack import abbreviation_score
+    from prodcat.ensemble.stack import abbreviation_score
 
     assert abbreviation_score("nvsh rum 35 cl", "nevish") == pytest.approx(4 / 6)
     assert abbreviation_score("uncl hrbys cl 1.5lt", "uncle harbys") == pytest.approx(9 / 11)  # two words run on

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.errors import InputError
-from prodcat.io import ingest
-from prodcat.submission import write_submission
+from prodcat.runtime.errors import InputError
+from prodcat.data.io import ingest
+from prodcat.data.submission import write_submission
 
 
 def _predictions():

@@ -1,6 +1,6 @@
 import pytest
 
-from prodcat.target_text import format_target, parse_target
+from prodcat.data.target_text import format_target, parse_target
 
 
 @pytest.mark.parametrize("labels", [
@@ -32,7 +32,7 @@ def test_reserved_separator_and_bad_labels_are_refused():
 
 
 def test_salvage_reads_what_it_can_from_unparsable_text():
-    from prodcat.target_text import salvage_target
+    from prodcat.data.target_text import salvage_target
 
     assert salvage_target("sg | g | m") == ("sg", "g", "m", None)
     assert salvage_target("sg | g | m | m | brand") == ("sg", "g", "m", "brand")

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.errors import InputError
-from prodcat.hierarchy import Hierarchy
-from prodcat.vote import vote_predictions
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.ensemble.vote import vote_predictions
 
 NAMES = ["m0", "m1", "m2"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from prodcat import LEVELS
 from prodcat.cli import main
-from prodcat.report import EFFICIENCY_COLUMNS, METRICS_COLUMNS, NO_CUDA, OPERATOR_COLUMNS
+from prodcat.report.tables import EFFICIENCY_COLUMNS, METRICS_COLUMNS, NO_CUDA, OPERATOR_COLUMNS
 from tests.conftest import REPO, run_snakemake
 
 

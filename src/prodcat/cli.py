@@ -12,8 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from . import LEVELS, __version__
-from .errors import InputError, UsageError
+from prodcat import LEVELS, __version__
+from prodcat.runtime.errors import InputError, UsageError
 
 
 # ---- argument types: a bad value is a usage error (exit 2) naming the argument ------------------
@@ -45,7 +45,7 @@ _positive_int = _int_at_least(1, "positive")
 
 
 def _cmd_ingest(args):
-    from .io import ingest, write_parquet
+    from prodcat.data.io import ingest, write_parquet
 
     rows = ingest(args.features, args.labels)
     write_parquet(rows, args.out)
@@ -55,8 +55,8 @@ def _cmd_ingest(args):
 
 
 def _cmd_split(args):
-    from .io import atomic_paths, json_to, parquet_to, read_rows
-    from .split import split_group_stratified, split_report
+    from prodcat.data.io import atomic_paths, json_to, parquet_to, read_rows
+    from prodcat.data.split import split_group_stratified, split_report
 
     outputs = [args.train, args.val] + ([args.report] if args.report else [])
     if len({Path(p).resolve() for p in outputs}) != len(outputs):
@@ -73,8 +73,8 @@ def _cmd_split(args):
 
 
 def _cmd_hierarchy(args):
-    from .hierarchy import Hierarchy
-    from .io import read_rows
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import read_rows
 
     hierarchy = Hierarchy.from_frame(read_rows(args.data, labelled=True))
     hierarchy.to_json(args.out)
@@ -83,15 +83,15 @@ def _cmd_hierarchy(args):
 
 
 def _read_predictions(path):
-    from .io import read_predictions
+    from prodcat.data.io import read_predictions
 
     return read_predictions(path)
 
 
 def _cmd_correct(args):
-    from .correct import correct_predictions
-    from .hierarchy import Hierarchy
-    from .io import write_parquet
+    from prodcat.ensemble.correct import correct_predictions
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import write_parquet
 
     hierarchy = Hierarchy.from_json(args.hierarchy)
     corrected = correct_predictions(_read_predictions(args.predictions), hierarchy, method=args.method,
@@ -102,7 +102,7 @@ def _cmd_correct(args):
 
 
 def _parse_named(items):
-    from .io import parse_named_paths
+    from prodcat.data.io import parse_named_paths
 
     return parse_named_paths(items)
 
@@ -122,9 +122,9 @@ def _same_ids(tables, paths) -> None:
 
 
 def _cmd_vote(args):
-    from .hierarchy import Hierarchy
-    from .io import read_level_accuracy, write_parquet
-    from .vote import vote_predictions
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import read_level_accuracy, write_parquet
+    from prodcat.ensemble.vote import vote_predictions
 
     named = _parse_named(args.predictions)
     if args.weighted and not args.accuracy:
@@ -140,15 +140,15 @@ def _cmd_vote(args):
 
 
 def _cmd_evaluate(args):
-    from .io import read_rows, write_json
-    from .metrics import majority_path_predictions, score
+    from prodcat.data.io import read_rows, write_json
+    from prodcat.report.metrics import majority_path_predictions, score
 
     named = _parse_named(args.predictions)
     truth = read_rows(args.truth, labelled=True)
     seen = set(read_rows(args.seen_retailers)["retailer"]) if args.seen_retailers else None
     results = []
     if args.hierarchy:
-        from .hierarchy import Hierarchy
+        from prodcat.data.hierarchy import Hierarchy
 
         baseline = majority_path_predictions(Hierarchy.from_json(args.hierarchy), truth["indoml_id"])
         results.append({"model": "majority", "stage": "baseline", "split": args.split,
@@ -165,7 +165,7 @@ def _cmd_evaluate(args):
 
 
 def _cmd_make_sample(args):
-    from .synthetic import write_sample
+    from prodcat.standins.synthetic import write_sample
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(args.out, "is a file; --out names the folder the sample is written to")
@@ -175,13 +175,13 @@ def _cmd_make_sample(args):
 
 
 def _cmd_submission(args):
-    from .submission import write_submission
+    from prodcat.data.submission import write_submission
 
     write_submission(_read_predictions(args.predictions), args.out, source=args.predictions)
 
 
 def _cmd_predict(args):
-    from .io import check_output_path, ingest, write_parquet
+    from prodcat.data.io import check_output_path, ingest, write_parquet
     from .predict import predict_new_rows
 
     check_output_path(args.out)  # before minutes of prediction

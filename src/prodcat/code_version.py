@@ -5,11 +5,13 @@ it (and what reads its output) when that code changes, and leaves the other rule
 own text is Snakemake's concern (its code trigger); a script rule's script is a one-line call into
 this package, so without this a change of the package would rerun nothing.
 
-Entry points are "module:name" (e.g. "cli:_cmd_correct", "workflow:train_labeler"). From a name,
-the walk follows what its definition uses: the names of its own module it mentions, and what it
-imports from the package, inside the function too (the package imports lazily), down to single
-names of other modules (`from .io import read_rows` follows read_rows, not all of io); the
-imports at the top of every module reached are followed as well. A module reached at all is hashed
+Entry points are "module:name" with the module dotted inside the package (e.g. "cli:_cmd_correct",
+"workflow:train_labeler", "labelers.charngram:CharNgramLabeler"). From a name, the walk follows what
+its definition uses: the names of its own module it mentions, and what it imports from the package,
+absolute or relative (`from ..data.io import`), inside the function too (the package imports
+lazily), down to single names of other modules (`from prodcat.data.io import read_rows` follows
+read_rows, not all of io); the imports at the top of every module reached are followed as well, and
+so are the `__init__` modules of its parent packages, which Python runs before it. A module reached at all is hashed
 whole, as its syntax tree without docstrings, so comments, formatting and docstrings do not rerun
 anything. Package data files a reached definition names (a string equal to the file's name, e.g.
 "hierarchy.schema.json") are hashed byte for byte.
@@ -43,18 +45,60 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 
 class PackageSource:
-    """The package's source folder (src/prodcat), parsed on demand."""
+    """The package's source folder (src/prodcat), parsed on demand.
+
+    Modules are named by their dotted path inside the package: "cli", "data.io", and a package's
+    own code "__init__" (the root) or "data.__init__"."""
 
     def __init__(self, package_dir):
         self.dir = Path(package_dir)
         if not (self.dir / "__init__.py").is_file():
             raise FileNotFoundError(f"{self.dir}: not a package folder (no __init__.py)")
-        self.modules = {path.stem for path in self.dir.glob("*.py")}
-        self.data_files = {path.name for path in self.dir.iterdir() if path.is_file() and path.suffix != ".py"}
+        self.modules = set()
+        self.data_files = {}  # file name → its path inside the package (names are unique, checked)
+        for path in sorted(self.dir.rglob("*")):
+            relative = path.relative_to(self.dir)
+            if not path.is_file() or "__pycache__" in relative.parts or not self._in_package(relative):
+                continue
+            if path.suffix == ".py":
+                self.modules.add(".".join(relative.with_suffix("").parts))
+            elif path.name in self.data_files:
+                raise ValueError(f"{self.dir}: two data files named {path.name} ({self.data_files[path.name]}, "
+                                 f"{relative}): a name must say which one a module reads")
+            else:
+                self.data_files[path.name] = relative
+
+    def _in_package(self, relative: Path) -> bool:
+        """Whether every folder above the file is a subpackage (has an __init__.py)."""
+        folder = self.dir
+        for part in relative.parts[:-1]:
+            folder = folder / part
+            if not (folder / "__init__.py").is_file():
+                return False
+        return True
+
+    def _path(self, module: str) -> Path:
+        return self.dir / (module.replace(".", "/") + ".py")
+
+    def is_package(self, dotted: str) -> bool:
+        """Whether dotted ("" for the root) names a package of this source."""
+        return f"{dotted}.__init__" in self.modules if dotted else True
+
+    @staticmethod
+    def package_of(module: str) -> str:
+        """The dotted package a module belongs to ("" for the root)."""
+        parts = module.split(".")
+        return ".".join(parts[:-1])
+
+    def parent_inits(self, module: str) -> list[str]:
+        """The __init__ modules Python runs before `module`: the root's, then each subpackage's."""
+        parts = self.package_of(module).split(".") if self.package_of(module) else []
+        inits = [_init_of(".".join(parts[:i])) for i in range(len(parts) + 1)]
+        return [init for init in inits if init != module]
 
     @lru_cache(maxsize=None)
     def tree(self, module: str) -> ast.Module:
-        path = self.dir / f"{module}.py"
+        path = self._path(module)
         return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
     @lru_cache(maxsize=None)
@@ -66,28 +110,45 @@ class PackageSource:
                 bound.setdefault(name, []).append(stmt)
         return bound
 
-    def _package_module(self, current: str, node: ast.ImportFrom | ast.Import) -> list[tuple[str, str]]:
+    def _target(self, dotted: str, name: str) -> tuple[str, str]:
+        """What `from <dotted> import <name>` takes: a submodule whole, or a name of a module or of
+        a package's __init__."""
+        child = f"{dotted}.{name}" if dotted else name
+        if child in self.modules:
+            return child, WHOLE_MODULE
+        if self.is_package(child):
+            return _init_of(child), WHOLE_MODULE
+        module = _init_of(dotted) if self.is_package(dotted) else dotted
+        return module, name if name != "*" else WHOLE_MODULE
+
+    def package_imports(self, current: str, node: ast.ImportFrom | ast.Import) -> list[tuple[str, str]]:
         """(module, name) pairs that an import statement takes from the package."""
         pairs = []
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
                 if parts[0] == PACKAGE:
-                    pairs.append((parts[1] if len(parts) > 1 else "__init__", WHOLE_MODULE))
+                    # `import prodcat.data.io` runs every package on the way (parent_inits) and io
+                    pairs.append(self._target(".".join(parts[1:-1]), parts[-1]) if len(parts) > 1
+                                 else ("__init__", WHOLE_MODULE))
             return pairs
-        if node.level > 1:
-            return pairs  # above the package: not its code
-        if node.level == 1:
-            base = node.module
+        if node.level:
+            package = self.package_of(current).split(".") if self.package_of(current) else []
+            if node.level - 1 > len(package):
+                return pairs  # above the package: not its code
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                base += node.module.split(".")
+            dotted = ".".join(base)
         elif node.module and node.module.split(".")[0] == PACKAGE:
-            base = node.module.split(".", 1)[1] if "." in node.module else None
+            dotted = node.module.split(".", 1)[1] if "." in node.module else ""
         else:
             return pairs
         for alias in node.names:
-            if base is None:  # from . import x / from prodcat import x: a module, or a name of __init__
-                pairs.append((alias.name, WHOLE_MODULE) if alias.name in self.modules else ("__init__", alias.name))
+            if alias.name == "*" or self.is_package(dotted) or f"{dotted}.{alias.name}" in self.modules:
+                pairs.append(self._target(dotted, alias.name))
             else:
-                pairs.append((base.split(".")[0], alias.name if alias.name != "*" else WHOLE_MODULE))
+                pairs.append((dotted, alias.name))
         return pairs
 
     def uses(self, module: str, name: str) -> tuple[set[tuple[str, str]], set[str]]:
@@ -105,7 +166,7 @@ class PackageSource:
         for stmt in statements:
             for node in ast.walk(stmt):
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    used.update(self._package_module(module, node))
+                    used.update(self.package_imports(module, node))
                 elif isinstance(node, ast.Name) and node.id in definitions and node.id != name:
                     used.add((module, node.id))
                 elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in self.data_files:
@@ -113,9 +174,10 @@ class PackageSource:
         return used, files
 
     def closure(self, entries, skip=()) -> tuple[set[str], set[str]]:
-        """The modules and data files reachable from entries ("module:name" or "module"), not
-        following the top-level names in skip ("module:name": code the command cannot run, such as
-        the Labeler classes of other kinds than the rule's)."""
+        """The modules and data files reachable from entries ("module:name" or "module", modules
+        dotted), not following the top-level names in skip ("module:name": code the command cannot
+        run, such as the Labeler classes of other kinds than the rule's). A module reached brings
+        its parent packages' __init__ modules, which Python runs first."""
         todo = []
         for entry in entries:
             module, _, name = entry.partition(":")
@@ -132,26 +194,27 @@ class PackageSource:
                 continue
             seen.add(item)
             module = item[0]
+            if module not in self.modules:
+                raise KeyError(f"no such module in {self.dir}: {module}")
             if module not in modules:
                 modules.add(module)
                 todo.append((module, "__imports__"))
+                todo.extend((init, "__imports__") for init in self.parent_inits(module))
             if item[1] == "__imports__":
                 # the module's top-level imports run whenever it is imported
                 for stmt in self.tree(module).body:
                     if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-                        todo.extend(self._package_module(module, stmt))
+                        todo.extend(self.package_imports(module, stmt))
                 continue
             used, data = self.uses(*item)
             todo.extend(used)
             files |= data
-        if modules - self.modules:
-            raise KeyError(f"no such module in {self.dir}: {', '.join(sorted(modules - self.modules))}")
         return modules, files
 
     @lru_cache(maxsize=None)
     def module_code(self, module: str) -> bytes:
         """A module's syntax tree without docstrings: its code, not its comments or layout."""
-        tree = ast.parse((self.dir / f"{module}.py").read_text(encoding="utf-8"))
+        tree = ast.parse(self._path(module).read_text(encoding="utf-8"))
         return ast.dump(_strip_docstrings(tree)).encode()
 
     def code_hash(self, *entries: str, skip=()) -> str:
@@ -162,8 +225,13 @@ class PackageSource:
         for module in sorted(modules):
             digest.update(f"{module}.py\0".encode() + self.module_code(module) + b"\0")
         for name in sorted(files):
-            digest.update(f"{name}\0".encode() + (self.dir / name).read_bytes() + b"\0")
+            digest.update(f"{name}\0".encode() + (self.dir / self.data_files[name]).read_bytes() + b"\0")
         return digest.hexdigest()[:12]
+
+
+def _init_of(package: str) -> str:
+    """The module that holds a package's own code ("" is the root)."""
+    return f"{package}.__init__" if package else "__init__"
 
 
 def _bound_names(stmt: ast.stmt) -> list[str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import LEVELS
-from .errors import InputError
+from prodcat import LEVELS
+from prodcat.runtime.errors import InputError
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -22,7 +22,7 @@ MANIFEST = "manifest.json"
 
 def write_manifest(config: dict, stage: str, path) -> None:
     """What `predict_new_rows` needs from the run's configuration (paths relative to the results folder)."""
-    from .io import write_json
+    from prodcat.data.io import write_json
 
     submit = config["ensemble"]["submit"]
     labelers = config["ensemble"]["members"][submit]
@@ -34,7 +34,7 @@ def write_manifest(config: dict, stage: str, path) -> None:
         "ensemble": {**config["ensemble"], "method": method},
         "hierarchy": "data/hierarchy.json",
         "level_accuracy": f"ensemble/level_accuracy.{stage}.json",
-        # the learned arbiter (prodcat.stack), fit on all validation rows; used when method is stack
+        # the learned arbiter (prodcat.ensemble.stack), fit on all validation rows; used when method is stack
         "stack_model": f"ensemble/{submit}.{stage}.stack.json" if method == "stack" else None,
     }, path)
 
@@ -68,7 +68,7 @@ MANIFEST_SCHEMA = {
 
 
 def load_manifest(results_dir) -> dict:
-    from .io import read_json
+    from prodcat.data.io import read_json
 
     path = Path(results_dir) / MANIFEST
     if not path.is_file():
@@ -116,11 +116,11 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
     """The ensemble's labels for `rows` (validated rows table; vote or stack as the run was
     configured), plus each labeler's corrected labels as `<labeler>_<level>` columns. With keep_dir,
     every intermediate table is written there."""
-    from .correct import correct_predictions
-    from .hierarchy import Hierarchy
-    from .io import read_level_accuracy, write_parquet
-    from .labeler import labeler_for, load_labeler, with_names
-    from .vote import vote_predictions
+    from prodcat.ensemble.correct import correct_predictions
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import read_level_accuracy, write_parquet
+    from prodcat.labelers.interface import labeler_for, load_labeler, with_names
+    from prodcat.ensemble.vote import vote_predictions
 
     results_dir = Path(results_dir)
     manifest = load_manifest(results_dir)
@@ -135,7 +135,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
 
     names = None
     if uses_names:
-        from .namer import infer_names
+        from prodcat.names.namer import infer_names
 
         names = infer_names(results_dir / "models" / "namer" / "merged", rows, manifest["namer"]["templates"],
                             manifest["namer"]["generate"])
@@ -157,7 +157,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
 
     models = list(corrected)
     if manifest["ensemble"]["method"] == "stack":
-        from .stack import StackModel
+        from prodcat.ensemble.stack import StackModel
 
         arbiter = StackModel.load(results_dir / manifest["stack_model"])
         candidate_scores = {}
@@ -167,7 +167,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
             for m, table in alternatives.items():
                 write_parquet(table, keep / f"{m}.alternatives.parquet")
         if arbiter.layout.candidate_columns:  # every member scores every path the members propose
-            from .stack import candidate_union
+            from prodcat.ensemble.stack import candidate_union
 
             paths = candidate_union([corrected[m] for m in models] + list(alternatives.values()), hierarchy)
             candidate_scores = {m: loaded[m][0].score_paths(loaded[m][1], paths)

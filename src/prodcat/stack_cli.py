@@ -1,4 +1,4 @@
-"""`prodcat stack-fit` and `prodcat stack-apply`: the learned arbiter (prodcat.stack) on the command line.
+"""`prodcat stack-fit` and `prodcat stack-apply`: the learned arbiter (prodcat.ensemble.stack) on the command line.
 
 Kept apart from cli.py, which registers them with one call (`add_commands`).
 """
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 
-from .errors import InputError
+from prodcat.runtime.errors import InputError
 
 
 def _named_tables(items):
-    from .io import parse_named_paths, read_predictions
+    from prodcat.data.io import parse_named_paths, read_predictions
 
     named = parse_named_paths(items)
     return [read_predictions(path) for _, path in named], [name for name, _ in named], named
@@ -22,7 +22,7 @@ def _member_tables(option, items, names, source, columns, what) -> dict:
     table), each with the given columns."""
     if not items:
         return {}
-    from .io import parse_named_paths, read_table
+    from prodcat.data.io import parse_named_paths, read_table
 
     named = parse_named_paths(items)
     unknown = [name for name, _ in named if name not in names]
@@ -39,21 +39,21 @@ def _member_tables(option, items, names, source, columns, what) -> dict:
 
 
 def _candidate_scores(items, names, source) -> dict:
-    """--scores NAME=PATH: each named member's scores of the candidates (prodcat.stack)."""
+    """--scores NAME=PATH: each named member's scores of the candidates (prodcat.ensemble.stack)."""
     return _member_tables("--scores", items, names, source, ("indoml_id", "logprob"), "candidate scores")
 
 
 def _alternatives(items, names, source) -> dict:
-    """--alternatives NAME=PATH: a member's ranked alternatives, extra candidates (prodcat.stack)."""
+    """--alternatives NAME=PATH: a member's ranked alternatives, extra candidates (prodcat.ensemble.stack)."""
     return _member_tables("--alternatives", items, names, source, ("indoml_id", "rank"), "ranked alternatives")
 
 
 def _cmd_stack_fit(args):
-    from .hierarchy import Hierarchy
-    from .io import read_rows, write_parquet
-    from .metrics import score
-    from .stack import cross_fit_stack, fit_stack
-    from .vote import vote_predictions
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import read_rows, write_parquet
+    from prodcat.report.metrics import score
+    from prodcat.ensemble.stack import cross_fit_stack, fit_stack
+    from prodcat.ensemble.vote import vote_predictions
 
     tables, names, named = _named_tables(args.predictions)
     scores = _candidate_scores(args.scores, names, named[0][1])
@@ -86,9 +86,9 @@ def _cmd_stack_fit(args):
 
 
 def _cmd_stack_apply(args):
-    from .hierarchy import Hierarchy
-    from .io import read_rows, write_parquet
-    from .stack import StackModel
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import read_rows, write_parquet
+    from prodcat.ensemble.stack import StackModel
 
     model = StackModel.load(args.model)
     tables, names, named = _named_tables(args.predictions)

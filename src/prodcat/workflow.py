@@ -1,7 +1,7 @@
 """Glue for Snakemake `script:` rules: each script is one call into here.
 
 A script gets the `snakemake` object; its stdout, stderr and Python logging go to the rule's log
-file, as lines (prodcat.progress): a line every `logging_steps` training steps, no progress bars.
+file, as lines (prodcat.runtime.progress): a line every `logging_steps` training steps, no progress bars.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import LEVELS
+from prodcat import LEVELS
 
 # Table 2 reads generation FLOPs from the test split's prediction summaries (rules/common.smk,
 # efficiency_files); FlopCounterMode is slow, so the other splits skip counting.
@@ -22,7 +22,7 @@ FLOPS_SPLIT = "test"
 
 @contextlib.contextmanager
 def logging_to(path):
-    from .progress import no_progress_bars
+    from prodcat.runtime.progress import no_progress_bars
 
     no_progress_bars()
     path = Path(path)
@@ -58,9 +58,9 @@ def tokenizer_corpus(rows: pd.DataFrame, templates: dict | None = None) -> list[
     come with every row. Trained on the templates once, the tiny tokenizer spelled the prompt prose
     out at ~2 characters per token (380 tokens a prompt); the real Llama-3 tokenizer encodes English
     at ~4, and every namer stage's cost grows with the prompt length."""
-    from .prompts import student_messages, teacher_messages
-    from .target_text import format_target
-    from .tiny_llama import CHAT_HEADER_TEXT
+    from prodcat.names.prompts import student_messages, teacher_messages
+    from prodcat.data.target_text import format_target
+    from prodcat.standins.tiny_llama import CHAT_HEADER_TEXT
 
     texts = rows["description"].astype(str).tolist()
     texts += [format_target(labels) for labels in rows[list(LEVELS)].drop_duplicates().itertuples(index=False, name=None)]
@@ -73,9 +73,9 @@ def tokenizer_corpus(rows: pd.DataFrame, templates: dict | None = None) -> list[
 
 
 def build_tiny_model(smk) -> None:
-    from .io import read_rows
-    from .tiny_llama import build_tiny_llama
-    from .tiny_models import build_tiny_byt5, build_tiny_flant5
+    from prodcat.data.io import read_rows
+    from prodcat.standins.tiny_llama import build_tiny_llama
+    from prodcat.standins.tiny_seq2seq import build_tiny_byt5, build_tiny_flant5
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -99,9 +99,9 @@ def pretrain_llama_standin(model_dir, run_row_paths: list[str], warmup: dict, te
     """The Llama stand-in's pretraining (tiny.llama.warmup): prompts → true product names on rows of
     the sample's catalogue drawn apart from the run's rows (`synthetic.pretraining_rows`), checked
     against those of `run_row_paths`."""
-    from .io import read_rows, write_json
-    from .synthetic import pretraining_rows
-    from .tiny_llama import pretrain_tiny_llama
+    from prodcat.data.io import read_rows, write_json
+    from prodcat.standins.synthetic import pretraining_rows
+    from prodcat.standins.tiny_llama import pretrain_tiny_llama
 
     # the labels, where a table has them, let pretraining_rows check that the data is the catalogue's
     run_rows = pd.concat([read_rows(path) for path in run_row_paths], ignore_index=True)
@@ -131,17 +131,17 @@ def pretrain_llama_standin(model_dir, run_row_paths: list[str], warmup: dict, te
 
 
 def download_model(smk) -> None:
-    from .hub import fetch_model
+    from prodcat.runtime.hub import fetch_model
 
     with logging_to(smk.log[0]):
         fetch_model(smk.params.repo_id, smk.params.revision, smk.output[0])
 
 
 def train_labeler(smk) -> None:
-    """Any labeler kind's training (rules train_labeler and train_charngram), through prodcat.labeler."""
-    from .hierarchy import Hierarchy
-    from .io import read_rows
-    from .labeler import labeler_for, train_labeler as train, with_source
+    """Any labeler kind's training (rules train_labeler and train_charngram), through prodcat.labelers.interface."""
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import read_rows
+    from prodcat.labelers.interface import labeler_for, train_labeler as train, with_source
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -158,9 +158,9 @@ def train_labeler(smk) -> None:
 def predict_labeler(smk) -> None:
     """Any labeler kind's predictions of a split, one table and summary per decoding (rules
     predict_labeler and predict_charngram); the model is loaded once."""
-    from .hierarchy import Hierarchy
-    from .io import read_rows, write_parquet
-    from .labeler import RAW, load_labeler, with_source
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import read_rows, write_parquet
+    from prodcat.labelers.interface import RAW, load_labeler, with_source
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -177,8 +177,8 @@ def predict_labeler(smk) -> None:
 def level_accuracy(smk) -> None:
     """Per-level validation accuracy of each labeler's corrected predictions: the tie rule and the
     optional weights of the vote."""
-    from .io import read_rows, read_table, write_json
-    from .metrics import score
+    from prodcat.data.io import read_rows, read_table, write_json
+    from prodcat.report.metrics import score
 
     with logging_to(smk.log[0]):
         truth = read_rows(smk.input.truth, labelled=True)
@@ -191,8 +191,8 @@ def level_accuracy(smk) -> None:
 
 
 def report_tables(smk) -> None:
-    from .summaries import TrainingSummary
-    from .report import (VALIDATION_CAVEAT, efficiency_table, ensemble_comparison, ensemble_section, metrics_table,
+    from prodcat.labelers.summaries import TrainingSummary
+    from prodcat.report.tables import (VALIDATION_CAVEAT, efficiency_table, ensemble_comparison, ensemble_section, metrics_table,
                          operators_table, profile_note, unseen_retailer_note, write_table)
 
     with logging_to(smk.log[0]):
@@ -242,8 +242,8 @@ def synthesize_names(smk) -> None:
     """One shard of the teacher names of a split, with its timing."""
     import time
 
-    from .io import read_rows, write_parquet
-    from .namer import synthesize_names as synthesize
+    from prodcat.data.io import read_rows, write_parquet
+    from prodcat.names.namer import synthesize_names as synthesize
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -258,9 +258,9 @@ def synthesize_names(smk) -> None:
 def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate: dict, params, gflops=None):
     """The PredictionSummary of one shard of names; its parse failures are the answers that fell
     back to the description."""
-    from .device import describe_device
-    from .namer import status_counts
-    from .summaries import PredictionSummary
+    from prodcat.runtime.device import describe_device
+    from prodcat.names.namer import status_counts
+    from prodcat.labelers.summaries import PredictionSummary
 
     return PredictionSummary(kind=kind, decoding="names", rows=len(names),
                              parse_failures=len(names) - status_counts(names)["ok"], predict_seconds=seconds,
@@ -269,8 +269,8 @@ def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate
 
 
 def train_namer(smk) -> None:
-    from .io import read_table
-    from .namer import train_namer as train
+    from prodcat.data.io import read_table
+    from prodcat.names.namer import train_namer as train
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -281,11 +281,11 @@ def train_namer(smk) -> None:
                         checkpoint_dir=smk.params.checkpoints, profile=dict(smk.params.profile))
         # Table 2's figures: counted on the meta device (no memory), and report-only: a failure here
         # is logged and leaves the trained namer in place.
-        from .device import describe_device
-        from .efficiency import report_only
-        from .namer import training_step_costs
+        from prodcat.runtime.device import describe_device
+        from prodcat.runtime.efficiency import report_only
+        from prodcat.names.namer import training_step_costs
 
-        from .summaries import TrainingSummary
+        from prodcat.labelers.summaries import TrainingSummary
 
         costs = report_only("the namer's training-step FLOPs", training_step_costs, smk.params.base, rows, templates,
                             params) or {}
@@ -300,10 +300,10 @@ def infer_names(smk) -> None:
     reads, the FLOPs of one generation batch)."""
     import time
 
-    from .efficiency import count_flops
-    from .io import read_rows, write_parquet
-    from .namer import Chats, generate_token_ids, infer_names as infer, load_causal_lm
-    from .prompts import student_messages
+    from prodcat.runtime.efficiency import count_flops
+    from prodcat.data.io import read_rows, write_parquet
+    from prodcat.names.namer import Chats, generate_token_ids, infer_names as infer, load_causal_lm
+    from prodcat.names.prompts import student_messages
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -328,9 +328,9 @@ def infer_names(smk) -> None:
 def gather_names(smk) -> None:
     """The shards of a split's names as one table in the split's row order, and one summary:
     rows and generation seconds summed over the shards (GPU-seconds when they ran side by side)."""
-    from .io import read_rows, read_table, write_parquet
-    from .namer import gather_shards
-    from .summaries import PredictionSummary
+    from prodcat.data.io import read_rows, read_table, write_parquet
+    from prodcat.names.namer import gather_shards
+    from prodcat.labelers.summaries import PredictionSummary
 
     with logging_to(smk.log[0]):
         names = gather_shards(read_rows(smk.input.rows)["indoml_id"], [read_table(p) for p in smk.input.names],
@@ -356,7 +356,7 @@ def true_names_by_dataset(table: pd.DataFrame, path) -> dict[str, pd.Series]:
     """The true product names per input file ("train", "test"), each indexed by indoml_id: ids are
     unique within a file, not across files (real test files number rows from 0 like training).
     A table without a `split` column holds one name per id for both files."""
-    from .errors import InputError
+    from prodcat.runtime.errors import InputError
 
     for column in ("indoml_id", "name"):
         if column not in table.columns:
@@ -378,10 +378,10 @@ def name_quality(smk) -> None:
     """chrF (and exact match) of teacher and student names against the true product names. Every
     table is matched on (split, indoml_id): a split's names, its rows and the true names of the
     file it comes from."""
-    from .errors import InputError
-    from .io import read_rows, read_table
-    from .namer import chrf, status_counts
-    from .report import write_table
+    from prodcat.runtime.errors import InputError
+    from prodcat.data.io import read_rows, read_table
+    from prodcat.names.namer import chrf, status_counts
+    from prodcat.report.tables import write_table
 
     with logging_to(smk.log[0]):
         truth = true_names_by_dataset(read_table(smk.input.truth).reset_index(drop=True), smk.input.truth)
@@ -433,7 +433,7 @@ def standin_caption(teacher: dict) -> str:
 
 
 def plots(smk) -> None:
-    from .plots import accuracy_bars, f1_by_level, read_history, training_curves
+    from prodcat.report.plots import accuracy_bars, f1_by_level, read_history, training_curves
 
     with logging_to(smk.log[0]):
         metrics = pd.read_csv(smk.input.metrics)
@@ -452,11 +452,11 @@ def manifest(smk) -> None:
 
 def score_candidates(smk) -> None:
     """One labeler's log-probability of every path that any ensemble member proposes for the rows
-    of one split (prodcat.stack reads them as candidate scores)."""
-    from .hierarchy import Hierarchy
-    from .io import read_rows, read_table, write_parquet
-    from .labeler import load_labeler, with_source
-    from .stack import candidate_union
+    of one split (prodcat.ensemble.stack reads them as candidate scores)."""
+    from prodcat.data.hierarchy import Hierarchy
+    from prodcat.data.io import read_rows, read_table, write_parquet
+    from prodcat.labelers.interface import load_labeler, with_source
+    from prodcat.ensemble.stack import candidate_union
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -470,9 +470,9 @@ def score_candidates(smk) -> None:
 
 def list_alternatives(smk) -> None:
     """The k best paths per row of one split, from a labeler that ranks every path (charngram):
-    extra candidates for the stack (prodcat.stack)."""
-    from .io import read_rows, write_parquet
-    from .labeler import load_labeler, with_source
+    extra candidates for the stack (prodcat.ensemble.stack)."""
+    from prodcat.data.io import read_rows, write_parquet
+    from prodcat.labelers.interface import load_labeler, with_source
 
     with logging_to(smk.log[0]):
         labeler = load_labeler(smk.input.model, dict(smk.params.cfg))

@@ -64,8 +64,8 @@ def parameter_counts(retailers: int = 63) -> dict:
     this project adds an unknown-retailer row of side_dim values)."""
     from peft import get_peft_model
 
-    from .mmt5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration
-    from .namer import lora_config
+    from prodcat.labelers.mmt5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration
+    from prodcat.names.namer import lora_config
 
     import torch
 

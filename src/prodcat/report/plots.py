@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import LEVELS
+from prodcat import LEVELS
 
 
 def _pyplot():

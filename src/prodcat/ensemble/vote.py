@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import LEVELS
-from .errors import InputError
-from .hierarchy import Hierarchy
+from prodcat import LEVELS
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
 
 WEIGHT_SCALE = 1_000_000  # accuracies become integer weights: exact sums, exact ties
 

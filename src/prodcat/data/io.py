@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import LEVELS
-from .errors import InputError, UsageError
+from prodcat import LEVELS
+from prodcat.runtime.errors import InputError, UsageError
 
 FEATURE_COLUMNS = ("indoml_id", "description", "retailer", "price")
 JSON_SUFFIXES = {".features", ".labels", ".jsonl", ".json", ".predict"}
@@ -138,7 +138,7 @@ def _validate_strings(values: pd.Series, column: str, path, *, allow_empty: bool
 
 def _validate_labels_text(values: pd.Series, column: str, path) -> pd.Series:
     """Labels become the seq2seq target text `sg | g | m | b`: refuse what would break it."""
-    from .target_text import label_problem
+    from prodcat.data.target_text import label_problem
 
     values = _validate_strings(values, column, path, allow_empty=False)
     for i, value in enumerate(values, start=1):

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import LEVELS
-from .checkpoints import last_checkpoint_of_run, run_signature
-from .io import write_json
-from .prompts import ANSWER_STATUSES, clean_answer, student_messages, teacher_messages
+from prodcat import LEVELS
+from prodcat.runtime.checkpoints import last_checkpoint_of_run, run_signature
+from prodcat.data.io import write_json
+from prodcat.names.prompts import ANSWER_STATUSES, clean_answer, student_messages, teacher_messages
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def iter_generated(model, tokenizer, chats: Sequence, *, batch_size: int, max_ne
     import torch
     from transformers import GenerationConfig
 
-    from .progress import log_progress
+    from prodcat.runtime.progress import log_progress
 
     batches = shard_batches(prompt_lengths(tokenizer, chats), batch_size, shard, shards)
     stop = _stop_ids(model, tokenizer)
@@ -398,8 +398,8 @@ def training_step_costs(base_model_dir, rows: pd.DataFrame, templates: dict, par
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .efficiency import count_flops, count_parameters
-    from .hub import local_model_dir
+    from prodcat.runtime.efficiency import count_flops, count_parameters
+    from prodcat.runtime.hub import local_model_dir
 
     params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
     base = local_model_dir(base_model_dir)
@@ -438,12 +438,12 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
     output directory, which Snakemake deletes before a rerun) and a rerun of the same run resumes
     from the newest one. Returns the metrics written to trainer_log.json.
     """
-    from .hub import local_model_dir
-    from .merge import merge_lora
+    from prodcat.runtime.hub import local_model_dir
+    from prodcat.names.merge import merge_lora
 
     metrics = train_adapter(base_model_dir, train_rows_with_names, out_dir, params, templates=templates,
                             checkpoint_dir=checkpoint_dir, profile=profile)
-    # Merged tensor by tensor from the base's safetensors (prodcat.merge): exact (fp32 sum, one
+    # Merged tensor by tensor from the base's safetensors (prodcat.names.merge): exact (fp32 sum, one
     # rounding to bf16), and it never holds the whole model, on the GPU or off it.
     merge_lora(local_model_dir(base_model_dir), Path(out_dir) / "adapter", Path(out_dir) / "merged")
     log.info("namer: adapter and merged bf16 model written to %s", out_dir)
@@ -453,16 +453,16 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
 def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, params: dict | None = None, *,
                   templates: dict | None = None, checkpoint_dir=None, profile: dict | None = None) -> dict:
     """The LoRA training of `train_namer`, without the merge: writes out_dir/adapter and
-    out_dir/trainer_log.json. `profile`: settings of prodcat.profiling (a few steps profiled,
+    out_dir/trainer_log.json. `profile`: settings of prodcat.runtime.profiling (a few steps profiled,
     written to out_dir/profile, summarised under "profile")."""
     import torch
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
 
-    from .profiling import StepProfiler, trainer_callback as profiler_callback
-    from .progress import quiet_trainer, trainer_log_lines
-    from .prompts import DEFAULT_TEMPLATES
+    from prodcat.runtime.profiling import StepProfiler, trainer_callback as profiler_callback
+    from prodcat.runtime.progress import quiet_trainer, trainer_log_lines
+    from prodcat.names.prompts import DEFAULT_TEMPLATES
 
     params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
     templates = dict(templates or DEFAULT_TEMPLATES)

@@ -3,8 +3,8 @@
 `labeler_for(kind)` is the one place that maps a configured kind to its implementation:
 
 - "text" and "multimodal": a fine-tuned seq2seq model (ByT5, Flan-T5; the multimodal ByT5 also
-  reads retailer and price), prodcat.seq2seq;
-- "charngram": character n-gram path naive Bayes, prodcat.charngram.
+  reads retailer and price), prodcat.labelers.seq2seq;
+- "charngram": character n-gram path naive Bayes, prodcat.labelers.charngram.
 
 Every one is configured by its entry under `labelers:` in config.yaml (kind, source, train /
 predict settings or params), trains from labelled rows into a model folder that holds a
@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from .summaries import TRAIN_SUMMARY, PredictionSummary, TrainingSummary
+from prodcat.labelers.summaries import TRAIN_SUMMARY, PredictionSummary, TrainingSummary
 
 RAW, CONSTRAINED = "raw", "constrained"
 DECODINGS = (RAW, CONSTRAINED)
@@ -58,7 +58,7 @@ class Labeler(ABC):
         """Train on labelled rows (val_rows: early stopping or model selection) and save into
         out_dir with the TrainingSummary. base_dir: the pretrained model a neural labeler starts
         from; hierarchy: the label tree (charngram's classes); checkpoint_dir: resumable
-        checkpoints, outside out_dir; profile: prodcat.profiling settings."""
+        checkpoints, outside out_dir; profile: prodcat.runtime.profiling settings."""
 
     @classmethod
     @abstractmethod
@@ -94,7 +94,7 @@ def _check_decoding(decoding: str) -> None:
 
 
 class Seq2SeqLabeler(Labeler):
-    """A fine-tuned seq2seq model that writes "supergroup | group | module | brand" (prodcat.seq2seq).
+    """A fine-tuned seq2seq model that writes "supergroup | group | module | brand" (prodcat.labelers.seq2seq).
     Training settings: cfg["train"] (Hugging Face TrainingArguments names) plus, for the multimodal
     kind, side_dim, fusion and retailer_dropout; prediction settings: cfg["predict"]."""
 
@@ -109,7 +109,7 @@ class Seq2SeqLabeler(Labeler):
     def loaded(self):
         """(model, tokenizer), loaded once on first use."""
         if self._loaded is None:
-            from .seq2seq import load_trained_model
+            from prodcat.labelers.seq2seq import load_trained_model
 
             self._loaded = load_trained_model(self.model_dir)
         return self._loaded
@@ -117,7 +117,7 @@ class Seq2SeqLabeler(Labeler):
     @classmethod
     def train(cls, cfg, train_rows, val_rows, out_dir, *, base_dir=None, hierarchy=None, checkpoint_dir=None,
               profile=None):
-        from .seq2seq import train_labeler
+        from prodcat.labelers.seq2seq import train_labeler
 
         if base_dir is None or checkpoint_dir is None:
             raise ValueError(f"a {cfg['kind']} labeler trains from a base model (base_dir) with a checkpoint_dir")
@@ -142,7 +142,7 @@ class Seq2SeqLabeler(Labeler):
             self.training_summary.write(out_dir)
 
     def predict(self, rows, *, decoding=RAW, hierarchy=None, count_flops=False):
-        from .seq2seq import predict_labeler
+        from prodcat.labelers.seq2seq import predict_labeler
 
         _check_decoding(decoding)
         return predict_labeler(self.model_dir, rows, self.cfg["predict"], source_column=self.source,
@@ -150,20 +150,20 @@ class Seq2SeqLabeler(Labeler):
                                count_batch_flops=count_flops)
 
     def score_paths(self, rows, paths):
-        from .seq2seq import score_paths
+        from prodcat.labelers.seq2seq import score_paths
 
         return score_paths(self.model_dir, rows, paths, self.cfg["predict"], source_column=self.source,
                            loaded=self.loaded)
 
 
 class MultimodalLabeler(Seq2SeqLabeler):
-    """The multimodal ByT5 (prodcat.mmt5): retailer and price fused into the encoder."""
+    """The multimodal ByT5 (prodcat.labelers.mmt5): retailer and price fused into the encoder."""
 
     kind = "multimodal"
 
 
 class PathNaiveBayesLabeler(Labeler):
-    """Character n-gram path naive Bayes (prodcat.charngram): cfg["params"]. It reads the
+    """Character n-gram path naive Bayes (prodcat.labelers.charngram): cfg["params"]. It reads the
     description, retailer and price, and every prediction is a path of the hierarchy, so its
     constrained decoding is its raw one."""
 
@@ -181,8 +181,8 @@ class PathNaiveBayesLabeler(Labeler):
     @classmethod
     def train(cls, cfg, train_rows, val_rows, out_dir, *, base_dir=None, hierarchy=None, checkpoint_dir=None,
               profile=None):
-        from .charngram import train_charngram
-        from .device import describe_device
+        from prodcat.labelers.charngram import train_charngram
+        from prodcat.runtime.device import describe_device
 
         if hierarchy is None:
             raise ValueError("a charngram labeler trains over the hierarchy's paths: pass hierarchy")
@@ -198,7 +198,7 @@ class PathNaiveBayesLabeler(Labeler):
 
     @classmethod
     def load(cls, model_dir, cfg):
-        from .charngram import CharNgramLabeler
+        from prodcat.labelers.charngram import CharNgramLabeler
 
         return cls(cfg, model_dir, TrainingSummary.read(model_dir), CharNgramLabeler.load(model_dir))
 
@@ -208,7 +208,7 @@ class PathNaiveBayesLabeler(Labeler):
             self.training_summary.write(out_dir)
 
     def predict(self, rows, *, decoding=RAW, hierarchy=None, count_flops=False):
-        from .device import describe_device
+        from prodcat.runtime.device import describe_device
 
         _check_decoding(decoding)
         started = time.time()
@@ -246,7 +246,7 @@ def load_labeler(model_dir, cfg: dict) -> Labeler:
     """The labeler that `cfg` describes, saved in model_dir."""
     model_dir = Path(model_dir)
     if not (model_dir / TRAIN_SUMMARY).is_file():
-        from .errors import InputError
+        from prodcat.runtime.errors import InputError
 
         raise InputError(model_dir, f"not a trained labeler: no {TRAIN_SUMMARY}")
     return labeler_for(cfg["kind"]).load(model_dir, cfg)
@@ -257,14 +257,14 @@ def with_source(rows: pd.DataFrame, source: str, names_path=None) -> pd.DataFram
     names table at names_path) joined on indoml_id (every row must have one)."""
     if source == "description":
         return rows
-    from .io import read_table
+    from prodcat.data.io import read_table
 
     return with_names(rows, read_table(names_path), names_path)
 
 
 def with_names(rows: pd.DataFrame, names: pd.DataFrame, source="names") -> pd.DataFrame:
     """Rows with a `name` column from `names` (indoml_id, name), one per row."""
-    from .errors import InputError
+    from prodcat.runtime.errors import InputError
 
     merged = rows.merge(names[["indoml_id", "name"]], on="indoml_id", how="left", validate="one_to_one")
     missing = merged["name"].isna()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import LEVELS
-from .errors import InputError
+from prodcat import LEVELS
+from prodcat.runtime.errors import InputError
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Hierarchy:
     def to_json(self, path) -> None:
         records = [[*r[:4], int(r[4])] for r in self.paths.itertuples(index=False, name=None)]
         text = json.dumps({"levels": list(LEVELS), "paths": records}, ensure_ascii=False, indent=0)
-        from .io import write_text
+        from prodcat.data.io import write_text
 
         write_text(text, path)
 
@@ -127,7 +127,7 @@ def _validator():
 def _validate(obj, path) -> None:
     """InputError for the first schema violation in document order: the row (1-based) and column
     of a path in the `paths` form, the chain of keys in the nested form."""
-    from .target_text import label_problem
+    from prodcat.data.target_text import label_problem
 
     errors = sorted(_validator().iter_errors(obj), key=lambda e: [str(k) for k in e.absolute_path])
     if not errors:
@@ -153,7 +153,7 @@ def _validate(obj, path) -> None:
 
 
 def _check_labels(obj, path) -> None:
-    from .target_text import label_problem
+    from prodcat.data.target_text import label_problem
 
     if "paths" in obj:
         for i, record in enumerate(obj["paths"], start=1):

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
 
-from . import LEVELS
-from .hierarchy import Hierarchy
-from .target_text import salvage_target
+from prodcat import LEVELS
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.data.target_text import salvage_target
 
 METHODS = ("topdown", "joint")
 SCORERS = {

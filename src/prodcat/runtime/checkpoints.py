@@ -23,7 +23,7 @@ def run_signature(settings: dict, base_model_dir, frames: list[pd.DataFrame]) ->
     digest = hashlib.sha256()
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     # the base model's config: from its folder, or from the hub cache for a hub id
-    from .hub import local_model_dir
+    from prodcat.runtime.hub import local_model_dir
 
     digest.update((local_model_dir(base_model_dir) / "config.json").read_bytes())
     for frame in frames:

@@ -98,7 +98,7 @@ def _save(model, tokenizer, out_dir) -> Path:
 # Tiny widths, but each real model's tokenizer kind, special tokens and config traits: ByT5's byte
 # tokenizer, a deeper encoder than decoder and an untied lm_head; Flan-T5's SentencePiece tokenizer
 # and untied lm_head; Llama-3.1's byte-level BPE, chat template, <|eot_id|> and
-# <|finetune_right_pad_id|> (prodcat.tiny_llama).
+# <|finetune_right_pad_id|> (prodcat.standins.tiny_llama).
 HUB_STANDIN_DIMS = {
     "byt5": {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0},
     "flant5": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0},
@@ -121,7 +121,7 @@ def build_hub_standin(arch: str, out_dir, texts: list[str], *, seed: int = 0) ->
     if arch == "flant5":
         return _untie_lm_head(build_tiny_flant5(out_dir, texts, dims, vocab_size=400, seed=seed), seed)
     if arch == "llama":
-        from .tiny_llama import build_tiny_llama
+        from prodcat.standins.tiny_llama import build_tiny_llama
 
         return build_tiny_llama(out_dir, texts, seed=seed, **dims)
     raise ValueError(f"no hub stand-in for {arch!r}: expected byt5, flant5 or llama")

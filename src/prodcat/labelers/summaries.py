@@ -22,7 +22,7 @@ TRAIN_SUMMARY = "train_summary.json"
 
 def _split(cls, data: dict, path) -> dict:
     """`data` as keyword arguments of dataclass `cls`: its fields, the rest under details."""
-    from .errors import InputError
+    from prodcat.runtime.errors import InputError
 
     if not isinstance(data, dict):
         raise InputError(path, f"expected a JSON object, got {type(data).__name__}")
@@ -59,7 +59,7 @@ class TrainingSummary:
         return self.to_dict()[key]
 
     def write(self, model_dir) -> Path:
-        from .io import write_json
+        from prodcat.data.io import write_json
 
         path = Path(model_dir) / TRAIN_SUMMARY
         write_json(self.to_dict(), path)
@@ -67,7 +67,7 @@ class TrainingSummary:
 
     @classmethod
     def read(cls, model_dir_or_file) -> "TrainingSummary":
-        from .io import read_json
+        from prodcat.data.io import read_json
 
         path = Path(model_dir_or_file)
         path = path / TRAIN_SUMMARY if path.is_dir() else path
@@ -106,12 +106,12 @@ class PredictionSummary:
         return self.to_dict()[key]
 
     def write(self, path) -> None:
-        from .io import write_json
+        from prodcat.data.io import write_json
 
         write_json(self.to_dict(), path)
 
     @classmethod
     def read(cls, path) -> "PredictionSummary":
-        from .io import read_json
+        from prodcat.data.io import read_json
 
         return cls(**_split(cls, read_json(path, "a prediction summary"), path))

@@ -28,8 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import LEVELS
-from .hierarchy import Hierarchy
+from prodcat import LEVELS
+from prodcat.data.hierarchy import Hierarchy
 
 CATCH_ALL_BRAND = "receipt all"
 MIN_DESCRIPTION = 4

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import LEVELS
-from .checkpoints import last_checkpoint_of_run, run_signature
-from .device import describe_device, pick_device
-from .efficiency import count_flops, count_parameters, report_only, training_step_flops
-from .profiling import StepProfiler, trainer_callback as profiler_callback
-from .summaries import PredictionSummary, TrainingSummary
-from .target_text import format_target, parse_target
+from prodcat import LEVELS
+from prodcat.runtime.checkpoints import last_checkpoint_of_run, run_signature
+from prodcat.runtime.device import describe_device, pick_device
+from prodcat.runtime.efficiency import count_flops, count_parameters, report_only, training_step_flops
+from prodcat.runtime.profiling import StepProfiler, trainer_callback as profiler_callback
+from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
+from prodcat.data.target_text import format_target, parse_target
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def resolve_prediction_lengths(model_dir, params: dict) -> tuple[int, int]:
 
 
 def side_features(model_or_config, rows: pd.DataFrame):
-    from .mmt5 import encode_side_features
+    from prodcat.labelers.mmt5 import encode_side_features
 
     config = getattr(model_or_config, "config", model_or_config)
     prices = [None if (p is None or (isinstance(p, float) and math.isnan(p))) else float(p) for p in rows["price"]]
@@ -165,7 +165,7 @@ def side_features(model_or_config, rows: pd.DataFrame):
 
 def _collator(tokenizer, model, kind: str):
     if kind == MULTIMODAL:
-        from .mmt5 import MultimodalSeq2SeqCollator
+        from prodcat.labelers.mmt5 import MultimodalSeq2SeqCollator
 
         return MultimodalSeq2SeqCollator(tokenizer, model=model)  # pads labels with -100
     from transformers import DataCollatorForSeq2Seq
@@ -188,7 +188,7 @@ def load_base_model(base_dir, kind: str, train_rows: pd.DataFrame | None = None,
         return model, tokenizer
     if kind != MULTIMODAL:
         raise ValueError(f"unknown labeler kind {kind!r}: expected {TEXT!r} or {MULTIMODAL!r}")
-    from .mmt5 import MultimodalT5ForConditionalGeneration
+    from prodcat.labelers.mmt5 import MultimodalT5ForConditionalGeneration
 
     prices = train_rows["price"].dropna()
     model = MultimodalT5ForConditionalGeneration.from_text_model(
@@ -208,7 +208,7 @@ def load_trained_model(model_dir, device: str | None = None, dtype=None):
     on a GPU), with no full-precision host copy first."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from . import mmt5  # noqa: F401  registers the multimodal classes with the Auto* factories
+    from prodcat.labelers import mmt5  # noqa: F401  registers the multimodal classes with the Auto* factories
 
     if device is None:
         device, dtype = pick_device()
@@ -232,12 +232,12 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
 
     Checkpoints go to checkpoint_dir, outside the rule's output, so that a killed run resumes
     when the rule reruns (Snakemake removes incomplete outputs first); they are removed after a
-    successful run unless params['keep_checkpoints']. `profile`: settings of prodcat.profiling
+    successful run unless params['keep_checkpoints']. `profile`: settings of prodcat.runtime.profiling
     (a few steps profiled, written to out_dir/profile, summarised under "profile")."""
     import torch
     from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
-    from .progress import quiet_trainer, trainer_log_lines
+    from prodcat.runtime.progress import quiet_trainer, trainer_log_lines
 
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
     seed = int(params["seed"])
@@ -280,7 +280,7 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         bf16=device == "cuda" and dtype == torch.bfloat16,
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
-        disable_tqdm=True,  # one log line every logging_steps instead (prodcat.progress)
+        disable_tqdm=True,  # one log line every logging_steps instead (prodcat.runtime.progress)
     )
     callbacks = [EarlyStoppingCallback(early_stopping_patience=int(params["early_stopping_patience"])),
                  trainer_log_lines(), *extra_callbacks]
@@ -351,7 +351,7 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     `logprob_min` (the least likely token), for free and constrained decoding alike."""
     import torch
 
-    from .progress import log_progress
+    from prodcat.runtime.progress import log_progress
 
     device, dtype = pick_device()
     model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir, device, dtype)
@@ -366,7 +366,7 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     if constrained:
         from transformers import LogitsProcessorList
 
-        from .constrained import PathTrie, constrained_logits_processor, max_target_tokens
+        from prodcat.labelers.constrained import PathTrie, constrained_logits_processor, max_target_tokens
 
         if hierarchy is None:
             raise ValueError("constrained decoding needs the hierarchy")
@@ -478,7 +478,7 @@ def score_paths(model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict
     included), `logprob_per_token` and `n_tokens` added. Every id must be a row of `rows`."""
     import torch
 
-    from .errors import InputError
+    from prodcat.runtime.errors import InputError
 
     device, dtype = pick_device()
     model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir)

@@ -12,7 +12,7 @@ import math
 import re
 import string
 
-from . import LEVELS
+from prodcat import LEVELS
 
 TEMPLATE_KEYS = ("system", "teacher_user", "student_user")
 TEACHER_FIELDS = ("description", "price", *LEVELS)

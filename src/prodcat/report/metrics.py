@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from . import LEVELS
-from .errors import InputError
+from prodcat import LEVELS
+from prodcat.runtime.errors import InputError
 
 MISSING = "<missing>"  # a prediction with no label (parse failure) is simply wrong
 

@@ -200,8 +200,8 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from . import LEVELS
-    from .prompts import student_messages, teacher_messages
+    from prodcat import LEVELS
+    from prodcat.names.prompts import student_messages, teacher_messages
 
     params = {**DEFAULT_PRETRAINING, **(params or {})}
     unknown = sorted(set(params) - set(DEFAULT_PRETRAINING))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .efficiency import read_benchmark
-from .profiling import STEP_RANGE
-from .summaries import PredictionSummary, TrainingSummary
+from prodcat.runtime.efficiency import read_benchmark
+from prodcat.runtime.profiling import STEP_RANGE
+from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
 
 METRICS_COLUMNS = ["model", "stage", "split", "n", "item_accuracy", "item_accuracy_unseen_retailer", "f1_supergroup",
                    "f1_group", "f1_module", "f1_brand", "parse_failures"]
@@ -184,7 +184,7 @@ def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
 
 
 def write_table(table: pd.DataFrame, csv_path, md_path, title: str, note: str = "", extra_markdown: str = "") -> None:
-    from .io import write_text
+    from prodcat.data.io import write_text
 
     write_text(table.to_csv(index=False), csv_path)
     write_text(to_markdown(table, title, note) + extra_markdown, md_path)
@@ -223,7 +223,7 @@ def ensemble_section(comparison: pd.DataFrame, submission: dict) -> str:
         "## Ensembles: hard vote vs learned arbiter (stack)",
         "",
         "Item accuracy of each ensemble combined by the paper's hard vote and by the learned arbiter "
-        "(`prodcat.stack`: a pairwise logistic ranker over the paths the members propose, with charngram's "
+        "(`prodcat.ensemble.stack`: a pairwise logistic ranker over the paths the members propose, with charngram's "
         "ranked alternatives when it is a member, from who proposed them, the members' confidence and their "
         "scores of every candidate, agreement, path frequency and the match with the description; where it cannot beat the best member in an inner cross-validation it "
         "keeps the best member's answer), beside the ensemble's best member at the same stage. The stack is "

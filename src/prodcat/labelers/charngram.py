@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import LEVELS
-from .errors import InputError
-from .hierarchy import Hierarchy
+from prodcat import LEVELS
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
 
 log = logging.getLogger(__name__)
 

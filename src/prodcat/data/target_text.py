@@ -11,7 +11,7 @@ truncated output, a missing level) is a parse failure: counted, its labels left 
 
 from __future__ import annotations
 
-from . import LEVELS
+from prodcat import LEVELS
 
 SEPARATOR = " | "
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import LEVELS
-from .errors import InputError
-from .io import write_json_lines
+from prodcat import LEVELS
+from prodcat.runtime.errors import InputError
+from prodcat.data.io import write_json_lines
 
 SUBMISSION_COLUMNS = ("indoml_id", *LEVELS)
 

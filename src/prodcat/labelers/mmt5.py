@@ -30,7 +30,7 @@ reloading. So importing this module also registers a weight-conversion rule for
 passes ``shared.weight`` through unchanged for the multimodal class and fails for any other
 class. ``T5ForConditionalGeneration.from_pretrained(multimodal_dir)`` then raises a
 RuntimeError, after a load report whose CONVERSION entry carries
-:class:`MultimodalCheckpointError`'s message. The refusal needs ``prodcat.mmt5`` to have been
+:class:`MultimodalCheckpointError`'s message. The refusal needs ``prodcat.labelers.mmt5`` to have been
 imported; :func:`load_labeler_model` does not depend on it.
 """
 
@@ -396,8 +396,8 @@ class _RequireMultimodalModel(ConversionOps):
             raise MultimodalCheckpointError(
                 f"this is a prodcat multimodal labeler checkpoint ({MODEL_TYPE}); "
                 f"{type(model).__name__} would drop its retailer/price layers. Load it with "
-                "prodcat.mmt5.MultimodalT5ForConditionalGeneration, AutoModelForSeq2SeqLM or "
-                "prodcat.mmt5.load_labeler_model"
+                "prodcat.labelers.mmt5.MultimodalT5ForConditionalGeneration, AutoModelForSeq2SeqLM or "
+                "prodcat.labelers.mmt5.load_labeler_model"
             )
         return input_dict
 

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import LEVELS
-from .target_text import format_target
+from prodcat import LEVELS
+from prodcat.data.target_text import format_target
 
 OFF, DONE = -1, -2  # decoding states that are not trie nodes
 UNSEEN = -3  # IncrementalStates: the shorter prefix was not seen at the previous step

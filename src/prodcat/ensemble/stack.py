@@ -54,9 +54,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import LEVELS
-from .errors import InputError
-from .hierarchy import Hierarchy
+from prodcat import LEVELS
+from prodcat.runtime.errors import InputError
+from prodcat.data.hierarchy import Hierarchy
 
 FORMAT_VERSION = 2  # 2: ranked alternatives as candidates
 SCORE_COLUMNS = ("logprob", "logprob_per_token", "logprob_min", "margin")
@@ -118,7 +118,7 @@ class _Members:
 
 def _read_members(predictions: list[pd.DataFrame], names: list[str], lookup: _PathLookup,
                   score_columns: dict[str, list[str]]) -> _Members:
-    from .vote import _aligned_positions
+    from prodcat.ensemble.vote import _aligned_positions
 
     if len(predictions) != len(names) or not names:
         raise ValueError(f"{len(predictions)} predictions tables for {len(names)} member names")
@@ -159,7 +159,7 @@ def _with_context(members: _Members, predictions, names, hierarchy, lookup, leve
                   rows, alternatives=None, alternative_counts=None) -> _Members:
     """Adds the hard vote's path, the members' candidate scores, the descriptions and the
     members' ranked alternatives (the first `alternative_counts[name]` of each)."""
-    from .vote import vote_predictions
+    from prodcat.ensemble.vote import vote_predictions
 
     voted = vote_predictions(predictions, list(names), hierarchy, level_accuracy=level_accuracy)
     members.vote = lookup.path_ids(voted)  # same row order: the first table's
@@ -481,7 +481,7 @@ class StackModel:
         }
 
     def save(self, path) -> None:
-        from .io import write_text
+        from prodcat.data.io import write_text
 
         write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", path)
 

@@ -1,0 +1,1 @@
+"""Name synthesis: the chat prompts, teacher and student generation, the LoRA namer and its merge."""

@@ -1,0 +1,1 @@
+"""Metrics, the paper's tables and the figures."""
