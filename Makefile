@@ -24,12 +24,18 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -rs
 
+PYTHON_CODE := src scripts tests bench
+
 lint: $(STAMP)
 	$(SNAKEMAKE) --lint
 	$(VENV)/bin/snakefmt --check Snakefile rules/
+	$(VENV)/bin/ruff check $(PYTHON_CODE)
+	$(VENV)/bin/ruff format --check $(PYTHON_CODE)
 
 fmt: $(STAMP)
 	$(VENV)/bin/snakefmt Snakefile rules/
+	$(VENV)/bin/ruff check --fix $(PYTHON_CODE)
+	$(VENV)/bin/ruff format $(PYTHON_CODE)
 
 dag: $(STAMP)
 	@command -v dot >/dev/null || { echo "make dag needs graphviz (apt-get install graphviz)" >&2; exit 1; }

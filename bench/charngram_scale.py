@@ -34,8 +34,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import LEVELS  # noqa: E402
-from prodcat.labelers.charngram import CharNgramLabeler, train_charngram  # noqa: E402
 from prodcat.data.hierarchy import Hierarchy  # noqa: E402
+from prodcat.labelers.charngram import CharNgramLabeler, train_charngram  # noqa: E402
 
 log = logging.getLogger("charngram_scale")
 
@@ -137,7 +137,8 @@ def synthesize(hierarchy: Hierarchy, n_rows: int, seed: int) -> pd.DataFrame:
         for _ in range(int(rng.integers(1, 5))):
             kept = [w for w in module_words if rng.random() < 0.7] or module_words[-1:]
             variant = list(rng.choice(VARIANT_WORDS, size=int(rng.integers(0, 3)), replace=False))
-            size = f"{int(rng.choice([1, 2, 4, 6, 10, 12, 100, 150, 200, 250, 330, 400, 500, 750]))} {rng.choice(SIZE_UNITS)}"
+            amount = int(rng.choice([1, 2, 4, 6, 10, 12, 100, 150, 200, 250, 330, 400, 500, 750]))
+            size = f"{amount} {rng.choice(SIZE_UNITS)}"
             brand = forms[int(rng.integers(len(forms)))]
             parts = [brand, *variant, *kept] if rng.random() < 0.8 else [*variant, *kept, brand]
             if rng.random() < 0.6:
@@ -179,8 +180,13 @@ def main(argv=None) -> int:
     test = rows.iloc[: args.test_rows].reset_index(drop=True)
     val = rows.iloc[args.test_rows : args.test_rows + args.val_rows].reset_index(drop=True)
     train = rows.iloc[args.test_rows + args.val_rows :].reset_index(drop=True)
-    log.info("synthesized %d train + %d val + %d test rows in %.1f s", len(train), len(val), len(test),
-             time.perf_counter() - t0)
+    log.info(
+        "synthesized %d train + %d val + %d test rows in %.1f s",
+        len(train),
+        len(val),
+        len(test),
+        time.perf_counter() - t0,
+    )
     del rows
     rss_before = _peak_rss_mib()
 

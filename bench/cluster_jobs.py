@@ -61,9 +61,23 @@ def main() -> None:
         overlay_file = Path(tmp) / "overlay.yaml"
         overlay_file.write_text(yaml.safe_dump(overlay))
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--workflow-profile", args.profile,
-                               "--configfile", *args.configfile, str(overlay_file)],
-                              cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-n",
+                "--workflow-profile",
+                args.profile,
+                "--configfile",
+                *args.configfile,
+                str(overlay_file),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-4000:])
     per_rule, groups = submissions(proc.stdout + proc.stderr, localrules())

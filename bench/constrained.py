@@ -28,6 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import LEVELS  # noqa: E402
+from prodcat.data.hierarchy import Hierarchy  # noqa: E402
+from prodcat.data.target_text import format_target, parse_target  # noqa: E402
 from prodcat.labelers.constrained import (  # noqa: E402
     IncrementalStates,
     PathTrie,
@@ -35,8 +37,6 @@ from prodcat.labelers.constrained import (  # noqa: E402
     max_target_tokens,
     prefix_allowed_tokens_fn,
 )
-from prodcat.data.hierarchy import Hierarchy  # noqa: E402
-from prodcat.data.target_text import format_target, parse_target  # noqa: E402
 
 DIMS = {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_heads": 4, "dropout_rate": 0.0}
 
@@ -53,9 +53,15 @@ def build(hierarchy: Hierarchy, tokenizer) -> tuple[PathTrie, dict]:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return trie, {
-        "paths": len(paths), "nodes": trie.n_nodes, "tokens": int(sum(len(s) for s in sequences)),
-        "max_target_tokens": max_target_tokens(trie), "ambiguous_paths": trie.n_ambiguous,
-        "tokenize_s": tokenize_s, "build_s": build_s, "build_peak_mb": peak / 1e6, "trie_mb": trie.nbytes / 1e6,
+        "paths": len(paths),
+        "nodes": trie.n_nodes,
+        "tokens": int(sum(len(s) for s in sequences)),
+        "max_target_tokens": max_target_tokens(trie),
+        "ambiguous_paths": trie.n_ambiguous,
+        "tokenize_s": tokenize_s,
+        "build_s": build_s,
+        "build_peak_mb": peak / 1e6,
+        "trie_mb": trie.nbytes / 1e6,
     }
 
 
@@ -94,9 +100,15 @@ def lookups(trie: PathTrie, tokenizer, hierarchy: Hierarchy, rows: int, seed: in
         for row in range(rows):
             allowed(0, decoded[row, :t])
     per_row_us = (time.perf_counter() - started) / ((width + 1) * rows) * 1e6
-    return {"lookup_rows": rows, "steps": width + 1, "cold_walk_us": cold_us, "cold_walk_tokens": len(longest),
-            "incremental_step_ms": step_ms, "incremental_us_per_row": step_ms * 1e3 / rows,
-            "prefix_fn_us_per_row": per_row_us}
+    return {
+        "lookup_rows": rows,
+        "steps": width + 1,
+        "cold_walk_us": cold_us,
+        "cold_walk_tokens": len(longest),
+        "incremental_step_ms": step_ms,
+        "incremental_us_per_row": step_ms * 1e3 / rows,
+        "prefix_fn_us_per_row": per_row_us,
+    }
 
 
 def sources(hierarchy: Hierarchy, n: int, seed: int) -> list[str]:
@@ -104,7 +116,9 @@ def sources(hierarchy: Hierarchy, n: int, seed: int) -> list[str]:
     only their lengths matter)."""
     rng = random.Random(seed)
     paths = list(hierarchy.paths[list(LEVELS)].itertuples(index=False, name=None))
-    return [f"{b[:8]} {m[:10]} {rng.randint(1, 12)} pk {rng.randint(50, 900)} g" for _, _, m, b in rng.choices(paths, k=n)]
+    return [
+        f"{b[:8]} {m[:10]} {rng.randint(1, 12)} pk {rng.randint(50, 900)} g" for _, _, m, b in rng.choices(paths, k=n)
+    ]
 
 
 class Timed:
@@ -135,7 +149,9 @@ def generation(trie: PathTrie, hierarchy: Hierarchy, texts: list[str], batch_siz
     model.to(device=device, dtype=dtype).eval()
     modes = {
         "unconstrained": lambda timer: {},
-        "logits processor": lambda timer: {"logits_processor": LogitsProcessorList([timer(constrained_logits_processor(trie))])},
+        "logits processor": lambda timer: {
+            "logits_processor": LogitsProcessorList([timer(constrained_logits_processor(trie))])
+        },
         "prefix_allowed_tokens_fn": lambda timer: {"prefix_allowed_tokens_fn": timer(prefix_allowed_tokens_fn(trie))},
     }
     results = []
@@ -143,24 +159,41 @@ def generation(trie: PathTrie, hierarchy: Hierarchy, texts: list[str], batch_siz
         for mode, constraint in modes.items():
             steps, valid, timers = 0, 0, []
 
-            def timer(inner):
+            def timer(inner, timers=timers):
                 timers.append(Timed(inner))
                 return timers[-1]
 
             started = time.perf_counter()
             with torch.inference_mode():
                 for start in range(0, len(texts), batch_size):
-                    batch = tokenizer(texts[start:start + batch_size], padding=True, return_tensors="pt").to(device)
-                    out = model.generate(**batch, num_beams=num_beams, do_sample=False,
-                                         max_new_tokens=max_target_tokens(trie), **constraint(timer))
+                    batch = tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt").to(device)
+                    out = model.generate(
+                        **batch,
+                        num_beams=num_beams,
+                        do_sample=False,
+                        max_new_tokens=max_target_tokens(trie),
+                        **constraint(timer),
+                    )
                     steps += out.shape[1] - 1  # decoding steps of this batch
-                    valid += sum(parse_target(t) in known for t in tokenizer.batch_decode(out, skip_special_tokens=True))
+                    valid += sum(
+                        parse_target(t) in known for t in tokenizer.batch_decode(out, skip_special_tokens=True)
+                    )
             seconds = time.perf_counter() - started
             in_constraint = sum(t.seconds for t in timers)
-            results.append({"num_beams": num_beams, "mode": mode, "rows": len(texts), "seconds": seconds,
-                            "rows_per_s": len(texts) / seconds, "decode_steps": steps, "ms_per_step": seconds / steps * 1e3,
-                            "constraint_seconds": in_constraint, "constraint_share": in_constraint / seconds,
-                            "known_paths": valid / len(texts)})
+            results.append(
+                {
+                    "num_beams": num_beams,
+                    "mode": mode,
+                    "rows": len(texts),
+                    "seconds": seconds,
+                    "rows_per_s": len(texts) / seconds,
+                    "decode_steps": steps,
+                    "ms_per_step": seconds / steps * 1e3,
+                    "constraint_seconds": in_constraint,
+                    "constraint_share": in_constraint / seconds,
+                    "known_paths": valid / len(texts),
+                }
+            )
     return results
 
 
@@ -168,8 +201,10 @@ def markdown(result: dict) -> str:
     b, lk = result["build"], result["lookup"]
     lines = [
         f"Trie over the ByT5 targets of {b['paths']:,} paths ({b['tokens']:,} tokens, longest "
-        f"{b['max_target_tokens']}, {b['ambiguous_paths']} tokenizing alike)", "",
-        "| measure | value |", "|---|---|",
+        f"{b['max_target_tokens']}, {b['ambiguous_paths']} tokenizing alike)",
+        "",
+        "| measure | value |",
+        "|---|---|",
         f"| trie nodes | {b['nodes']:,} |",
         f"| tokenize targets (ByT5Tokenizer) | {b['tokenize_s']:.2f} s |",
         f"| build trie from token ids | {b['build_s']:.2f} s |",
@@ -179,15 +214,19 @@ def markdown(result: dict) -> str:
         f"| incremental step, {lk['lookup_rows']} rows (processor) | {lk['incremental_step_ms']:.2f} ms "
         f"({lk['incremental_us_per_row']:.1f} µs/row) |",
         f"| prefix_allowed_tokens_fn, per row call | {lk['prefix_fn_us_per_row']:.1f} µs |",
-        "", f"Generation, tiny random ByT5 {DIMS}, max_new_tokens={b['max_target_tokens']}, "
-        f"batch {result['batch_size']}, {result['threads']} torch thread(s), {result['device']}", "",
+        "",
+        f"Generation, tiny random ByT5 {DIMS}, max_new_tokens={b['max_target_tokens']}, "
+        f"batch {result['batch_size']}, {result['threads']} torch thread(s), {result['device']}",
+        "",
         "| beams | mode | rows/s | s | decoding steps (all batches) | ms/step | s in the constraint | known paths |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for g in result["generation"]:
-        lines.append(f"| {g['num_beams']} | {g['mode']} | {g['rows_per_s']:.1f} | {g['seconds']:.1f} | "
-                     f"{g['decode_steps']} | {g['ms_per_step']:.1f} | {g['constraint_seconds']:.1f} "
-                     f"({g['constraint_share']:.0%}) | {g['known_paths']:.0%} |")
+        lines.append(
+            f"| {g['num_beams']} | {g['mode']} | {g['rows_per_s']:.1f} | {g['seconds']:.1f} | "
+            f"{g['decode_steps']} | {g['ms_per_step']:.1f} | {g['constraint_seconds']:.1f} "
+            f"({g['constraint_share']:.0%}) | {g['known_paths']:.0%} |"
+        )
     return "\n".join(lines)
 
 
@@ -216,8 +255,12 @@ def main(argv=None) -> dict:
     result = {
         "build": built,
         "lookup": lookups(trie, tokenizer, hierarchy, args.lookup_rows, args.seed),
-        "generation": generation(trie, hierarchy, sources(hierarchy, args.rows, args.seed), args.batch_size, args.beams),
-        "batch_size": args.batch_size, "threads": args.threads, "device": describe_device(),
+        "generation": generation(
+            trie, hierarchy, sources(hierarchy, args.rows, args.seed), args.batch_size, args.beams
+        ),
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "device": describe_device(),
     }
     print(markdown(result))
     if args.out:

@@ -23,10 +23,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from prodcat import LEVELS  # noqa: E402
-from prodcat.ensemble.correct import correct_predictions  # noqa: E402
-from prodcat.data.hierarchy import Hierarchy  # noqa: E402
 from synthetic_predictions import DEFAULT_RATES, corrupt_paths  # noqa: E402
+
+from prodcat import LEVELS  # noqa: E402
+from prodcat.data.hierarchy import Hierarchy  # noqa: E402
+from prodcat.ensemble.correct import correct_predictions  # noqa: E402
 
 TARGET_SECONDS = 10.0
 TARGET_SPEEDUP = 20.0

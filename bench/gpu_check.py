@@ -48,8 +48,10 @@ def t5_steps(arch: str, smoke: bool, device: str) -> dict:
     batch, source, target = (4, 16, 24) if smoke else {"byt5": (32, 69, 166), "flant5": (32, 48, 64)}[arch]
     model = paper_models.build(arch, device=device, dropout_rate=0.0, **narrow)
     vocab = model.config.vocab_size
-    inputs = {"input_ids": torch.randint(3, min(vocab, 300) - 1, (batch, source), device=device),
-              "labels": torch.randint(3, min(vocab, 300) - 1, (batch, target), device=device)}
+    inputs = {
+        "input_ids": torch.randint(3, min(vocab, 300) - 1, (batch, source), device=device),
+        "labels": torch.randint(3, min(vocab, 300) - 1, (batch, target), device=device),
+    }
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     use_bf16 = device == "cuda"
     times = []
@@ -64,8 +66,15 @@ def t5_steps(arch: str, smoke: bool, device: str) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.time() - started)
-    return {"model": arch, "batch": batch, "source": source, "target": target, "step_seconds": min(times[1:]),
-            "peak_cuda_gib": cuda_peak_gib(reset=True), "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "model": arch,
+        "batch": batch,
+        "source": source,
+        "target": target,
+        "step_seconds": min(times[1:]),
+        "peak_cuda_gib": cuda_peak_gib(reset=True),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def llama_checkpoint(work: Path, smoke: bool) -> Path:
@@ -74,21 +83,38 @@ def llama_checkpoint(work: Path, smoke: bool) -> Path:
     import torch
     import yaml
 
-    from prodcat.standins import paper_models
     from prodcat.data.io import ingest
+    from prodcat.standins import paper_models
     from prodcat.standins.tiny_llama import build_tiny_tokenizer
     from prodcat.workflow import tokenizer_corpus
 
     templates = yaml.safe_load((REPO / "config.yaml").read_text())["namer"]["templates"]
     rows = ingest(REPO / "data/sample/train.parquet").head(512)
     tokenizer = build_tiny_tokenizer(tokenizer_corpus(rows, templates), vocab_size=2000)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>",
-                                                           "<|finetune_right_pad_id|>")}
-    narrow = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "vocab_size": 4096} if smoke else {}
-    model = paper_models.build("llama", device="meta", **narrow, bos_token_id=ids["<|begin_of_text|>"],
-                               pad_token_id=ids["<|finetune_right_pad_id|>"],
-                               eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]])
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>")
+    }
+    narrow = (
+        {
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 4096,
+        }
+        if smoke
+        else {}
+    )
+    model = paper_models.build(
+        "llama",
+        device="meta",
+        **narrow,
+        bos_token_id=ids["<|begin_of_text|>"],
+        pad_token_id=ids["<|finetune_right_pad_id|>"],
+        eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]],
+    )
     model = model.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -105,24 +131,52 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
     import pandas as pd
     import yaml
 
-    from prodcat.names import namer
     from prodcat.data.io import ingest
+    from prodcat.names import namer
 
     templates = yaml.safe_load((REPO / "config.yaml").read_text())["namer"]["templates"]
     rows = ingest(REPO / "data/sample/train.parquet").head(64)
     names = pd.read_parquet(REPO / "data/sample/names.parquet")[["indoml_id", "name"]]
     rows = rows.merge(names, on="indoml_id")
-    params = {"r": 16, "alpha": 16, "load_in_8bit": True, "gradient_checkpointing": True,
-              "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "max_steps": 4, "logging_steps": 1,
-              "save_steps": 1000}
+    params = {
+        "r": 16,
+        "alpha": 16,
+        "load_in_8bit": True,
+        "gradient_checkpointing": True,
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+        "max_steps": 4,
+        "logging_steps": 1,
+        "save_steps": 1000,
+    }
     cuda_peak_gib(reset=True)
     started = time.time()
-    metrics = namer.train_adapter(base, rows, work / "namer", params, templates=templates, checkpoint_dir=work / "ckpt",
-                                  profile={"skip_first": 1, "warmup": 1, "steps": 2})
-    train = {"seconds": time.time() - started, "peak_cuda_gib": cuda_peak_gib(reset=True),
-             "loss": metrics["train_loss"], "steps": metrics["global_step"],
-             "profile": {k: metrics["profile"].get(k) for k in ("activities", "recorded_steps", "self_cpu_ms_per_step",
-                                                                "self_cuda_ms_per_step", "overhead_seconds", "error")}}
+    metrics = namer.train_adapter(
+        base,
+        rows,
+        work / "namer",
+        params,
+        templates=templates,
+        checkpoint_dir=work / "ckpt",
+        profile={"skip_first": 1, "warmup": 1, "steps": 2},
+    )
+    train = {
+        "seconds": time.time() - started,
+        "peak_cuda_gib": cuda_peak_gib(reset=True),
+        "loss": metrics["train_loss"],
+        "steps": metrics["global_step"],
+        "profile": {
+            k: metrics["profile"].get(k)
+            for k in (
+                "activities",
+                "recorded_steps",
+                "self_cpu_ms_per_step",
+                "self_cuda_ms_per_step",
+                "overhead_seconds",
+                "error",
+            )
+        },
+    }
     from prodcat.names.merge import merge_lora
 
     started = time.time()

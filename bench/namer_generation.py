@@ -41,13 +41,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from prodcat.names import namer  # noqa: E402
 from prodcat.data.io import read_rows, read_table  # noqa: E402
+from prodcat.names import namer  # noqa: E402
 from prodcat.names.prompts import student_messages, teacher_messages  # noqa: E402
 from prodcat.standins.tiny_llama import build_tiny_llama  # noqa: E402
 from prodcat.workflow import tokenizer_corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
 
 def _padding(lengths: np.ndarray, batches) -> float:
     """Padding tokens as a share of the padded prompt tokens of these batches."""
@@ -80,27 +81,50 @@ def run_speed(args) -> None:
                 start = time.perf_counter()
                 if order == "sorted":
                     batches = namer.shard_batches(lengths, batch_size)
-                    ids = namer.generate_token_ids(model, tokenizer, chats, batch_size=batch_size,
-                                                   max_new_tokens=args.max_new_tokens)
+                    ids = namer.generate_token_ids(
+                        model, tokenizer, chats, batch_size=batch_size, max_new_tokens=args.max_new_tokens
+                    )
                 else:  # consecutive rows, one generate call per batch (sorted within it: same padding)
                     batches = [np.arange(s, min(s + batch_size, len(chats))) for s in range(0, len(chats), batch_size)]
-                    ids = [t for b in batches for t in namer.generate_token_ids(
-                        model, tokenizer, chats[int(b[0]) : int(b[-1]) + 1], batch_size=len(b),
-                        max_new_tokens=args.max_new_tokens)]
+                    ids = [
+                        t
+                        for b in batches
+                        for t in namer.generate_token_ids(
+                            model,
+                            tokenizer,
+                            chats[int(b[0]) : int(b[-1]) + 1],
+                            batch_size=len(b),
+                            max_new_tokens=args.max_new_tokens,
+                        )
+                    ]
                 seconds = time.perf_counter() - start
                 reference = reference or ids
-                runs.append((batch_size, order, seconds, sum(len(t) for t in ids), _padding(lengths, batches),
-                             sum(a == b for a, b in zip(ids, reference))))
+                runs.append(
+                    (
+                        batch_size,
+                        order,
+                        seconds,
+                        sum(len(t) for t in ids),
+                        _padding(lengths, batches),
+                        sum(a == b for a, b in zip(ids, reference)),
+                    )
+                )
         n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {args.model or 'tiny random Llama (config.yaml tiny.llama)'} ({n_params:,} parameters), "
-          f"{len(rows)} {args.kind} prompts of {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}), "
-          f"max_new_tokens {args.max_new_tokens}, device {next(model.parameters()).device}, "
-          f"torch threads {args.threads}, {platform.processor() or platform.machine()}\n")
-    print("| batch size | prompt order | seconds | rows/s | generated tokens/s | prompt padding | same output as first |")
+    print(
+        f"model: {args.model or 'tiny random Llama (config.yaml tiny.llama)'} ({n_params:,} parameters), "
+        f"{len(rows)} {args.kind} prompts of {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.0f}), "
+        f"max_new_tokens {args.max_new_tokens}, device {next(model.parameters()).device}, "
+        f"torch threads {args.threads}, {platform.processor() or platform.machine()}\n"
+    )
+    print(
+        "| batch size | prompt order | seconds | rows/s | generated tokens/s | prompt padding | same output as first |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|")
     for batch_size, order, seconds, tokens, padding, same in runs:
-        print(f"| {batch_size} | {order} | {seconds:.2f} | {len(rows) / seconds:,.1f} | {tokens / seconds:,.0f} | "
-              f"{padding:.1%} | {same}/{len(rows)} |")
+        print(
+            f"| {batch_size} | {order} | {seconds:.2f} | {len(rows) / seconds:,.1f} | {tokens / seconds:,.0f} | "
+            f"{padding:.1%} | {same}/{len(rows)} |"
+        )
 
 
 def run_memory(args) -> None:
@@ -117,7 +141,9 @@ def run_memory(args) -> None:
     rows_all = pd.concat([sample] * -(-max(args.rows) // len(sample)), ignore_index=True)
     print("| rows | peak traced Python memory (MiB) |\n|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_llama(Path(tmp) / "tiny", tokenizer_corpus(sample, templates), seed=0, **config["tiny"]["llama"])
+        model_dir = build_tiny_llama(
+            Path(tmp) / "tiny", tokenizer_corpus(sample, templates), seed=0, **config["tiny"]["llama"]
+        )
         for n in args.rows:
             chats = namer.Chats(rows_all.head(n), teacher_messages, templates)
             gc.collect()
@@ -130,7 +156,7 @@ def run_memory(args) -> None:
 
 def run_score(args) -> None:
     reference = read_table(args.ref)[["indoml_id", args.ref_column]].rename(columns={args.ref_column: "reference"})
-    print(f"| names | rows | chrF | exact match |\n|---|---:|---:|---:|")
+    print("| names | rows | chrF | exact match |\n|---|---:|---:|---:|")
     for path in args.hyp:
         hypothesis = read_table(path)[["indoml_id", args.hyp_column]].rename(columns={args.hyp_column: "hypothesis"})
         joined = hypothesis.merge(reference, on="indoml_id", how="inner")
@@ -146,8 +172,12 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     speed = commands.add_parser("speed", help="generation rows/s by batch size, prompts sorted by length or not")
     speed.add_argument("--rows", type=int, default=512, help="sample rows to name (default 512)")
-    speed.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[64, 128, 256],
-                       help="comma-separated (default 64,128,256; config.yaml uses 64)")
+    speed.add_argument(
+        "--batch-sizes",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[64, 128, 256],
+        help="comma-separated (default 64,128,256; config.yaml uses 64)",
+    )
     speed.add_argument("--unsorted", action="store_true", help="also run each batch size in input order")
     speed.add_argument("--kind", choices=["teacher", "student"], default="teacher")
     speed.add_argument("--max-new-tokens", type=int, default=32, help="default: config.yaml's 32")

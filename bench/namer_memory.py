@@ -42,23 +42,30 @@ def build(work: Path, layers: int, rows: int) -> None:
     import pandas as pd
     import torch
 
+    from prodcat.data.io import ingest
     from prodcat.standins import paper_models
     from prodcat.standins.tiny_llama import build_tiny_tokenizer
     from prodcat.workflow import tokenizer_corpus
-
-    from prodcat.data.io import ingest
 
     train = ingest(REPO / "data/sample/train.parquet").head(rows)
     names = pd.read_parquet(REPO / "data/sample/names.parquet")
     train = train.merge(names[["indoml_id", "name"]], on="indoml_id")
     train.to_parquet(work / "rows.parquet")
     tokenizer = build_tiny_tokenizer(tokenizer_corpus(train, templates()), vocab_size=2000)
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>",
-                                                                       "<|finetune_right_pad_id|>")}
+    ids = {
+        token: tokenizer.convert_tokens_to_ids(token)
+        for token in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>")
+    }
     torch.manual_seed(0)
-    model = paper_models.build("llama", device="cpu", dtype=torch.bfloat16, num_hidden_layers=layers,
-                               bos_token_id=ids["<|begin_of_text|>"], pad_token_id=ids["<|finetune_right_pad_id|>"],
-                               eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]])
+    model = paper_models.build(
+        "llama",
+        device="cpu",
+        dtype=torch.bfloat16,
+        num_hidden_layers=layers,
+        bos_token_id=ids["<|begin_of_text|>"],
+        pad_token_id=ids["<|finetune_right_pad_id|>"],
+        eos_token_id=[ids["<|end_of_text|>"], ids["<|eot_id|>"]],
+    )
     model.config.attn_implementation = "sdpa"
     model.save_pretrained(work / "base")
     tokenizer.save_pretrained(work / "base")
@@ -77,14 +84,24 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
     from prodcat.names import namer
 
     rows = pd.read_parquet(work / "rows.parquet")
-    params = {**namer.DEFAULT_TRAIN_PARAMS, "r": 16, "alpha": 16, "load_in_8bit": True, "gradient_checkpointing": True,
-              "per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "max_steps": 2, "logging_steps": 1,
-              "save_steps": 1000}
+    params = {
+        **namer.DEFAULT_TRAIN_PARAMS,
+        "r": 16,
+        "alpha": 16,
+        "load_in_8bit": True,
+        "gradient_checkpointing": True,
+        "per_device_train_batch_size": batch,
+        "gradient_accumulation_steps": 1,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "save_steps": 1000,
+    }
     if stage == "imports":
         return
     if stage == "train":
-        namer.train_adapter(work / "base", rows, work / "namer", params, templates=templates(),
-                            checkpoint_dir=work / "checkpoints")
+        namer.train_adapter(
+            work / "base", rows, work / "namer", params, templates=templates(), checkpoint_dir=work / "checkpoints"
+        )
     elif stage == "merge":
         from prodcat.names.merge import merge_lora
 
@@ -98,13 +115,17 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
     elif stage == "flops_meta":
         print(json.dumps(namer.training_step_costs(work / "base", rows, templates(), params)))
     elif stage == "flops_fp32_full":
-        from prodcat.runtime.efficiency import training_step_flops
         from prodcat.names.prompts import student_messages
+        from prodcat.runtime.efficiency import training_step_flops
 
         model, tokenizer = namer.load_causal_lm(work / "merged", dtype=torch.float32)
         tokenizer.padding_side = "right"
-        texts = [tokenizer.apply_chat_template(student_messages(row, templates()) + [{"role": "assistant", "content": row["name"]}],
-                                               tokenize=False) for _, row in rows.head(batch).iterrows()]
+        texts = [
+            tokenizer.apply_chat_template(
+                student_messages(row, templates()) + [{"role": "assistant", "content": row["name"]}], tokenize=False
+            )
+            for _, row in rows.head(batch).iterrows()
+        ]
         encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         encoded["labels"] = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
         print(json.dumps({"train_gflops_per_step": training_step_flops(model, dict(encoded)) / 1e9}))
@@ -138,16 +159,19 @@ def main() -> None:
         return run_stage(args.stage, args.work, args.batch)
 
     args.work.mkdir(parents=True, exist_ok=True)
-    rss, seconds, out = measure(["--stage", "build", "--work", str(args.work), "--layers", str(args.layers),
-                                 "--rows", str(args.rows)])
-    print(f"stand-in: {json.loads(out.strip().splitlines()[-1])['parameters']:,} parameters "
-          f"(hidden 4096, ffn 14336, heads 32/8, vocab 128256, {args.layers} layers), built in {seconds:.0f} s")
+    rss, seconds, out = measure(
+        ["--stage", "build", "--work", str(args.work), "--layers", str(args.layers), "--rows", str(args.rows)]
+    )
+    print(
+        f"stand-in: {json.loads(out.strip().splitlines()[-1])['parameters']:,} parameters "
+        f"(hidden 4096, ffn 14336, heads 32/8, vocab 128256, {args.layers} layers), built in {seconds:.0f} s"
+    )
     results = {}
     for stage in STAGES:
         rss, seconds, out = measure(["--stage", stage, "--work", str(args.work), "--batch", str(args.batch)])
         results[stage] = (rss, seconds, out.strip().splitlines()[-1] if out.strip() else "")
     train = results["train"][0]
-    print(f"\n| stage | peak RSS (MiB) | ratio to train | seconds | output |\n|---|---|---|---|---|")
+    print("\n| stage | peak RSS (MiB) | ratio to train | seconds | output |\n|---|---|---|---|---|")
     for stage, (rss, seconds, out) in results.items():
         print(f"| {stage} | {rss:,.0f} | {rss / train:.2f} | {seconds:.0f} | {out[:120]} |")
 

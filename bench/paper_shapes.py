@@ -69,8 +69,11 @@ def t5_batch(model, batch: int, source: int, target: int) -> dict:
     import torch
 
     vocab = model.config.vocab_size
-    return {"input_ids": torch.randint(3, vocab - 200, (batch, source)), "attention_mask": torch.ones(batch, source, dtype=torch.long),
-            "labels": torch.randint(3, vocab - 200, (batch, target))}
+    return {
+        "input_ids": torch.randint(3, vocab - 200, (batch, source)),
+        "attention_mask": torch.ones(batch, source, dtype=torch.long),
+        "labels": torch.randint(3, vocab - 200, (batch, target)),
+    }
 
 
 def t5_child(arch: str, out: Path) -> None:
@@ -83,8 +86,11 @@ def t5_child(arch: str, out: Path) -> None:
     torch.set_num_threads(2)
     shape = SHAPES[arch]
     model = paper_models.build(arch, device="cpu", dropout_rate=0.0)
-    result = {"activation_bytes_bf16": saved_activation_bytes(model, t5_batch(model, shape["batch"], shape["source"],
-                                                                              shape["target"]))}
+    result = {
+        "activation_bytes_bf16": saved_activation_bytes(
+            model, t5_batch(model, shape["batch"], shape["source"], shape["target"])
+        )
+    }
     # Timing at a smaller batch: at batch 32 a real-size fp32 step holds ~10 GB here (activations of
     # 32 x 166-byte targets), more than a machine shared with other work should give.
     batch = t5_batch(model, CPU_BATCH, shape["source"], shape["target"])
@@ -148,36 +154,78 @@ def plan(counts: dict, t5: dict, llama_act: dict) -> list[dict]:
         n = counts[arch]["as_loaded"]
         act = t5[model]["activation_bytes_bf16"]
         # Trainer bf16 = mixed precision: fp32 master weights and gradients, AdamW's two fp32 moments
-        rows.append({"rule": f"train_labeler[{arch}]", "weights": 4 * n, "gradients": 4 * n, "optimizer": 8 * n,
-                     "activations": act, "note": f"batch {SHAPES[model]['batch']}, fp32 master weights + bf16 autocast"})
+        rows.append(
+            {
+                "rule": f"train_labeler[{arch}]",
+                "weights": 4 * n,
+                "gradients": 4 * n,
+                "optimizer": 8 * n,
+                "activations": act,
+                "note": f"batch {SHAPES[model]['batch']}, fp32 master weights + bf16 autocast",
+            }
+        )
         cfg = paper_models.config(model)
         shape = SHAPES[model]
         b = shape["predict_batch"]
         # decoder self-attention KV cache + cross-attention keys/values of the encoder states, bf16
         kv = b * 2 * 2 * cfg.num_decoder_layers * cfg.num_heads * cfg.d_kv * (shape["target"] + shape["source"])
-        rows.append({"rule": f"predict_labeler[{arch}]", "weights": 2 * n, "gradients": 0, "optimizer": 0,
-                     "activations": kv, "note": f"batch {b}, bf16, KV cache"})
+        rows.append(
+            {
+                "rule": f"predict_labeler[{arch}]",
+                "weights": 2 * n,
+                "gradients": 0,
+                "optimizer": 0,
+                "activations": kv,
+                "note": f"batch {b}, bf16, KV cache",
+            }
+        )
     llama = paper_models.config("llama")
     base = counts["llama_lora"]["base"]
     lora = counts["llama_lora"]["lora"]
     head = 2 * llama.vocab_size * llama.hidden_size  # embed_tokens + lm_head
-    kv_per_token = 2 * llama.num_hidden_layers * llama.num_key_value_heads * (llama.hidden_size // llama.num_attention_heads) * 2
+    kv_per_token = (
+        2 * llama.num_hidden_layers * llama.num_key_value_heads * (llama.hidden_size // llama.num_attention_heads) * 2
+    )
     s = SHAPES["llama"]
     for rule, batch in (("synthesize_names / infer_names", s["generate_batch"]), ("  (same, batch 256)", 256)):
-        rows.append({"rule": rule, "weights": 2 * base, "gradients": 0, "optimizer": 0,
-                     "activations": kv_per_token * batch * (s["prompt"] + s["new_tokens"]),
-                     "note": f"batch {batch}, bf16, KV cache for {s['prompt']}+{s['new_tokens']} tokens"})
+        rows.append(
+            {
+                "rule": rule,
+                "weights": 2 * base,
+                "gradients": 0,
+                "optimizer": 0,
+                "activations": kv_per_token * batch * (s["prompt"] + s["new_tokens"]),
+                "note": f"batch {batch}, bf16, KV cache for {s['prompt']}+{s['new_tokens']} tokens",
+            }
+        )
     # 8-bit base: int8 linear weights; prepare_model_for_kbit_training keeps embedding, lm_head and
     # norms in fp32; LoRA weights, gradients and AdamW state in fp32. Gradient checkpointing keeps
     # each layer's input (bf16) plus one layer's activations at a time, and the fp32 logits.
-    checkpointed = (llama.num_hidden_layers * s["train_batch"] * s["sequence"] * llama.hidden_size * 2
-                    + llama_act["per_layer_bytes"] + llama_act["head_bytes"])
-    rows.append({"rule": "train_namer (LoRA, 8-bit base)", "weights": (base - head) * 1 + head * 4 + lora * 4,
-                 "gradients": lora * 4, "optimizer": lora * 8, "activations": checkpointed,
-                 "note": f"batch {s['train_batch']} x {s['sequence']} tokens, gradient checkpointing"})
-    rows.append({"rule": "train_namer merge (CPU)", "weights": 2 * GIB + 4 * llama.intermediate_size * llama.hidden_size,
-                 "gradients": 0, "optimizer": 0, "activations": 0,
-                 "note": "host memory: one 2 GiB output shard + one fp32 tensor; no GPU"})
+    checkpointed = (
+        llama.num_hidden_layers * s["train_batch"] * s["sequence"] * llama.hidden_size * 2
+        + llama_act["per_layer_bytes"]
+        + llama_act["head_bytes"]
+    )
+    rows.append(
+        {
+            "rule": "train_namer (LoRA, 8-bit base)",
+            "weights": (base - head) * 1 + head * 4 + lora * 4,
+            "gradients": lora * 4,
+            "optimizer": lora * 8,
+            "activations": checkpointed,
+            "note": f"batch {s['train_batch']} x {s['sequence']} tokens, gradient checkpointing",
+        }
+    )
+    rows.append(
+        {
+            "rule": "train_namer merge (CPU)",
+            "weights": 2 * GIB + 4 * llama.intermediate_size * llama.hidden_size,
+            "gradients": 0,
+            "optimizer": 0,
+            "activations": 0,
+            "note": "host memory: one 2 GiB output shard + one fp32 tensor; no GPU",
+        }
+    )
     for row in rows:
         row["total"] = row["weights"] + row["gradients"] + row["optimizer"] + row["activations"]
     return rows
@@ -196,24 +244,41 @@ def main() -> None:
     from prodcat.standins.paper_models import parameter_counts
 
     counts = parameter_counts()
-    print("## Parameters (meta device) vs PRMAS Table 2\n\n| model | from config | as loaded from the hub | Table 2 | difference |\n|---|---|---|---|---|")
+    print(
+        "## Parameters (meta device) vs PRMAS Table 2\n\n| model | from config | as loaded from the hub | "
+        "Table 2 | difference |\n|---|---|---|---|---|"
+    )
     for model, c in counts.items():
-        print(f"| {model} | {c['from_config']:,} | {c['as_loaded']:,} | {c['table2']:,} | {c['as_loaded'] - c['table2']:+,} |")
+        print(
+            f"| {model} | {c['from_config']:,} | {c['as_loaded']:,} | {c['table2']:,} | "
+            f"{c['as_loaded'] - c['table2']:+,} |"
+        )
     figures = {"parameters": counts}
     if not args.skip_cpu:
         t5 = {arch: run_child([arch]) for arch in ("byt5", "flant5")}
         llama_act = run_child(["llama"])
         figures.update(cpu=t5, llama_activations=llama_act)
-        print(f"\n## Real size on this CPU (fp32, 2 threads, random init, batch {CPU_BATCH})\n\n| model | train step (s) | "
-              "peak RSS (MiB) | generation rows/s (every row to full length) |\n|---|---|---|---|")
+        print(
+            f"\n## Real size on this CPU (fp32, 2 threads, random init, batch {CPU_BATCH})\n\n| model | train "
+            "step (s) | "
+            "peak RSS (MiB) | generation rows/s (every row to full length) |\n|---|---|---|---|"
+        )
         for arch, r in t5.items():
-            print(f"| {arch} | {r['train_step_seconds_fp32']:.1f} | {r['peak_rss_mib']:,.0f} | {r['generate_rows_per_second_fp32']:.2f} |")
+            print(
+                f"| {arch} | {r['train_step_seconds_fp32']:.1f} | {r['peak_rss_mib']:,.0f} | "
+                f"{r['generate_rows_per_second_fp32']:.2f} |"
+            )
         rows = plan(counts, t5, llama_act)
         figures["plan"] = rows
-        print("\n## GPU memory plan per rule (GiB)\n\n| rule | weights | gradients | optimizer | activations / KV | total | how |\n|---|---|---|---|---|---|---|")
+        print(
+            "\n## GPU memory plan per rule (GiB)\n\n| rule | weights | gradients | optimizer | activations / "
+            "KV | total | how |\n|---|---|---|---|---|---|---|"
+        )
         for r in rows:
-            print(f"| {r['rule']} | {r['weights'] / GIB:.2f} | {r['gradients'] / GIB:.2f} | {r['optimizer'] / GIB:.2f} | "
-                  f"{r['activations'] / GIB:.2f} | {r['total'] / GIB:.2f} | {r['note']} |")
+            print(
+                f"| {r['rule']} | {r['weights'] / GIB:.2f} | {r['gradients'] / GIB:.2f} | {r['optimizer'] / GIB:.2f} | "
+                f"{r['activations'] / GIB:.2f} | {r['total'] / GIB:.2f} | {r['note']} |"
+            )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1, default=str))
 

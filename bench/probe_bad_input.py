@@ -36,8 +36,9 @@ def _raw_jsonl(path: Path, lines) -> str:
 
 def fixtures(d: Path) -> dict:
     """Valid inputs that each probe corrupts in one way."""
-    features = [{"indoml_id": i, "description": f"item {i}", "retailer": f"shop{i % 2}", "price": 1.5 + i}
-                for i in range(12)]
+    features = [
+        {"indoml_id": i, "description": f"item {i}", "retailer": f"shop{i % 2}", "price": 1.5 + i} for i in range(12)
+    ]
     labels = [{"indoml_id": i, **dict(zip(LEVELS, PATHS[i % 3]))} for i in range(12)]
     f = {"features": features, "labels": labels}
     f["features_path"] = _jsonl(d / "good.features", features)
@@ -65,10 +66,14 @@ def probes(d: Path, f: dict):
     feats, labs = f["features"], f["labels"]
 
     def features_with(i, **change):
-        return _jsonl(d / f"f{len(list(d.iterdir()))}.features", [dict(r, **change) if k == i else r for k, r in enumerate(feats)])
+        return _jsonl(
+            d / f"f{len(list(d.iterdir()))}.features", [dict(r, **change) if k == i else r for k, r in enumerate(feats)]
+        )
 
     def labels_with(i, **change):
-        return _jsonl(d / f"l{len(list(d.iterdir()))}.labels", [dict(r, **change) if k == i else r for k, r in enumerate(labs)])
+        return _jsonl(
+            d / f"l{len(list(d.iterdir()))}.labels", [dict(r, **change) if k == i else r for k, r in enumerate(labs)]
+        )
 
     def ingest(path, labels=None):
         return ["ingest", "--features", path, *(["--labels", labels] if labels else []), "--out", out]
@@ -77,12 +82,35 @@ def probes(d: Path, f: dict):
     yield "ingest: id '²'", ingest(features_with(3, indoml_id="²")), [out]
     yield "ingest: id 2**70", ingest(features_with(3, indoml_id=2**70)), [out]
     yield "ingest: id 1e30 (float)", ingest(features_with(3, indoml_id=1e30)), [out]
-    yield "ingest: id NaN", ingest(_raw_jsonl(d / "nanid.features", [json.dumps(r) for r in feats[:-1]]
-                                          + ['{"indoml_id": NaN, "description": "x", "retailer": "r", "price": 1}'])), [out]
-    yield "ingest: lone surrogate in description", ingest(_raw_jsonl(
-        d / "sur.features", ['{"indoml_id": 1, "description": "ab\\ud800c", "retailer": "r", "price": 1}'])), [out]
-    yield "ingest: lone surrogate in retailer", ingest(_raw_jsonl(
-        d / "sur2.features", ['{"indoml_id": 1, "description": "abc", "retailer": "\\udfff", "price": 1}'])), [out]
+    yield (
+        "ingest: id NaN",
+        ingest(
+            _raw_jsonl(
+                d / "nanid.features",
+                [json.dumps(r) for r in feats[:-1]]
+                + ['{"indoml_id": NaN, "description": "x", "retailer": "r", "price": 1}'],
+            )
+        ),
+        [out],
+    )
+    yield (
+        "ingest: lone surrogate in description",
+        ingest(
+            _raw_jsonl(
+                d / "sur.features", ['{"indoml_id": 1, "description": "ab\\ud800c", "retailer": "r", "price": 1}']
+            )
+        ),
+        [out],
+    )
+    yield (
+        "ingest: lone surrogate in retailer",
+        ingest(
+            _raw_jsonl(
+                d / "sur2.features", ['{"indoml_id": 1, "description": "abc", "retailer": "\\udfff", "price": 1}']
+            )
+        ),
+        [out],
+    )
     yield "ingest: brand contains ' | '", ingest(f["features_path"], labels_with(4, brand="a | b")), [out]
     yield "ingest: group contains a newline", ingest(f["features_path"], labels_with(4, group="dai\nry")), [out]
     yield "ingest: module with outer spaces", ingest(f["features_path"], labels_with(4, module=" milk ")), [out]
@@ -107,8 +135,11 @@ def probes(d: Path, f: dict):
     (d / "a_file").write_text("x")
     yield "split: --val under a file", split(val=str(d / "a_file" / "val.parquet")), split_out
     yield "split: --train equals --val", split(val=split_out[0]), split_out
-    yield "split: unlabelled data", ["split", "--data", f["features_path"], "--train", split_out[0], "--val",
-                                     split_out[1]], split_out
+    yield (
+        "split: unlabelled data",
+        ["split", "--data", f["features_path"], "--train", split_out[0], "--val", split_out[1]],
+        split_out,
+    )
 
     hout = str(d / "h" / "hierarchy.json")
     yield "hierarchy: unlabelled data", ["hierarchy", "--data", f["features_path"], "--out", hout], [hout]
@@ -132,32 +163,84 @@ def probes(d: Path, f: dict):
         yield f"correct: hierarchy {name}", correct(write_json(d / f"h_{len(list(d.iterdir()))}.json", obj)), [out]
     (d / "broken.json").write_text("{oops")
     yield "correct: hierarchy not JSON", correct(str(d / "broken.json")), [out]
-    yield "correct: predictions with string ids", correct(f["hierarchy"], _jsonl(
-        d / "sid.jsonl", [dict(r, indoml_id=f"id{r['indoml_id']}") for r in labs])), [out]
-    yield "correct: predictions with a numeric label", correct(f["hierarchy"], _jsonl(
-        d / "nlab.jsonl", [dict(r, brand=7) if r["indoml_id"] == 2 else r for r in labs])), [out]
+    yield (
+        "correct: predictions with string ids",
+        correct(f["hierarchy"], _jsonl(d / "sid.jsonl", [dict(r, indoml_id=f"id{r['indoml_id']}") for r in labs])),
+        [out],
+    )
+    yield (
+        "correct: predictions with a numeric label",
+        correct(
+            f["hierarchy"], _jsonl(d / "nlab.jsonl", [dict(r, brand=7) if r["indoml_id"] == 2 else r for r in labs])
+        ),
+        [out],
+    )
 
     def vote(*args):
         return ["vote", "--hierarchy", f["hierarchy"], "--out", out, *args]
 
-    yield "vote: non-integer ids", vote("a=" + _jsonl(d / "fid.jsonl", [dict(r, indoml_id=r["indoml_id"] + 0.5) for r in labs]),
-                                        "b=" + f["predictions2"]), [out]
-    yield "vote: --accuracy not JSON", vote("--accuracy", str(d / "broken.json"), "a=" + f["predictions"],
-                                            "b=" + f["predictions2"]), [out]
-    yield "vote: --accuracy lacks a model", vote("--accuracy", write_json(d / "acc1.json", {"a": dict.fromkeys(LEVELS, 0.5)}),
-                                                 "a=" + f["predictions"], "b=" + f["predictions2"]), [out]
-    yield "vote: --accuracy lacks a level", vote("--accuracy", write_json(d / "acc2.json", {
-        "a": dict.fromkeys(LEVELS[:3], 0.5), "b": dict.fromkeys(LEVELS, 0.5)}), "a=" + f["predictions"], "b=" + f["predictions2"]), [out]
-    yield "vote: --accuracy value a string", vote("--accuracy", write_json(d / "acc3.json", {
-        "a": dict.fromkeys(LEVELS, "high"), "b": dict.fromkeys(LEVELS, 0.5)}), "a=" + f["predictions"], "b=" + f["predictions2"]), [out]
-    yield "vote: --accuracy a list", vote("--accuracy", write_json(d / "acc4.json", [1, 2]), "a=" + f["predictions"],
-                                          "b=" + f["predictions2"]), [out]
-    yield "vote: --weighted without --accuracy", vote("--weighted", "a=" + f["predictions"], "b=" + f["predictions2"]), [out]
+    yield (
+        "vote: non-integer ids",
+        vote(
+            "a=" + _jsonl(d / "fid.jsonl", [dict(r, indoml_id=r["indoml_id"] + 0.5) for r in labs]),
+            "b=" + f["predictions2"],
+        ),
+        [out],
+    )
+    yield (
+        "vote: --accuracy not JSON",
+        vote("--accuracy", str(d / "broken.json"), "a=" + f["predictions"], "b=" + f["predictions2"]),
+        [out],
+    )
+    yield (
+        "vote: --accuracy lacks a model",
+        vote(
+            "--accuracy",
+            write_json(d / "acc1.json", {"a": dict.fromkeys(LEVELS, 0.5)}),
+            "a=" + f["predictions"],
+            "b=" + f["predictions2"],
+        ),
+        [out],
+    )
+    yield (
+        "vote: --accuracy lacks a level",
+        vote(
+            "--accuracy",
+            write_json(d / "acc2.json", {"a": dict.fromkeys(LEVELS[:3], 0.5), "b": dict.fromkeys(LEVELS, 0.5)}),
+            "a=" + f["predictions"],
+            "b=" + f["predictions2"],
+        ),
+        [out],
+    )
+    yield (
+        "vote: --accuracy value a string",
+        vote(
+            "--accuracy",
+            write_json(d / "acc3.json", {"a": dict.fromkeys(LEVELS, "high"), "b": dict.fromkeys(LEVELS, 0.5)}),
+            "a=" + f["predictions"],
+            "b=" + f["predictions2"],
+        ),
+        [out],
+    )
+    yield (
+        "vote: --accuracy a list",
+        vote("--accuracy", write_json(d / "acc4.json", [1, 2]), "a=" + f["predictions"], "b=" + f["predictions2"]),
+        [out],
+    )
+    yield (
+        "vote: --weighted without --accuracy",
+        vote("--weighted", "a=" + f["predictions"], "b=" + f["predictions2"]),
+        [out],
+    )
     (d / "x").mkdir(exist_ok=True)
     same_stem = _jsonl(d / "x" / "pred.jsonl", labs)
     yield "vote: two files with the same stem", vote(f["predictions"], same_stem), [out]
     yield "vote: empty name", vote("=" + f["predictions"], "b=" + f["predictions2"]), [out]
-    yield "vote: ids differ between files", vote("a=" + f["predictions"], "b=" + _jsonl(d / "fewer.jsonl", labs[:-1])), [out]
+    yield (
+        "vote: ids differ between files",
+        vote("a=" + f["predictions"], "b=" + _jsonl(d / "fewer.jsonl", labs[:-1])),
+        [out],
+    )
     yield "vote: duplicate id", vote("a=" + f["predictions"], "b=" + _jsonl(d / "dup.jsonl", labs + labs[:1])), [out]
 
     mout = str(d / "m" / "metrics.json")
@@ -169,10 +252,27 @@ def probes(d: Path, f: dict):
     yield "evaluate: a truth row without prediction", evaluate(_jsonl(d / "miss.jsonl", labs[1:])), [mout]
     yield "evaluate: zero prediction rows", evaluate(_raw_jsonl(d / "zero.jsonl", [])), [mout]
     yield "evaluate: zero prediction rows (parquet)", evaluate(_zero_parquet(d)), [mout]
-    yield "evaluate: NaN id", evaluate(_raw_jsonl(d / "nan.jsonl", [json.dumps(r) for r in labs[1:]] + [
-        '{"indoml_id": NaN, "supergroup": "a", "group": "b", "module": "c", "brand": "d"}'])), [mout]
-    yield "evaluate: string ids", evaluate(_jsonl(d / "sids.jsonl", [dict(r, indoml_id=f"#{r['indoml_id']}") for r in labs])), [mout]
-    yield "evaluate: model:stage name twice", evaluate("m:raw=" + f["predictions"], "m:raw=" + f["predictions2"]), [mout]
+    yield (
+        "evaluate: NaN id",
+        evaluate(
+            _raw_jsonl(
+                d / "nan.jsonl",
+                [json.dumps(r) for r in labs[1:]]
+                + ['{"indoml_id": NaN, "supergroup": "a", "group": "b", "module": "c", "brand": "d"}'],
+            )
+        ),
+        [mout],
+    )
+    yield (
+        "evaluate: string ids",
+        evaluate(_jsonl(d / "sids.jsonl", [dict(r, indoml_id=f"#{r['indoml_id']}") for r in labs])),
+        [mout],
+    )
+    yield (
+        "evaluate: model:stage name twice",
+        evaluate("m:raw=" + f["predictions"], "m:raw=" + f["predictions2"]),
+        [mout],
+    )
     yield "evaluate: truth unlabelled", evaluate(f["predictions"], truth=f["features_path"]), [mout]
 
     run = d / "run"
@@ -184,9 +284,14 @@ def probes(d: Path, f: dict):
     yield "predict: no manifest", predict(d / "nowhere"), [out]
     (run / "manifest.json").write_text("{not json")
     yield "predict: malformed manifest", predict(), [out]
-    manifest = {"labelers": {"a": {"kind": "charngram"}}, "namer": {"templates": {}, "generate": {}},
-                "correction": {"method": "topdown", "stage": "corrected"}, "ensemble": {"members": {"e": ["a"]}, "submit": "e"},
-                "hierarchy": "data/hierarchy.json", "level_accuracy": "ensemble/level_accuracy.corrected.json"}
+    manifest = {
+        "labelers": {"a": {"kind": "charngram"}},
+        "namer": {"templates": {}, "generate": {}},
+        "correction": {"method": "topdown", "stage": "corrected"},
+        "ensemble": {"members": {"e": ["a"]}, "submit": "e"},
+        "hierarchy": "data/hierarchy.json",
+        "level_accuracy": "ensemble/level_accuracy.corrected.json",
+    }
     write_json(run / "manifest.json", {k: v for k, v in manifest.items() if k != "correction"})
     yield "predict: manifest missing a key", predict(), [out]
     (run / "data").mkdir()
@@ -196,23 +301,50 @@ def probes(d: Path, f: dict):
     (run / "ensemble").mkdir()
     write_json(run / "ensemble" / "level_accuracy.corrected.json", {"b": dict.fromkeys(LEVELS, 0.5)})
     yield "predict: level accuracy lacks a labeler", predict(), [out]
-    yield "predict: bad input (empty description)", ["predict", "--models", str(run), "--input",
-                                                     features_with(0, description=""), "--out", out], [out]
+    yield (
+        "predict: bad input (empty description)",
+        ["predict", "--models", str(run), "--input", features_with(0, description=""), "--out", out],
+        [out],
+    )
 
     sout = str(d / "sub" / "s.predict")
-    yield "submission: a missing label", ["submission", "--predictions", _jsonl(d / "nolab.jsonl", [
-        dict(r, brand=None) if r["indoml_id"] == 5 else r for r in labs]), "--out", sout], [sout]
-    yield "submission: float ids", ["submission", "--predictions", _jsonl(d / "fl.jsonl", [
-        dict(r, indoml_id=r["indoml_id"] + 0.5) for r in labs]), "--out", sout], [sout]
+    yield (
+        "submission: a missing label",
+        [
+            "submission",
+            "--predictions",
+            _jsonl(d / "nolab.jsonl", [dict(r, brand=None) if r["indoml_id"] == 5 else r for r in labs]),
+            "--out",
+            sout,
+        ],
+        [sout],
+    )
+    yield (
+        "submission: float ids",
+        [
+            "submission",
+            "--predictions",
+            _jsonl(d / "fl.jsonl", [dict(r, indoml_id=r["indoml_id"] + 0.5) for r in labs]),
+            "--out",
+            sout,
+        ],
+        [sout],
+    )
 
     yield "make-sample: --train 0", ["make-sample", "--out", str(d / "sample0"), "--train", "0"], [str(d / "sample0")]
     yield "make-sample: --test -5", ["make-sample", "--out", str(d / "sample1"), "--test", "-5"], [str(d / "sample1")]
-    yield "make-sample: --out names a file", ["make-sample", "--out", str(d / "a_file"), "--train", "5", "--test", "2"], []
+    yield (
+        "make-sample: --out names a file",
+        ["make-sample", "--out", str(d / "a_file"), "--train", "5", "--test", "2"],
+        [],
+    )
 
 
 def _zero_parquet(d: Path) -> str:
     path = d / "zero.parquet"
-    pd.DataFrame({"indoml_id": pd.Series([], dtype="int64"), **{lv: pd.Series([], dtype=object) for lv in LEVELS}}).to_parquet(path)
+    pd.DataFrame(
+        {"indoml_id": pd.Series([], dtype="int64"), **{lv: pd.Series([], dtype=object) for lv in LEVELS}}
+    ).to_parquet(path)
     return str(path)
 
 
@@ -246,8 +378,9 @@ def main(argv=None) -> int:
             status, message = run_probe(argv_)
             left = [Path(p).name for p in outputs if Path(p).exists()]
             tmp_left = [p.name for p in d.rglob("*.tmp")]
-            rows.append((label, status, message.replace(tmp, "$TMP").replace("|", "\\|"),
-                         ", ".join(left + tmp_left) or "-"))
+            rows.append(
+                (label, status, message.replace(tmp, "$TMP").replace("|", "\\|"), ", ".join(left + tmp_left) or "-")
+            )
             for p in outputs:  # a probe must not see the previous one's output
                 if Path(p).is_file():
                     Path(p).unlink()

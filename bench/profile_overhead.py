@@ -35,9 +35,25 @@ def run(results: Path, cores: int, extra: list[str]) -> dict:
     load_before = os.getloadavg()
     started = time.time()
     with open(f"{results}.log", "w") as log:
-        subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--resources", "gpu=1", *extra,
-                        "--config", f"results={results}"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--cores",
+                str(cores),
+                "--resources",
+                "gpu=1",
+                *extra,
+                "--config",
+                f"results={results}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
     return {"wall_s": time.time() - started, "load_before": load_before, "load_after": os.getloadavg()}
 
 
@@ -47,10 +63,16 @@ def training_rules(results: Path) -> pd.DataFrame:
         model = "namer" if bench.name == "train_namer.tsv" else bench.stem
         seconds = float(pd.read_csv(bench, sep="\t")["s"].iloc[0])
         profile = json.loads((results / "models" / model / "train_summary.json").read_text()).get("profile") or {}
-        rows.append({"model": model, "rule_s": seconds, "profile_in_loop_s": profile.get("in_loop_seconds"),
-                     "profile_after_s": profile.get("after_training_seconds"),
-                     "profile_total_s": profile.get("overhead_seconds"),
-                     "self_cpu_ms_per_step": profile.get("self_cpu_ms_per_step")})
+        rows.append(
+            {
+                "model": model,
+                "rule_s": seconds,
+                "profile_in_loop_s": profile.get("in_loop_seconds"),
+                "profile_after_s": profile.get("after_training_seconds"),
+                "profile_total_s": profile.get("overhead_seconds"),
+                "self_cpu_ms_per_step": profile.get("self_cpu_ms_per_step"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -77,14 +99,20 @@ def main() -> None:
         if not timing_path.exists():
             continue
         timing, results = json.loads(timing_path.read_text()), args.dir / mode
-        print(f"profiling {mode}: {timing['wall_s']:.1f} s wall (--cores {args.cores}); load average before "
-              f"{'/'.join(f'{x:.1f}' for x in timing['load_before'])}, after "
-              f"{'/'.join(f'{x:.1f}' for x in timing['load_after'])}; all rules' benchmarks {all_rules_seconds(results):.1f} s")
+        print(
+            f"profiling {mode}: {timing['wall_s']:.1f} s wall (--cores {args.cores}); load average before "
+            f"{'/'.join(f'{x:.1f}' for x in timing['load_before'])}, after "
+            f"{'/'.join(f'{x:.1f}' for x in timing['load_after'])}; all rules' benchmarks "
+            f"{all_rules_seconds(results):.1f} s"
+        )
         table = training_rules(results)
         print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
         if mode == "on" and table["profile_total_s"].notna().any():
             cost = table["profile_total_s"].sum()
-            print(f"profiling cost measured in the run: {cost:.1f} s, {100 * cost / timing['wall_s']:.1f} % of its wall time")
+            print(
+                f"profiling cost measured in the run: {cost:.1f} s, {100 * cost / timing['wall_s']:.1f} % of "
+                "its wall time"
+            )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,12 @@ def time_run(workdir: Path, n: int, cores: int) -> float:
     subprocess.run(["rm", "-rf", str(workdir / "out"), str(workdir / ".snakemake")], check=True)
     start = time.perf_counter()
     # Run inside the folder, so that no workflow profile (e.g. profiles/default) is picked up.
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", f"count={n}"],
-                          cwd=workdir, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", f"count={n}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"snakemake failed:\n{proc.stderr[-3000:]}")
     elapsed = time.perf_counter() - start

@@ -48,13 +48,13 @@ sys.path.insert(0, str(HERE))
 from charngram_scale import synthesize  # noqa: E402
 
 from prodcat import LEVELS  # noqa: E402
-from prodcat.labelers.charngram import train_charngram  # noqa: E402
-from prodcat.ensemble.correct import correct_predictions  # noqa: E402
 from prodcat.data.hierarchy import Hierarchy  # noqa: E402
-from prodcat.report.metrics import score  # noqa: E402
-from prodcat.ensemble.stack import candidate_union, cross_fit_stack, fit_stack  # noqa: E402
 from prodcat.data.target_text import format_target  # noqa: E402
+from prodcat.ensemble.correct import correct_predictions  # noqa: E402
+from prodcat.ensemble.stack import candidate_union, cross_fit_stack, fit_stack  # noqa: E402
 from prodcat.ensemble.vote import vote_predictions  # noqa: E402
+from prodcat.labelers.charngram import train_charngram  # noqa: E402
+from prodcat.report.metrics import score  # noqa: E402
 
 log = logging.getLogger("stack_hard")
 ERROR_KINDS = {"sibling_brand": 0.45, "sibling_module": 0.25, "random_path": 0.15, "typo_brand": 0.15}
@@ -89,10 +89,12 @@ class _Neighbours:
 
 def _typo(word: str, rng) -> str:
     k = int(rng.integers(len(word))) if word else 0
-    return word[:k] + "xq"[int(rng.integers(2))] + word[k + 1:]
+    return word[:k] + "xq"[int(rng.integers(2))] + word[k + 1 :]
 
 
-def neural_member(truth_ids, hardness, decoy, accuracy, shared, confidence_noise, hierarchy, neighbours, rng, ids, name):
+def neural_member(
+    truth_ids, hardness, decoy, accuracy, shared, confidence_noise, hierarchy, neighbours, rng, ids, name
+):
     """One stand-in seq2seq member's raw predictions (labels, text, parse_ok, confidence)."""
     n = len(truth_ids)
     # latent "how sure": right iff latent > 0; its offset sets the accuracy on these rows
@@ -144,8 +146,19 @@ def members_for(rows, charngram, hierarchy, neighbours, accuracy, shared, confid
     decoy = np.array([neighbours.sibling(t, rng, "brand" if rng.random() < 0.6 else "module") for t in truth_ids])
     for k, acc in enumerate(accuracy):
         name = f"neural{k + 1}"
-        raw = neural_member(truth_ids, hardness, decoy, acc, shared if k > 0 else 0.0, confidence_noise, hierarchy,
-                            neighbours, rng, ids, name)
+        raw = neural_member(
+            truth_ids,
+            hardness,
+            decoy,
+            acc,
+            shared if k > 0 else 0.0,
+            confidence_noise,
+            hierarchy,
+            neighbours,
+            rng,
+            ids,
+            name,
+        )
         tables[name] = correct_predictions(raw, hierarchy, "topdown")
     return tables
 
@@ -153,8 +166,9 @@ def members_for(rows, charngram, hierarchy, neighbours, accuracy, shared, confid
 def evaluate(truth, tables, names, hierarchy, stack_out):
     result = {name: score(truth, tables[name])["item_accuracy"] for name in names}
     accuracy = {name: {lv: score(truth, tables[name])[f"accuracy_{lv}"] for lv in LEVELS} for name in names}
-    result["vote"] = score(truth, vote_predictions([tables[n] for n in names], names, hierarchy,
-                                                   level_accuracy=accuracy))["item_accuracy"]
+    result["vote"] = score(
+        truth, vote_predictions([tables[n] for n in names], names, hierarchy, level_accuracy=accuracy)
+    )["item_accuracy"]
     result["stack"] = score(truth, stack_out)["item_accuracy"]
     return result
 
@@ -165,17 +179,35 @@ def main(argv=None) -> int:
     parser.add_argument("--train-rows", type=int, default=60_000)
     parser.add_argument("--val-rows", type=int, default=3_000)
     parser.add_argument("--test-rows", type=int, default=3_000)
-    parser.add_argument("--accuracy", type=float, nargs=3, default=[0.55, 0.40, 0.30],
-                        help="raw item accuracy of the three stand-in members")
-    parser.add_argument("--shared-error", type=float, default=0.5,
-                        help="chance that a weak member's wrong answer is the row's shared decoy")
-    parser.add_argument("--confidence-noise", type=float, default=1.0,
-                        help="noise on the stand-ins' confidence (the latent that decides right or wrong has sd ~1.1; "
-                             "large values make their confidence useless)")
-    parser.add_argument("--no-descriptions", action="store_true",
-                        help="the stack does not match candidates against the descriptions")
-    parser.add_argument("--alternatives", type=int, default=5,
-                        help="charngram's best paths per row added as candidates (0: only the members' predictions)")
+    parser.add_argument(
+        "--accuracy",
+        type=float,
+        nargs=3,
+        default=[0.55, 0.40, 0.30],
+        help="raw item accuracy of the three stand-in members",
+    )
+    parser.add_argument(
+        "--shared-error",
+        type=float,
+        default=0.5,
+        help="chance that a weak member's wrong answer is the row's shared decoy",
+    )
+    parser.add_argument(
+        "--confidence-noise",
+        type=float,
+        default=1.0,
+        help="noise on the stand-ins' confidence (the latent that decides right or wrong has sd ~1.1; "
+        "large values make their confidence useless)",
+    )
+    parser.add_argument(
+        "--no-descriptions", action="store_true", help="the stack does not match candidates against the descriptions"
+    )
+    parser.add_argument(
+        "--alternatives",
+        type=int,
+        default=5,
+        help="charngram's best paths per row added as candidates (0: only the members' predictions)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -185,13 +217,20 @@ def main(argv=None) -> int:
     hierarchy_all = Hierarchy.from_json(args.hierarchy)
     rows = synthesize(hierarchy_all, args.train_rows + args.val_rows + args.test_rows, args.seed)
     test = rows.iloc[: args.test_rows].reset_index(drop=True)
-    val = rows.iloc[args.test_rows: args.test_rows + args.val_rows].reset_index(drop=True)
-    train = rows.iloc[args.test_rows + args.val_rows:].reset_index(drop=True)
+    val = rows.iloc[args.test_rows : args.test_rows + args.val_rows].reset_index(drop=True)
+    train = rows.iloc[args.test_rows + args.val_rows :].reset_index(drop=True)
     # the run's hierarchy: the training rows' paths with their counts (as `prodcat hierarchy` makes it);
     # rows whose path training never saw stay in (a labeler cannot get them right)
     hierarchy = Hierarchy.from_frame(train)
-    log.info("synthesized %d train / %d val / %d test rows over %d paths (%d in training) in %.0f s", len(train),
-             len(val), len(test), hierarchy_all.n_paths, hierarchy.n_paths, time.perf_counter() - started)
+    log.info(
+        "synthesized %d train / %d val / %d test rows over %d paths (%d in training) in %.0f s",
+        len(train),
+        len(val),
+        len(test),
+        hierarchy_all.n_paths,
+        hierarchy.n_paths,
+        time.perf_counter() - started,
+    )
     charngram = train_charngram(train, hierarchy, params={"hash_buckets": 2**18})
     neighbours = _Neighbours(hierarchy)
     rng = np.random.default_rng(args.seed + 1)
@@ -202,13 +241,24 @@ def main(argv=None) -> int:
     val_tables = members_for(val, *member_args)
     test_tables = members_for(test, *member_args)
 
-    ensembles = {"paper three (stand-ins)": ["neural1", "neural2", "neural3"],
-                 "three + charngram": ["neural1", "neural2", "neural3", "charngram"]}
-    results = {"rows": {"train": len(train), "val": len(val), "test": len(test)}, "paths_in_training": hierarchy.n_paths,
-               "accuracy": args.accuracy, "shared_error": args.shared_error, "confidence_noise": args.confidence_noise,
-               "descriptions": not args.no_descriptions, "alternatives": args.alternatives, "seed": args.seed,
-               "ensembles": {}}
-    print("| ensemble | split | " + " | ".join(["best member", "best member acc", "vote", "stack", "stack - best"]) + " |")
+    ensembles = {
+        "paper three (stand-ins)": ["neural1", "neural2", "neural3"],
+        "three + charngram": ["neural1", "neural2", "neural3", "charngram"],
+    }
+    results = {
+        "rows": {"train": len(train), "val": len(val), "test": len(test)},
+        "paths_in_training": hierarchy.n_paths,
+        "accuracy": args.accuracy,
+        "shared_error": args.shared_error,
+        "confidence_noise": args.confidence_noise,
+        "descriptions": not args.no_descriptions,
+        "alternatives": args.alternatives,
+        "seed": args.seed,
+        "ensembles": {},
+    }
+    print(
+        "| ensemble | split | " + " | ".join(["best member", "best member acc", "vote", "stack", "stack - best"]) + " |"
+    )
     print("|---|---|---|---|---|---|---|")
     for label, names in ensembles.items():
         t0 = time.process_time()
@@ -218,34 +268,63 @@ def main(argv=None) -> int:
                 val_alternatives["charngram"] = charngram.alternatives(val, args.alternatives)
                 test_alternatives["charngram"] = charngram.alternatives(test, args.alternatives)
             val_scores["charngram"] = charngram.score_paths(
-                val, candidate_union([val_tables[n] for n in names] + list(val_alternatives.values()), hierarchy))
+                val, candidate_union([val_tables[n] for n in names] + list(val_alternatives.values()), hierarchy)
+            )
             test_scores["charngram"] = charngram.score_paths(
-                test, candidate_union([test_tables[n] for n in names] + list(test_alternatives.values()), hierarchy))
+                test, candidate_union([test_tables[n] for n in names] + list(test_alternatives.values()), hierarchy)
+            )
         val_rows, test_rows = (None, None) if args.no_descriptions else (val, test)
-        crossfit, _, _ = cross_fit_stack([val_tables[n] for n in names], names, val, hierarchy,
-                                         candidate_scores=val_scores, rows=val_rows, alternatives=val_alternatives)
-        model = fit_stack([val_tables[n] for n in names], names, val, hierarchy, candidate_scores=val_scores,
-                          rows=val_rows, alternatives=val_alternatives)
-        applied = model.predict([test_tables[n] for n in names], names, hierarchy, candidate_scores=test_scores,
-                                rows=test_rows, alternatives=test_alternatives)
+        crossfit, _, _ = cross_fit_stack(
+            [val_tables[n] for n in names],
+            names,
+            val,
+            hierarchy,
+            candidate_scores=val_scores,
+            rows=val_rows,
+            alternatives=val_alternatives,
+        )
+        model = fit_stack(
+            [val_tables[n] for n in names],
+            names,
+            val,
+            hierarchy,
+            candidate_scores=val_scores,
+            rows=val_rows,
+            alternatives=val_alternatives,
+        )
+        applied = model.predict(
+            [test_tables[n] for n in names],
+            names,
+            hierarchy,
+            candidate_scores=test_scores,
+            rows=test_rows,
+            alternatives=test_alternatives,
+        )
         stack_seconds = time.process_time() - t0  # CPU time: the machine may be shared
-        entry = {"stack_seconds": round(stack_seconds, 1),
-                 "val": evaluate(val, val_tables, names, hierarchy, crossfit),
-                 "test": evaluate(test, test_tables, names, hierarchy, applied),
-                 "selection": model.selection,
-                 "coefficients": dict(zip(model.feature_names, np.round(model.coef, 3).tolist()))}
+        entry = {
+            "stack_seconds": round(stack_seconds, 1),
+            "val": evaluate(val, val_tables, names, hierarchy, crossfit),
+            "test": evaluate(test, test_tables, names, hierarchy, applied),
+            "selection": model.selection,
+            "coefficients": dict(zip(model.feature_names, np.round(model.coef, 3).tolist())),
+        }
         for split in ("val", "test"):
             r = entry[split]
             best = max(names, key=lambda n: r[n])
             r["best_member"], r["stack_minus_best"] = best, r["stack"] - r[best]
             r["stack_reaches_best_member"] = bool(r["stack"] >= r[best])
-            print(f"| {label} | {split}{' (stack cross-fitted)' if split == 'val' else ''} | {best} | {r[best]:.4f} | "
-                  f"{r['vote']:.4f} | {r['stack']:.4f} | {r['stack_minus_best']:+.4f} |")
+            print(
+                f"| {label} | {split}{' (stack cross-fitted)' if split == 'val' else ''} | {best} | {r[best]:.4f} | "
+                f"{r['vote']:.4f} | {r['stack']:.4f} | {r['stack_minus_best']:+.4f} |"
+            )
         results["ensembles"][label] = entry
     print()
     for label, entry in results["ensembles"].items():
         members = ", ".join(f"{n} {entry['test'][n]:.3f}" for n in ensembles[label])
-        print(f"{label}: test accuracy of the members: {members}; stack fit + cross-fit + apply {entry['stack_seconds']} CPU s")
+        print(
+            f"{label}: test accuracy of the members: {members}; stack fit + cross-fit + apply "
+            f"{entry['stack_seconds']} CPU s"
+        )
     results["seconds"] = round(time.perf_counter() - started, 1)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -53,10 +53,10 @@ def train_and_score(run: Path, dims: dict, params: dict, threads: int) -> dict:
     import pandas as pd
     import torch
 
-    from prodcat.ensemble.correct import correct_predictions
     from prodcat.data.hierarchy import Hierarchy
-    from prodcat.report.metrics import score
+    from prodcat.ensemble.correct import correct_predictions
     from prodcat.labelers.seq2seq import predict_labeler, train_labeler
+    from prodcat.report.metrics import score
     from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
     torch.set_num_threads(threads)
@@ -68,12 +68,23 @@ def train_and_score(run: Path, dims: dict, params: dict, threads: int) -> dict:
         started = time.perf_counter()
         summary = train_labeler(tmp / "base", train, val, tmp / "model", tmp / "ckpt", params)
         train_wall_seconds = time.perf_counter() - started
-        predictions, _ = predict_labeler(tmp / "model", val, {"batch_size": 128, "num_beams": 1, "max_new_tokens": 128,
-                                                               "max_source_length": params["max_source_length"]})
+        predictions, _ = predict_labeler(
+            tmp / "model",
+            val,
+            {
+                "batch_size": 128,
+                "num_beams": 1,
+                "max_new_tokens": 128,
+                "max_source_length": params["max_source_length"],
+            },
+        )
     return {
-        "dims": dims, "params": params, "train_wall_seconds": round(train_wall_seconds, 1),
+        "dims": dims,
+        "params": params,
+        "train_wall_seconds": round(train_wall_seconds, 1),
         "trainer_seconds": round(summary.trainer_seconds, 1),
-        "best_eval_loss": summary["best_eval_loss"], "parameters": summary["parameters"],
+        "best_eval_loss": summary["best_eval_loss"],
+        "parameters": summary["parameters"],
         "val_raw": score(val, predictions)["item_accuracy"],
         "val_corrected": score(val, correct_predictions(predictions, hierarchy, salvage=True))["item_accuracy"],
     }
@@ -93,17 +104,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="profile one training step instead of training")
     args = parser.parse_args()
-    dims = {"d_model": args.d_model, "d_ff": args.d_ff, "num_layers": args.layers,
-            "num_decoder_layers": args.decoder_layers, "num_heads": 4, "dropout_rate": args.dropout}
+    dims = {
+        "d_model": args.d_model,
+        "d_ff": args.d_ff,
+        "num_layers": args.layers,
+        "num_decoder_layers": args.decoder_layers,
+        "num_heads": 4,
+        "dropout_rate": args.dropout,
+    }
     if args.profile:
         # a random batch shaped like the sample's: padded description ~33 bytes, padded target ~79
         profile_step(dims, args.batch_size, 33, 79, args.threads)
         return
-    params = {"per_device_train_batch_size": args.batch_size, "per_device_eval_batch_size": None,
-              "gradient_accumulation_steps": 1, "learning_rate": args.lr, "weight_decay": 0.01,
-              "num_train_epochs": args.epochs, "early_stopping_patience": 2, "warmup_steps": 50,
-              "lr_scheduler_type": "linear", "max_source_length": 80, "max_target_length": 128,
-              "logging_steps": 1000, "seed": 42, "keep_checkpoints": False}
+    params = {
+        "per_device_train_batch_size": args.batch_size,
+        "per_device_eval_batch_size": None,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": args.lr,
+        "weight_decay": 0.01,
+        "num_train_epochs": args.epochs,
+        "early_stopping_patience": 2,
+        "warmup_steps": 50,
+        "lr_scheduler_type": "linear",
+        "max_source_length": 80,
+        "max_target_length": 128,
+        "logging_steps": 1000,
+        "seed": 42,
+        "keep_checkpoints": False,
+    }
     print(json.dumps(train_and_score(args.run, dims, params, args.threads)))
 
 

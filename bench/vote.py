@@ -45,7 +45,9 @@ def synthetic_predictions(hierarchy: Hierarchy, n_rows: int, n_models: int, seed
     """(predictions per model, per-level accuracy per model); row order shuffled per model."""
     rng = np.random.default_rng(seed)
     counts = hierarchy.paths["count"].to_numpy(dtype=float)
-    truth = hierarchy.paths[list(LEVELS)].to_numpy(dtype=object)[rng.choice(len(counts), n_rows, p=counts / counts.sum())]
+    truth = hierarchy.paths[list(LEVELS)].to_numpy(dtype=object)[
+        rng.choice(len(counts), n_rows, p=counts / counts.sum())
+    ]
     ids = np.arange(n_rows, dtype=np.int64)
     vocab = {level: np.array(hierarchy.labels(level), dtype=object) for level in LEVELS}
     siblings = [_sibling_draws(hierarchy, truth, depth, rng) for depth in range(len(LEVELS))]
@@ -71,6 +73,7 @@ def synthetic_predictions(hierarchy: Hierarchy, n_rows: int, n_models: int, seed
 def _sibling_draws(hierarchy: Hierarchy, truth: np.ndarray, depth: int, rng):
     """A function: row mask → for each masked row, a random other child of its true parent
     (the true label itself when it is an only child)."""
+
     def draw(mask: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero(mask)
         out = np.empty(len(rows), dtype=object)
@@ -85,6 +88,7 @@ def _sibling_draws(hierarchy: Hierarchy, truth: np.ndarray, depth: int, rng):
                 redo = pick == own
             out[where] = pick
         return out
+
     return draw
 
 
@@ -188,14 +192,21 @@ def main(argv=None) -> None:
         "pandas": pd.__version__,
         "numpy": np.__version__,
     }
-    ref_label = f"iterrows reference ({'extrapolated from ' + str(reference_rows) + ' rows' if extrapolated else 'all rows'})"
-    print(f"{args.models} models × {args.rows:,} rows over {hierarchy.n_paths:,} paths "
-          f"({'accuracy-weighted' if args.weighted else 'one-per-model'} votes, accuracy tie-break; load average {result['load_average_1min']})\n")
+    ref_label = (
+        f"iterrows reference ({'extrapolated from ' + str(reference_rows) + ' rows' if extrapolated else 'all rows'})"
+    )
+    print(
+        f"{args.models} models × {args.rows:,} rows over {hierarchy.n_paths:,} paths "
+        f"({'accuracy-weighted' if args.weighted else 'one-per-model'} votes, accuracy tie-break; load "
+        f"average {result['load_average_1min']})\n"
+    )
     print("| implementation | rows | seconds | speedup | identical |")
     print("|---|---|---|---|---|")
     print(f"| {ref_label} | {args.rows:,} | {reference_full:.2f} | 1.0× | — |")
-    print(f"| vectorised vote_predictions (median of {args.repeats}) | {args.rows:,} | {vote_seconds:.2f} | "
-          f"{result['speedup']:.1f}× | {'yes' if identical else 'no'} (on {reference_rows:,} rows) |")
+    print(
+        f"| vectorised vote_predictions (median of {args.repeats}) | {args.rows:,} | {vote_seconds:.2f} | "
+        f"{result['speedup']:.1f}× | {'yes' if identical else 'no'} (on {reference_rows:,} rows) |"
+    )
     if args.out:
         write_json(result, args.out)
     if not identical:

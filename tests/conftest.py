@@ -41,8 +41,15 @@ def labelled_rows() -> pd.DataFrame:
     records, i = [], 0
     for path, count in zip(paths, counts):
         for k in range(count):
-            records.append({"indoml_id": 1000 + i, "description": f"{path[3][:4]} {path[2][:5]} {k}",
-                            "retailer": f"shop{i % 3}", "price": 1.0 + k, **dict(zip(LEVELS, path))})
+            records.append(
+                {
+                    "indoml_id": 1000 + i,
+                    "description": f"{path[3][:4]} {path[2][:5]} {k}",
+                    "retailer": f"shop{i % 3}",
+                    "price": 1.0 + k,
+                    **dict(zip(LEVELS, path)),
+                }
+            )
             i += 1
     return pd.DataFrame(records)
 
@@ -56,10 +63,13 @@ def run_snakemake(*args, check=True, timeout=3600, env=None):
     import sys
 
     env = dict(env if env is not None else os.environ)
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -69,6 +79,7 @@ def finished_test_run(tmp_path_factory):
     that independent jobs can run side by side, --resources gpu=1 as a one-GPU user runs it.
     Returns (results folder, Snakemake's log of the run)."""
     results = tmp_path_factory.mktemp("test-run") / "results"
-    proc = run_snakemake("--cores", "4", "--resources", "gpu=1", "--configfile", ".test/config.yaml",
-                         "--config", f"results={results}")
+    proc = run_snakemake(
+        "--cores", "4", "--resources", "gpu=1", "--configfile", ".test/config.yaml", "--config", f"results={results}"
+    )
     return results, proc.stderr

@@ -30,22 +30,34 @@ from prodcat.data.io import MAX_PRICE
 # Derandomized: the same cases on every run, so CI is stable and the count is reproducible.
 # PRODCAT_HYPOTHESIS_CASES=2000 PRODCAT_HYPOTHESIS_RANDOM=1 explores further (random cases).
 CASES_PER_COMMAND = int(os.environ.get("PRODCAT_HYPOTHESIS_CASES", "100"))
-SETTINGS = settings(max_examples=CASES_PER_COMMAND, deadline=None, database=None,
-                    derandomize=not os.environ.get("PRODCAT_HYPOTHESIS_RANDOM"),
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=CASES_PER_COMMAND,
+    deadline=None,
+    database=None,
+    derandomize=not os.environ.get("PRODCAT_HYPOTHESIS_RANDOM"),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 GENERATED = {}  # command -> examples run (printed at the end of the module)
 
 PATHS = [("food", "dairy", "milk", "moo"), ("food", "dairy", "cheese", "moo"), ("home", "clean", "soap", "suds")]
 N_ROWS = 5
-FEATURES = [{"indoml_id": 10 + i, "description": f"item {i}", "retailer": f"shop{i % 2}", "price": 1.25 + i}
-            for i in range(N_ROWS)]
+FEATURES = [
+    {"indoml_id": 10 + i, "description": f"item {i}", "retailer": f"shop{i % 2}", "price": 1.25 + i}
+    for i in range(N_ROWS)
+]
 LABELS = [{"indoml_id": 10 + i, **dict(zip(LEVELS, PATHS[i % len(PATHS)]))} for i in range(N_ROWS)]
 ROWS = [{**f, **lab} for f, lab in zip(FEATURES, LABELS)]
 HIERARCHY = {"levels": list(LEVELS), "paths": [[*p, 3] for p in PATHS]}
 ACCURACY = {m: dict.fromkeys(LEVELS, 0.5) for m in ("a", "b")}
-MANIFEST = {"labelers": {"a": {"kind": "charngram"}}, "namer": {"templates": {}, "generate": {}},
-            "correction": {"method": "topdown", "stage": "corrected"}, "ensemble": {"members": {"e": ["a"]}, "submit": "e"},
-            "hierarchy": "data/hierarchy.json", "level_accuracy": "ensemble/level_accuracy.corrected.json"}
+MANIFEST = {
+    "labelers": {"a": {"kind": "charngram"}},
+    "namer": {"templates": {}, "generate": {}},
+    "correction": {"method": "topdown", "stage": "corrected"},
+    "ensemble": {"members": {"e": ["a"]}, "submit": "e"},
+    "hierarchy": "data/hierarchy.json",
+    "level_accuracy": "ensemble/level_accuracy.corrected.json",
+}
+
 
 class Raw(str):
     """File content to write as is (a truncated, unparsable JSON), not as a JSON value."""
@@ -55,10 +67,12 @@ class Raw(str):
 surrogate_text = st.text(max_size=5).map(lambda t: t + "\ud800")
 bad_id = st.one_of(
     st.sampled_from([None, True, "--5", "²", "1.5", "", "12a", "1_0", "0x1f", [1], {"a": 1}, math.nan]),
-    st.integers(min_value=2**63), st.integers(max_value=-(2**63) - 1),
+    st.integers(min_value=2**63),
+    st.integers(max_value=-(2**63) - 1),
     st.floats(allow_nan=False, allow_infinity=True).filter(lambda x: not (math.isfinite(x) and x.is_integer())),
-    st.text(min_size=1, max_size=6).filter(lambda t: not t.strip().lstrip("+-").isascii()
-                                           or not t.strip().lstrip("+-").isdigit()),
+    st.text(min_size=1, max_size=6).filter(
+        lambda t: not t.strip().lstrip("+-").isascii() or not t.strip().lstrip("+-").isdigit()
+    ),
 )
 bad_description = st.one_of(st.sampled_from([None, 17, 2.5, True, "", "   ", "\t\n", [], {}]), surrogate_text)
 bad_retailer = st.one_of(st.sampled_from([None, 3, 1.5, False, ["shop"], {}]), surrogate_text)
@@ -103,7 +117,9 @@ def bad_table(draw, kind: str, allow_missing_rows: bool = False):
     """(records, expected column, expected row or None, file format)."""
     records = copy.deepcopy(BASE[kind])
     pools = cell_pools(kind)
-    actions = ["drop column", "bad cell", "bad cell", "bad cell", "duplicate id"] + (["missing row"] if allow_missing_rows else [])
+    actions = ["drop column", "bad cell", "bad cell", "bad cell", "duplicate id"] + (
+        ["missing row"] if allow_missing_rows else []
+    )
     action = draw(st.sampled_from(actions))
     if action == "drop column":
         column = draw(st.sampled_from(list(pools)))
@@ -174,8 +190,11 @@ def table_locators(column, row) -> list[str]:
 
 # ---- per command --------------------------------------------------------------------------------
 @SETTINGS
-@given(bad=st.one_of(bad_table("features").map(lambda b: ("features", *b)),
-                     bad_table("labels").map(lambda b: ("labels", *b))))
+@given(
+    bad=st.one_of(
+        bad_table("features").map(lambda b: ("features", *b)), bad_table("labels").map(lambda b: ("labels", *b))
+    )
+)
 def test_ingest_refuses_bad_tables(bad):
     which, records, column, row, fmt = bad
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,8 +203,14 @@ def test_ingest_refuses_bad_tables(bad):
         labels = write_table(d, "train_labels", records if which == "labels" else LABELS, fmt)
         out = d / "out" / "rows.parquet"
         bad_file = features if which == "features" else labels
-        assert_refused(["ingest", "--features", features, "--labels", labels, "--out", out], bad_file,
-                       table_locators(column, row), [out], d, "ingest")
+        assert_refused(
+            ["ingest", "--features", features, "--labels", labels, "--out", out],
+            bad_file,
+            table_locators(column, row),
+            [out],
+            d,
+            "ingest",
+        )
 
 
 @SETTINGS
@@ -196,8 +221,14 @@ def test_split_refuses_bad_tables(bad):
         d = Path(tmp)
         data = write_table(d, "rows", records, fmt)
         outputs = [d / "s" / "train.parquet", d / "s" / "val.parquet", d / "s" / "report.json"]
-        assert_refused(["split", "--data", data, "--train", outputs[0], "--val", outputs[1], "--report", outputs[2]],
-                       data, table_locators(column, row), outputs, d, "split")
+        assert_refused(
+            ["split", "--data", data, "--train", outputs[0], "--val", outputs[1], "--report", outputs[2]],
+            data,
+            table_locators(column, row),
+            outputs,
+            d,
+            "split",
+        )
 
 
 @SETTINGS
@@ -208,8 +239,9 @@ def test_hierarchy_refuses_bad_tables(bad):
         d = Path(tmp)
         data = write_table(d, "rows", records, fmt)
         out = d / "h" / "hierarchy.json"
-        assert_refused(["hierarchy", "--data", data, "--out", out], data, table_locators(column, row), [out], d,
-                       "hierarchy")
+        assert_refused(
+            ["hierarchy", "--data", data, "--out", out], data, table_locators(column, row), [out], d, "hierarchy"
+        )
 
 
 @st.composite
@@ -255,8 +287,11 @@ def write_hierarchy(d: Path, obj) -> Path:
 
 
 @SETTINGS
-@given(bad=st.one_of(bad_hierarchy().map(lambda b: ("hierarchy", *b)),
-                     bad_table("predictions").map(lambda b: ("predictions", *b))))
+@given(
+    bad=st.one_of(
+        bad_hierarchy().map(lambda b: ("hierarchy", *b)), bad_table("predictions").map(lambda b: ("predictions", *b))
+    )
+)
 def test_correct_refuses_bad_hierarchies_and_predictions(bad):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -269,8 +304,14 @@ def test_correct_refuses_bad_hierarchies_and_predictions(bad):
             _, records, column, row, fmt = bad
             hierarchy, predictions = write_hierarchy(d, HIERARCHY), write_table(d, "pred", records, fmt)
             bad_file, where = predictions, table_locators(column, row)
-        assert_refused(["correct", "--hierarchy", hierarchy, "--predictions", predictions, "--out", out], bad_file,
-                       where, [out], d, "correct")
+        assert_refused(
+            ["correct", "--hierarchy", hierarchy, "--predictions", predictions, "--out", out],
+            bad_file,
+            where,
+            [out],
+            d,
+            "correct",
+        )
 
 
 @st.composite
@@ -290,16 +331,25 @@ def bad_accuracy(draw, models=("a", "b")):
     if kind == "no level":
         del obj[model][level]
     else:
-        obj[model][level] = draw(st.one_of(st.sampled_from([None, "high", True, [0.5], {}]),
-                                           st.floats(max_value=-1e-9), st.floats(min_value=1.0000001),
-                                           st.just(math.nan)))
+        obj[model][level] = draw(
+            st.one_of(
+                st.sampled_from([None, "high", True, [0.5], {}]),
+                st.floats(max_value=-1e-9),
+                st.floats(min_value=1.0000001),
+                st.just(math.nan),
+            )
+        )
     return obj, [f"key {model}.{level}"]
 
 
 @SETTINGS
-@given(bad=st.one_of(bad_table("predictions", allow_missing_rows=True).map(lambda b: ("predictions", *b)),
-                     bad_hierarchy().map(lambda b: ("hierarchy", *b)),
-                     bad_accuracy().map(lambda b: ("accuracy", *b))))
+@given(
+    bad=st.one_of(
+        bad_table("predictions", allow_missing_rows=True).map(lambda b: ("predictions", *b)),
+        bad_hierarchy().map(lambda b: ("hierarchy", *b)),
+        bad_accuracy().map(lambda b: ("accuracy", *b)),
+    )
+)
 def test_vote_refuses_bad_predictions_hierarchies_and_accuracies(bad):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -317,13 +367,23 @@ def test_vote_refuses_bad_predictions_hierarchies_and_accuracies(bad):
         else:
             accuracy, where = write_json(d / "acc.json", bad[1]), bad[2]
             bad_file = accuracy
-        assert_refused(["vote", "--hierarchy", hierarchy, "--accuracy", accuracy, "--out", out, f"a={first}",
-                        f"b={second}"], bad_file, where, [out], d, "vote")
+        assert_refused(
+            ["vote", "--hierarchy", hierarchy, "--accuracy", accuracy, "--out", out, f"a={first}", f"b={second}"],
+            bad_file,
+            where,
+            [out],
+            d,
+            "vote",
+        )
 
 
 @SETTINGS
-@given(bad=st.one_of(bad_table("rows").map(lambda b: ("truth", *b)),
-                     bad_table("predictions", allow_missing_rows=True).map(lambda b: ("predictions", *b))))
+@given(
+    bad=st.one_of(
+        bad_table("rows").map(lambda b: ("truth", *b)),
+        bad_table("predictions", allow_missing_rows=True).map(lambda b: ("predictions", *b)),
+    )
+)
 def test_evaluate_refuses_bad_truth_and_predictions(bad):
     which, records, column, row, fmt = bad
     with tempfile.TemporaryDirectory() as tmp:
@@ -331,8 +391,14 @@ def test_evaluate_refuses_bad_truth_and_predictions(bad):
         truth = write_table(d, "truth", records if which == "truth" else ROWS, fmt)
         predictions = write_table(d, "pred", records if which == "predictions" else LABELS, fmt)
         out = d / "out" / "metrics.json"
-        assert_refused(["evaluate", "--truth", truth, "--out", out, f"m:raw={predictions}"],
-                       truth if which == "truth" else predictions, table_locators(column, row), [out], d, "evaluate")
+        assert_refused(
+            ["evaluate", "--truth", truth, "--out", out, f"m:raw={predictions}"],
+            truth if which == "truth" else predictions,
+            table_locators(column, row),
+            [out],
+            d,
+            "evaluate",
+        )
 
 
 @st.composite
@@ -346,8 +412,9 @@ def bad_run(draw):
         return {"manifest": manifest}, "manifest.json", ["is a required property"]
     if kind == "manifest type":
         key = draw(st.sampled_from(["labelers", "namer", "correction", "hierarchy", "level_accuracy"]))
-        manifest[key] = draw(st.sampled_from([[], 3, None, {"x": 1}] if key in ("hierarchy", "level_accuracy")
-                                             else [[], 3, None, "x"]))
+        manifest[key] = draw(
+            st.sampled_from([[], 3, None, {"x": 1}] if key in ("hierarchy", "level_accuracy") else [[], 3, None, "x"])
+        )
         return {"manifest": manifest}, "manifest.json", [f"key {key}"]
     if kind == "manifest text":
         text = json.dumps(manifest)
@@ -367,8 +434,11 @@ def test_predict_refuses_bad_input_and_a_broken_run(bad):
         run_dir = d / "results"
         (run_dir / "data").mkdir(parents=True)
         (run_dir / "ensemble").mkdir()
-        files = {"manifest": run_dir / "manifest.json", "hierarchy": run_dir / "data" / "hierarchy.json",
-                 "accuracy": run_dir / "ensemble" / "level_accuracy.corrected.json"}
+        files = {
+            "manifest": run_dir / "manifest.json",
+            "hierarchy": run_dir / "data" / "hierarchy.json",
+            "accuracy": run_dir / "ensemble" / "level_accuracy.corrected.json",
+        }
         contents = {"manifest": MANIFEST, "hierarchy": HIERARCHY, "accuracy": {"a": ACCURACY["a"]}}
         features = write_table(d, "new", FEATURES, "jsonl")
         if bad[0] == "input":
@@ -384,8 +454,9 @@ def test_predict_refuses_bad_input_and_a_broken_run(bad):
             obj = contents[key]
             path.write_text(obj if isinstance(obj, Raw) else json.dumps(obj))
         out = d / "out" / "labels.parquet"
-        assert_refused(["predict", "--models", run_dir, "--input", features, "--out", out], bad_file, where, [out], d,
-                       "predict")
+        assert_refused(
+            ["predict", "--models", run_dir, "--input", features, "--out", out], bad_file, where, [out], d, "predict"
+        )
 
 
 @SETTINGS
@@ -396,20 +467,29 @@ def test_submission_refuses_bad_predictions(bad):
         d = Path(tmp)
         predictions = write_table(d, "pred", records, fmt)
         out = d / "out" / "ensemble.predict"
-        assert_refused(["submission", "--predictions", predictions, "--out", out], predictions,
-                       table_locators(column, row), [out], d, "submission")
+        assert_refused(
+            ["submission", "--predictions", predictions, "--out", out],
+            predictions,
+            table_locators(column, row),
+            [out],
+            d,
+            "submission",
+        )
 
 
 @SETTINGS
-@given(name=st.text(alphabet="abcdefghij_.-", min_size=1, max_size=12).filter(lambda n: n not in {".", ".."}),
-       content=st.binary(max_size=20))
+@given(
+    name=st.text(alphabet="abcdefghij_.-", min_size=1, max_size=12).filter(lambda n: n not in {".", ".."}),
+    content=st.binary(max_size=20),
+)
 def test_make_sample_refuses_an_out_that_is_a_file(name, content):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         target = d / name
         target.write_bytes(content)
-        assert_refused(["make-sample", "--out", target, "--train", "3", "--test", "2"], target, ["is a file"], [], d,
-                       "make-sample")
+        assert_refused(
+            ["make-sample", "--out", target, "--train", "3", "--test", "2"], target, ["is a file"], [], d, "make-sample"
+        )
         assert target.read_bytes() == content and [p.name for p in d.iterdir()] == [name]
 
 

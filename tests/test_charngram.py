@@ -6,9 +6,9 @@ import pytest
 from sklearn.naive_bayes import MultinomialNB
 
 from prodcat import LEVELS
+from prodcat.data.hierarchy import Hierarchy
 from prodcat.labelers.charngram import CharNgramLabeler, hashed_char_ngrams, train_charngram
 from prodcat.runtime.errors import InputError
-from prodcat.data.hierarchy import Hierarchy
 
 # Paths whose descriptions carry a distinguishing brand substring and product word; "glenmoor"
 # sits under two modules (brands are not a tree) and "receipt all" has no brand word at all.
@@ -37,9 +37,14 @@ def make_rows(n_per_path: int, seed: int, start_id: int = 0) -> pd.DataFrame:
     for path, (brand, product) in PATHS.items():
         for _ in range(n_per_path):
             words = [brand, product] if rng.random() < 0.7 else [product, brand]
-            records.append({"description": _noisy(" ".join(w for w in words if w), rng),
-                            "retailer": f"shop{rng.integers(5)}", "price": float(rng.choice([np.nan, 1.5, 3.0, 9.9])),
-                            **dict(zip(LEVELS, path))})
+            records.append(
+                {
+                    "description": _noisy(" ".join(w for w in words if w), rng),
+                    "retailer": f"shop{rng.integers(5)}",
+                    "price": float(rng.choice([np.nan, 1.5, 3.0, 9.9])),
+                    **dict(zip(LEVELS, path)),
+                }
+            )
     rows = pd.DataFrame(records).sample(frac=1.0, random_state=seed).reset_index(drop=True)
     rows.insert(0, "indoml_id", np.arange(start_id, start_id + len(rows), dtype="int64"))
     return rows
@@ -139,13 +144,16 @@ def test_load_refuses_a_directory_without_a_model(tmp_path):
 
 def test_odd_rows_at_predict_time(data):
     _, _, hierarchy, labeler = data
-    odd = pd.DataFrame({
-        "indoml_id": np.arange(7, dtype="int64"),
-        "description": pd.Series(["🥚🥚 glnmr", ".", "   ", "ÄÖÜ ß 中文 \ud800", "x" * 500, "zstly spoon pot", "123"],
-                                 dtype=object),  # object: Arrow strings cannot hold the lone surrogate
-        "retailer": ["never-seen", "", "shop1", "shop2", "never-seen", "shop0", "shop3"],
-        "price": [math.nan, None, "1.99", "n/a", -5.0, 1e9, 0.0],
-    })
+    odd = pd.DataFrame(
+        {
+            "indoml_id": np.arange(7, dtype="int64"),
+            "description": pd.Series(
+                ["🥚🥚 glnmr", ".", "   ", "ÄÖÜ ß 中文 \ud800", "x" * 500, "zstly spoon pot", "123"], dtype=object
+            ),  # object: Arrow strings cannot hold the lone surrogate
+            "retailer": ["never-seen", "", "shop1", "shop2", "never-seen", "shop0", "shop3"],
+            "price": [math.nan, None, "1.99", "n/a", -5.0, 1e9, 0.0],
+        }
+    )
     pred = labeler.predict(odd)
     assert len(pred) == 7 and _valid(pred, hierarchy) and pred["parse_ok"].all()
     assert pred.loc[5, "brand"] == "zestly" and pred.loc[5, "module"] == "spoonable yoghurt"
@@ -166,10 +174,15 @@ def _side_signal_rows(seed: int, signal: str) -> pd.DataFrame:
     records = []
     for i in range(240):
         k = i % 2
-        records.append({"indoml_id": seed * 1000 + i, "description": _noisy("chedr block", rng),
-                        "retailer": f"shop{k}" if signal == "retailer" else f"shop{rng.integers(2)}",
-                        "price": [1.0, 20.0][k] * (1 + 0.1 * rng.random()) if signal == "price" else 5.0,
-                        **dict(zip(LEVELS, paths[k]))})
+        records.append(
+            {
+                "indoml_id": seed * 1000 + i,
+                "description": _noisy("chedr block", rng),
+                "retailer": f"shop{k}" if signal == "retailer" else f"shop{rng.integers(2)}",
+                "price": [1.0, 20.0][k] * (1 + 0.1 * rng.random()) if signal == "price" else 5.0,
+                **dict(zip(LEVELS, paths[k])),
+            }
+        )
     return pd.DataFrame(records)
 
 

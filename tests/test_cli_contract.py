@@ -7,15 +7,17 @@ import json
 
 import pandas as pd
 import pytest
+from tests.conftest import write_jsonl
 
 from prodcat import LEVELS
 from prodcat.cli import main
-from tests.conftest import write_jsonl
 
 PATHS = [("food", "dairy", "milk", "moo"), ("home", "clean", "soap", "suds")]
 LABELS = [{"indoml_id": i, **dict(zip(LEVELS, PATHS[i % 2]))} for i in range(6)]
-ROWS = [{"indoml_id": i, "description": f"item {i}", "retailer": "r", "price": 1.0, **dict(zip(LEVELS, PATHS[i % 2]))}
-        for i in range(6)]
+ROWS = [
+    {"indoml_id": i, "description": f"item {i}", "retailer": "r", "price": 1.0, **dict(zip(LEVELS, PATHS[i % 2]))}
+    for i in range(6)
+]
 ACCURACY = {m: dict.fromkeys(LEVELS, 0.5) for m in ("a", "b")}
 
 
@@ -49,57 +51,108 @@ def refused(argv, *fragments, capsys, outputs=()):
 
 def test_vote_with_non_integer_ids(files, capsys):
     bad = write_jsonl(files["dir"] / "bad.jsonl", [dict(r, indoml_id=r["indoml_id"] + 0.5) for r in LABELS])
-    refused(["vote", "--hierarchy", files["hierarchy"], "--out", files["out"], f"a={files['a']}", f"b={bad}"],
-            "bad.jsonl", "column 'indoml_id'", "row 1", capsys=capsys, outputs=[files["out"]])
+    refused(
+        ["vote", "--hierarchy", files["hierarchy"], "--out", files["out"], f"a={files['a']}", f"b={bad}"],
+        "bad.jsonl",
+        "column 'indoml_id'",
+        "row 1",
+        capsys=capsys,
+        outputs=[files["out"]],
+    )
 
 
-@pytest.mark.parametrize("accuracy, fragments", [
-    ("{not json", ["cannot read a level-accuracy JSON"]),
-    (json.dumps({"a": ACCURACY["a"]}), ["key b", "no accuracies for model 'b'"]),
-    (json.dumps({"a": ACCURACY["a"], "b": {"supergroup": 0.5}}), ["key b.group", "expected an accuracy in [0, 1]"]),
-    (json.dumps({"a": ACCURACY["a"], "b": dict.fromkeys(LEVELS, "high")}), ["key b.supergroup"]),
-    (json.dumps([0.5]), ["expected a JSON object"]),
-])
+@pytest.mark.parametrize(
+    "accuracy, fragments",
+    [
+        ("{not json", ["cannot read a level-accuracy JSON"]),
+        (json.dumps({"a": ACCURACY["a"]}), ["key b", "no accuracies for model 'b'"]),
+        (json.dumps({"a": ACCURACY["a"], "b": {"supergroup": 0.5}}), ["key b.group", "expected an accuracy in [0, 1]"]),
+        (json.dumps({"a": ACCURACY["a"], "b": dict.fromkeys(LEVELS, "high")}), ["key b.supergroup"]),
+        (json.dumps([0.5]), ["expected a JSON object"]),
+    ],
+)
 def test_vote_with_a_malformed_or_incomplete_accuracy(files, capsys, accuracy, fragments):
     files["accuracy"].write_text(accuracy)
-    refused(["vote", "--hierarchy", files["hierarchy"], "--accuracy", files["accuracy"], "--out", files["out"],
-             f"a={files['a']}", f"b={files['b']}"], "acc.json", *fragments, capsys=capsys, outputs=[files["out"]])
+    refused(
+        [
+            "vote",
+            "--hierarchy",
+            files["hierarchy"],
+            "--accuracy",
+            files["accuracy"],
+            "--out",
+            files["out"],
+            f"a={files['a']}",
+            f"b={files['b']}",
+        ],
+        "acc.json",
+        *fragments,
+        capsys=capsys,
+        outputs=[files["out"]],
+    )
 
 
 def test_vote_weighted_without_accuracy(files, capsys):
-    refused(["vote", "--hierarchy", files["hierarchy"], "--weighted", "--out", files["out"], files["a"], files["b"]],
-            "--weighted needs --accuracy", capsys=capsys, outputs=[files["out"]])
+    refused(
+        ["vote", "--hierarchy", files["hierarchy"], "--weighted", "--out", files["out"], files["a"], files["b"]],
+        "--weighted needs --accuracy",
+        capsys=capsys,
+        outputs=[files["out"]],
+    )
 
 
 def test_vote_with_two_prediction_files_of_the_same_stem(files, capsys):
     (files["dir"] / "x").mkdir()
     twin = write_jsonl(files["dir"] / "x" / "a.jsonl", LABELS)
-    refused(["vote", "--hierarchy", files["hierarchy"], "--out", files["out"], files["a"], twin],
-            "both named 'a'", "NAME=PATH", capsys=capsys, outputs=[files["out"]])
+    refused(
+        ["vote", "--hierarchy", files["hierarchy"], "--out", files["out"], files["a"], twin],
+        "both named 'a'",
+        "NAME=PATH",
+        capsys=capsys,
+        outputs=[files["out"]],
+    )
 
 
-@pytest.mark.parametrize("predictions, fragments", [
-    ("", ["not a predictions table", "column 'indoml_id'"]),  # zero rows
-    ('{"indoml_id": NaN, "supergroup": "a", "group": "b", "module": "c", "brand": "d"}\n',
-     ["column 'indoml_id'", "row 1", "integer id"]),
-    ("".join(json.dumps(dict(r, indoml_id=f"#{r['indoml_id']}")) + "\n" for r in LABELS),
-     ["column 'indoml_id'", "row 1", "integer id"]),
-])
+@pytest.mark.parametrize(
+    "predictions, fragments",
+    [
+        ("", ["not a predictions table", "column 'indoml_id'"]),  # zero rows
+        (
+            '{"indoml_id": NaN, "supergroup": "a", "group": "b", "module": "c", "brand": "d"}\n',
+            ["column 'indoml_id'", "row 1", "integer id"],
+        ),
+        (
+            "".join(json.dumps(dict(r, indoml_id=f"#{r['indoml_id']}")) + "\n" for r in LABELS),
+            ["column 'indoml_id'", "row 1", "integer id"],
+        ),
+    ],
+)
 def test_evaluate_with_zero_rows_nan_or_string_ids(files, capsys, predictions, fragments):
     bad = files["dir"] / "bad.jsonl"
     bad.write_text(predictions)
     metrics = files["dir"] / "out" / "metrics.json"
-    refused(["evaluate", "--truth", files["truth"], "--out", metrics, f"m:raw={bad}"], "bad.jsonl", *fragments,
-            capsys=capsys, outputs=[metrics])
+    refused(
+        ["evaluate", "--truth", files["truth"], "--out", metrics, f"m:raw={bad}"],
+        "bad.jsonl",
+        *fragments,
+        capsys=capsys,
+        outputs=[metrics],
+    )
 
 
 def test_evaluate_with_zero_prediction_rows_in_parquet(files, capsys):
     bad = files["dir"] / "bad.parquet"
-    pd.DataFrame({"indoml_id": pd.Series([], dtype="int64"), **{lv: pd.Series([], dtype=object) for lv in LEVELS}}
-                 ).to_parquet(bad)
+    pd.DataFrame(
+        {"indoml_id": pd.Series([], dtype="int64"), **{lv: pd.Series([], dtype=object) for lv in LEVELS}}
+    ).to_parquet(bad)
     metrics = files["dir"] / "out" / "metrics.json"
-    refused(["evaluate", "--truth", files["truth"], "--out", metrics, str(bad)], "bad.parquet",
-            "no prediction for 6 of the 6 truth rows", capsys=capsys, outputs=[metrics])
+    refused(
+        ["evaluate", "--truth", files["truth"], "--out", metrics, str(bad)],
+        "bad.parquet",
+        "no prediction for 6 of the 6 truth rows",
+        capsys=capsys,
+        outputs=[metrics],
+    )
 
 
 def test_evaluate_counts_predictions_outside_the_truth(files, capsys):
@@ -116,9 +169,14 @@ def run_dir(files):
     (run / "data").mkdir(parents=True)
     (run / "ensemble").mkdir()
     (run / "data" / "hierarchy.json").write_text(files["hierarchy"].read_text())
-    manifest = {"labelers": {"a": {"kind": "charngram"}}, "namer": {"templates": {}, "generate": {}},
-                "correction": {"method": "topdown", "stage": "corrected"}, "ensemble": {},
-                "hierarchy": "data/hierarchy.json", "level_accuracy": "ensemble/level_accuracy.corrected.json"}
+    manifest = {
+        "labelers": {"a": {"kind": "charngram"}},
+        "namer": {"templates": {}, "generate": {}},
+        "correction": {"method": "topdown", "stage": "corrected"},
+        "ensemble": {},
+        "hierarchy": "data/hierarchy.json",
+        "level_accuracy": "ensemble/level_accuracy.corrected.json",
+    }
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run, manifest
 
@@ -126,29 +184,49 @@ def run_dir(files):
 def test_predict_with_a_malformed_manifest(files, run_dir, capsys):
     run, _ = run_dir
     (run / "manifest.json").write_text('{"labelers": ')
-    refused(["predict", "--models", run, "--input", files["truth"], "--out", files["out"]], "manifest.json",
-            "cannot read the run's manifest", capsys=capsys, outputs=[files["out"]])
+    refused(
+        ["predict", "--models", run, "--input", files["truth"], "--out", files["out"]],
+        "manifest.json",
+        "cannot read the run's manifest",
+        capsys=capsys,
+        outputs=[files["out"]],
+    )
 
 
 @pytest.mark.parametrize("key", ["labelers", "correction", "hierarchy", "level_accuracy"])
 def test_predict_with_a_manifest_missing_a_key(files, run_dir, capsys, key):
     run, manifest = run_dir
     (run / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != key}))
-    refused(["predict", "--models", run, "--input", files["truth"], "--out", files["out"]], "manifest.json",
-            f"'{key}' is a required property", capsys=capsys, outputs=[files["out"]])
+    refused(
+        ["predict", "--models", run, "--input", files["truth"], "--out", files["out"]],
+        "manifest.json",
+        f"'{key}' is a required property",
+        capsys=capsys,
+        outputs=[files["out"]],
+    )
 
 
 def test_predict_with_a_missing_level_accuracy_file(files, run_dir, capsys):
     run, _ = run_dir
-    refused(["predict", "--models", run, "--input", files["truth"], "--out", files["out"]],
-            "level_accuracy.corrected.json", "file not found", capsys=capsys, outputs=[files["out"]])
+    refused(
+        ["predict", "--models", run, "--input", files["truth"], "--out", files["out"]],
+        "level_accuracy.corrected.json",
+        "file not found",
+        capsys=capsys,
+        outputs=[files["out"]],
+    )
 
 
 def test_predict_with_a_missing_model(files, run_dir, capsys):
     run, _ = run_dir
     (run / "ensemble" / "level_accuracy.corrected.json").write_text(json.dumps({"a": ACCURACY["a"]}))
-    refused(["predict", "--models", run, "--input", files["truth"], "--out", files["out"]], "models/a",
-            "missing from the run", capsys=capsys, outputs=[files["out"]])
+    refused(
+        ["predict", "--models", run, "--input", files["truth"], "--out", files["out"]],
+        "models/a",
+        "missing from the run",
+        capsys=capsys,
+        outputs=[files["out"]],
+    )
 
 
 @pytest.mark.parametrize("argument, value", [("--train", "0"), ("--test", "-5"), ("--train", "many")])
@@ -163,10 +241,17 @@ def test_make_sample_with_out_naming_a_file(files, capsys):
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(files, capsys):
-    refused(["correct", "--hierarchy", files["hierarchy"], "--predictions", files["a"], "--out", files["dir"]],
-            "is a folder", capsys=capsys)
-    refused(["predict", "--models", files["dir"] / "nowhere", "--input", files["truth"], "--out",
-             files["a"] / "o.parquet"], "a.jsonl", "cannot create the output's folder", capsys=capsys)
+    refused(
+        ["correct", "--hierarchy", files["hierarchy"], "--predictions", files["a"], "--out", files["dir"]],
+        "is a folder",
+        capsys=capsys,
+    )
+    refused(
+        ["predict", "--models", files["dir"] / "nowhere", "--input", files["truth"], "--out", files["a"] / "o.parquet"],
+        "a.jsonl",
+        "cannot create the output's folder",
+        capsys=capsys,
+    )
 
 
 def test_a_manifest_gets_the_defaults_of_its_schema(run_dir):

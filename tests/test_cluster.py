@@ -55,19 +55,31 @@ def rule_of(comment: str) -> str | None:
 
 def slurm_jobs(env) -> list[dict]:
     """Every job the cluster remembers, as scontrol's key=value fields."""
-    out = subprocess.run(["scontrol", "show", "job", "--oneliner"], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    return [dict(field.split("=", 1) for field in line.split() if "=" in field)
-            for line in out.splitlines() if line.startswith("JobId=")]
+    out = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return [
+        dict(field.split("=", 1) for field in line.split() if "=" in field)
+        for line in out.splitlines()
+        if line.startswith("JobId=")
+    ]
 
 
 def merged_test_config() -> dict:
     """config.yaml with .test/config.yaml merged over it, as the workflow sees it."""
+
     def merge(base, override):
-        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                           for k, v in override.items()}}
-    return merge(yaml.safe_load((REPO / "config.yaml").read_text()),
-                 yaml.safe_load((REPO / ".test" / "config.yaml").read_text()))
+        return {
+            **base,
+            **{
+                k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                for k, v in override.items()
+            },
+        }
+
+    return merge(
+        yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +89,9 @@ def cluster(tmp_path_factory):
     if not shutil.which("apt-get") and not shutil.which("slurmctld"):
         pytest.skip("Slurm is not installed and apt-get is unavailable to install it")
     state = tmp_path_factory.mktemp("slurm")
-    proc = subprocess.run(["bash", str(SCRIPTS / "start_cluster.sh"), str(state)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / "start_cluster.sh"), str(state)], capture_output=True, text=True, timeout=900
+    )
     try:
         if proc.returncode in (CANNOT_INSTALL, ANOTHER_CLUSTER):
             pytest.skip(proc.stderr.strip().splitlines()[-1])
@@ -91,20 +104,39 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm-run")
-    env = dict(cluster, PRODCAT_SLURM_PARTITION="extra",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{cluster['PATH']}")
+    env = dict(
+        cluster, PRODCAT_SLURM_PARTITION="extra", PATH=f"{Path(sys.executable).parent}{os.pathsep}{cluster['PATH']}"
+    )
     overlay = root / "cluster.yaml"
     sized = {rule: {"mem_mb": JOB_MEM_MB, "runtime": JOB_RUNTIME} for rule in merged_test_config()["resources"]}
-    overlay.write_text(yaml.safe_dump({"results": str(root / "results"), "namer": {"shards": SHARDS},
-                                       "resources": sized}))
+    overlay.write_text(
+        yaml.safe_dump({"results": str(root / "results"), "namer": {"shards": SHARDS}, "resources": sized})
+    )
     started = datetime.now()
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm",
-         "--configfile", ".test/config.yaml", str(overlay),
-         # test-only: tiny jobs, so check soon; keep Slurm logs
-         "--slurm-init-seconds-before-status-checks", "2",
-         "--slurm-logdir", str(root / "slurm-logs"), "--slurm-keep-successful-logs", "--verbose"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--workflow-profile",
+            "profiles/slurm",
+            "--configfile",
+            ".test/config.yaml",
+            str(overlay),
+            # test-only: tiny jobs, so check soon; keep Slurm logs
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            "--slurm-logdir",
+            str(root / "slurm-logs"),
+            "--slurm-keep-successful-logs",
+            "--verbose",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     elapsed = (datetime.now() - started).total_seconds()
     assert proc.returncode == 0, proc.stderr[-8000:]
     print(f"the .test DAG through Slurm took {elapsed:.0f} s")
@@ -144,8 +176,11 @@ def test_gpu_jobs_asked_for_a_gpu_and_others_did_not(slurm_run):
 
 def test_slurm_ran_gpu_jobs_one_at_a_time(slurm_run):
     gpu = gpu_rules()
-    spans = sorted((datetime.fromisoformat(job["StartTime"]), datetime.fromisoformat(job["EndTime"]), job["Comment"])
-                   for job in slurm_run["jobs"] if rule_of(job["Comment"]) in gpu)
+    spans = sorted(
+        (datetime.fromisoformat(job["StartTime"]), datetime.fromisoformat(job["EndTime"]), job["Comment"])
+        for job in slurm_run["jobs"]
+        if rule_of(job["Comment"]) in gpu
+    )
     assert len(spans) >= 2
     for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
         assert start >= end, f"{first} and {second} held the one GPU at the same time"
@@ -164,8 +199,20 @@ def test_config_sizes_jobs_and_tiny_jobs_are_local_or_grouped(slurm_run):
     # tail never reaches Slurm
     assert [name for name in by_rule if name.startswith("prepare_")] == ["prepare_hierarchy_ingest_split"]
     assert len(by_rule.pop("prepare_hierarchy_ingest_split")) == 1
-    assert not set(by_rule) & {"ingest", "split", "hierarchy", "correct", "vote", "evaluate", "gather_names",
-                               "report_tables", "plots", "name_quality", "build_tiny_model", "submission"}
+    assert not set(by_rule) & {
+        "ingest",
+        "split",
+        "hierarchy",
+        "correct",
+        "vote",
+        "evaluate",
+        "gather_names",
+        "report_tables",
+        "plots",
+        "name_quality",
+        "build_tiny_model",
+        "submission",
+    }
     assert len(by_rule["synthesize_names"]) == 2 * SHARDS and len(by_rule["infer_names"]) == 2 * SHARDS
     print(f"{len(calls)} sbatch calls: " + ", ".join(f"{rule} {len(c)}" for rule, c in sorted(by_rule.items())))
 
@@ -175,8 +222,8 @@ def test_sharded_names_equal_an_unsharded_local_run(slurm_run):
     the same model (the stand-in the run built, the namer it trained) and the same settings."""
     import torch
 
-    from prodcat.names import namer
     from prodcat.data.io import read_rows
+    from prodcat.names import namer
 
     results, cfg = slurm_run["results"], merged_test_config()
     templates = cfg["namer"]["templates"]
@@ -185,8 +232,9 @@ def test_sharded_names_equal_an_unsharded_local_run(slurm_run):
         rows = read_rows(results / "data" / f"{split}.parquet", labelled=True)
         local = namer.synthesize_names(results / "models" / "base" / "llama", rows, templates, cfg["namer"]["teacher"])
         # (values compared exactly; a Parquet round trip turns object columns into strings)
-        pd.testing.assert_frame_equal(pd.read_parquet(results / "names" / "teacher" / f"{split}.parquet"), local,
-                                      check_dtype=False)
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(results / "names" / "teacher" / f"{split}.parquet"), local, check_dtype=False
+        )
     for split in ("val", "test"):
         rows = read_rows(results / "data" / f"{split}.parquet")
         local = namer.infer_names(results / "models" / "namer" / "merged", rows, templates, cfg["namer"]["student"])

@@ -71,7 +71,9 @@ def test_skipped_names_are_not_followed(toy):
     assert source.closure(["cli:main"], skip=["cli:_cmd_two"])[0] == {"cli", "__init__", "errors", "one", "shared"}
     assert code_hash(toy, "cli:main", skip=["cli:_cmd_two"]) != code_hash(toy, "cli:main")
     (toy / "two.py").write_text(TOY["two.py"] + "\n\nCONSTANT = 2\n")
-    assert PackageSource(toy).code_hash("cli:main", skip=["cli:_cmd_two"]) == code_hash(toy, "cli:main", skip=["cli:_cmd_two"])
+    assert PackageSource(toy).code_hash("cli:main", skip=["cli:_cmd_two"]) == code_hash(
+        toy, "cli:main", skip=["cli:_cmd_two"]
+    )
     with pytest.raises(KeyError, match="cannot skip 'cli:nope'"):
         source.closure(["cli:main"], skip=["cli:nope"])
 
@@ -88,15 +90,22 @@ def test_labeler_rules_hash_only_their_kinds_classes():
     classes = ast.literal_eval(block)
     assert set(classes) == set(LABELERS)
     for kind, cls in LABELERS.items():
-        assert classes[kind] == [c.__name__ for c in cls.__mro__ if c.__module__ == "prodcat.labelers.interface" and
-                                 c.__name__ != "Labeler"], kind
+        assert classes[kind] == [
+            c.__name__ for c in cls.__mro__ if c.__module__ == "prodcat.labelers.interface" and c.__name__ != "Labeler"
+        ], kind
     source = PackageSource(REPO / "src" / "prodcat")
     every = {c for names in classes.values() for c in names}
     for entry in ("workflow:train_labeler", "workflow:predict_labeler", "workflow:score_candidates"):
-        reach = {kind: source.closure([entry], skip=[f"labelers.interface:{c}" for c in every - set(mine)])[0]
-                 for kind, mine in classes.items()}
+        reach = {
+            kind: source.closure([entry], skip=[f"labelers.interface:{c}" for c in every - set(mine)])[0]
+            for kind, mine in classes.items()
+        }
         assert "labelers.charngram" in reach["charngram"] and "labelers.seq2seq" not in reach["charngram"], entry
-        assert "labelers.seq2seq" in reach["text"] and "labelers.charngram" not in reach["text"] and "labelers.charngram" not in reach["multimodal"]
+        assert (
+            "labelers.seq2seq" in reach["text"]
+            and "labelers.charngram" not in reach["text"]
+            and "labelers.charngram" not in reach["multimodal"]
+        )
 
 
 def test_hash_changes_with_code_only(toy):
@@ -166,15 +175,18 @@ def test_every_rule_that_runs_the_package_hashes_the_code_its_command_runs():
         if not script and not command:
             assert "package_code(" not in block, name
             continue
-        entry = re.search(r'code=(?:lambda wildcards: )?package_code\("([^"]+)"(?:\)|, labeler=wildcards\.labeler\))', block)
+        entry = re.search(
+            r'code=(?:lambda wildcards: )?package_code\("([^"]+)"(?:\)|, labeler=wildcards\.labeler\))', block
+        )
         assert entry, f"rule {name} runs the package but has no code=package_code(...) param"
         if script:
             called = re.search(r"from prodcat\.workflow import (\w+)", (REPO / "rules" / script.group(1)).read_text())
             expected = {f"workflow:{called.group(1)}"}
         else:
             function = "_cmd_" + command.group(1).replace("-", "_")
-            expected = {f"{module}:{function}" for module in ("cli", "stack_cli")
-                        if function in source.definitions(module)}
+            expected = {
+                f"{module}:{function}" for module in ("cli", "stack_cli") if function in source.definitions(module)
+            }
         assert entry.group(1) in expected, f"rule {name}: {entry.group(1)}, its command runs {expected}"
         checked += 1
     assert checked >= 25
@@ -183,11 +195,13 @@ def test_every_rule_that_runs_the_package_hashes_the_code_its_command_runs():
 NESTED = {
     "__init__.py": '"""toy."""\nLEVELS = ("a", "b")\n',
     "cli.py": "def _cmd_fit(args):\n    from .stage.fit import fit\n    return fit(args)\n\n\n"
-              "def _cmd_other(args):\n    from prodcat.other import run\n    return run(args)\n",
+    "def _cmd_other(args):\n    from prodcat.other import run\n    return run(args)\n",
     "other.py": "def run(args):\n    return args\n",
     "base/__init__.py": '"""the bottom layer."""\n',
     "base/errors.py": "class InputError(ValueError):\n    pass\n",
-    "base/io.py": "from .. import LEVELS\nfrom .errors import InputError\n\n\ndef read(path):\n    return LEVELS, path\n",
+    "base/io.py": (
+        "from .. import LEVELS\nfrom .errors import InputError\n\n\ndef read(path):\n    return LEVELS, path\n"
+    ),
     "stage/__init__.py": '"""a stage."""\n',
     "stage/fit.py": "from ..base.io import read\n\n\ndef fit(args):\n    return read(open('stage.schema.json'))\n",
     "stage/unused.py": "def never():\n    return 0\n",
@@ -222,7 +236,9 @@ def test_nested_packages_relative_imports_and_parent_inits(nested):
     # code in a parent package's __init__ reruns what is below it, a docstring edit does not
     assert rehash("base/__init__.py", '"""the bottom layer, documented."""\n') == (fit, other)
     assert rehash("base/__init__.py", '"""the bottom layer."""\nSEPARATOR = "|"\n') == (
-        PackageSource(nested).code_hash("cli:_cmd_fit"), other)
+        PackageSource(nested).code_hash("cli:_cmd_fit"),
+        other,
+    )
     assert PackageSource(nested).code_hash("cli:_cmd_fit") != fit
     (nested / "base/__init__.py").write_text(NESTED["base/__init__.py"])
     # a module of the same subpackage that nothing imports, and the root's code, which every module's import runs

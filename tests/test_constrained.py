@@ -10,15 +10,15 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, ByT5Tokenizer, LogitsProcessorList
 
 from prodcat import LEVELS
+from prodcat.data.hierarchy import Hierarchy
+from prodcat.data.target_text import format_target, parse_target
 from prodcat.labelers.constrained import (
     PathTrie,
     constrained_logits_processor,
     max_target_tokens,
     prefix_allowed_tokens_fn,
 )
-from prodcat.data.hierarchy import Hierarchy
 from prodcat.labelers.mmt5 import MultimodalT5ForConditionalGeneration, encode_side_features
-from prodcat.data.target_text import format_target, parse_target
 from prodcat.standins.tiny_seq2seq import build_tiny_byt5, build_tiny_flant5
 
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
@@ -59,7 +59,9 @@ def non_paths(hierarchy: Hierarchy, rng: random.Random, per_kind: int = 8) -> di
     paths, known = path_list(hierarchy), hierarchy.path_set()
     kinds = {"foreign module": [], "no brand": [], "cut brand": [], "mix": []}
     for sg, g, m, b in paths:
-        foreign = [(m2, b2) for sg2, g2, m2, b2 in paths if (sg2, g2) != (sg, g) and m2 not in hierarchy.children((sg, g))]
+        foreign = [
+            (m2, b2) for sg2, g2, m2, b2 in paths if (sg2, g2) != (sg, g) and m2 not in hierarchy.children((sg, g))
+        ]
         if foreign:
             kinds["foreign module"].append(format_target((sg, g, *rng.choice(foreign))))
         kinds["no brand"].append(" | ".join((sg, g, m)))
@@ -129,8 +131,9 @@ def test_non_paths_are_rejected_at_the_first_deviating_token(tokenizer, seed):
     assert all(kinds.values()), {kind: len(texts) for kind, texts in kinds.items()}
     for fake in tokenizer(text_target=[text for texts in kinds.values() for text in texts])["input_ids"]:
         # the first deviation: the longest prefix shared with any known target
-        shared = max(next((k for k, (a, b) in enumerate(zip(fake, s)) if a != b), min(len(fake), len(s)))
-                     for s in sequences)
+        shared = max(
+            next((k for k, (a, b) in enumerate(zip(fake, s)) if a != b), min(len(fake), len(s))) for s in sequences
+        )
         assert shared < len(fake)
         for k in range(shared):
             assert fake[k] in trie.allowed_next(fake[:k])
@@ -177,8 +180,10 @@ def test_adapters_agree_with_allowed_next_while_beams_reorder(tokenizer):
             assert finite == trie.allowed_next(decoded[row, 1:].tolist()) == allowed(0, torch.from_numpy(decoded[row]))
             assert torch.equal(out[row, finite], scores[row, finite])
         # mostly follow the constraint, sometimes leave it (1 in 10), then reorder like beams
-        choices = [rng.choice(f) if rng.random() > 0.1 else int(rng.integers(vocab))
-                   for f in (torch.isfinite(out[r]).nonzero().flatten().numpy() for r in range(rows))]
+        choices = [
+            rng.choice(f) if rng.random() > 0.1 else int(rng.integers(vocab))
+            for f in (torch.isfinite(out[r]).nonzero().flatten().numpy() for r in range(rows))
+        ]
         decoded = np.concatenate([decoded, np.array(choices)[:, None]], axis=1)[rng.permutation(rows)]
         decoded[rng.integers(rows)] = decoded[rng.integers(rows)]  # two beams from one parent
 
@@ -209,10 +214,14 @@ SOURCES = ["cad 5 pk creme egg 197 g", "milk 1l", "x", "dr browns bottle 250ml",
 
 def generate_texts(model, tokenizer, trie, num_beams, adapter, **side):
     batch = tokenizer(SOURCES, padding=True, return_tensors="pt")
-    constraint = (dict(logits_processor=LogitsProcessorList([constrained_logits_processor(trie)]))
-                  if adapter == "processor" else dict(prefix_allowed_tokens_fn=prefix_allowed_tokens_fn(trie)))
-    out = model.generate(**batch, **side, **constraint, num_beams=num_beams, do_sample=False,
-                         max_new_tokens=max_target_tokens(trie))
+    constraint = (
+        dict(logits_processor=LogitsProcessorList([constrained_logits_processor(trie)]))
+        if adapter == "processor"
+        else dict(prefix_allowed_tokens_fn=prefix_allowed_tokens_fn(trie))
+    )
+    out = model.generate(
+        **batch, **side, **constraint, num_beams=num_beams, do_sample=False, max_new_tokens=max_target_tokens(trie)
+    )
     return out, tokenizer.batch_decode(out, skip_special_tokens=True)
 
 
@@ -232,15 +241,23 @@ def test_untrained_byt5_generates_only_known_paths(byt5_dir, num_beams, adapter)
     with torch.no_grad():
         out, texts = generate_texts(model, tokenizer, trie, num_beams, adapter)
         assert_only_known_paths(out, texts, trie, hierarchy)
-        free = model.generate(**tokenizer(SOURCES, padding=True, return_tensors="pt"), num_beams=num_beams,
-                              max_new_tokens=max_target_tokens(trie))
-    assert not any(parse_target(t) in hierarchy.path_set() for t in tokenizer.batch_decode(free, skip_special_tokens=True))
+        free = model.generate(
+            **tokenizer(SOURCES, padding=True, return_tensors="pt"),
+            num_beams=num_beams,
+            max_new_tokens=max_target_tokens(trie),
+        )
+    assert not any(
+        parse_target(t) in hierarchy.path_set() for t in tokenizer.batch_decode(free, skip_special_tokens=True)
+    )
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_untrained_flant5_generates_only_known_paths(flant5_dir, num_beams):
     hierarchy = random_hierarchy(0)
-    model, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(flant5_dir).eval(), AutoTokenizer.from_pretrained(flant5_dir)
+    model, tokenizer = (
+        AutoModelForSeq2SeqLM.from_pretrained(flant5_dir).eval(),
+        AutoTokenizer.from_pretrained(flant5_dir),
+    )
     trie = PathTrie.from_hierarchy(hierarchy, tokenizer)
     with torch.no_grad():
         out, texts = generate_texts(model, tokenizer, trie, num_beams, "processor")
@@ -253,10 +270,13 @@ def test_untrained_multimodal_byt5_generates_only_known_paths(byt5_dir, num_beam
     model = MultimodalT5ForConditionalGeneration.from_text_model(str(byt5_dir), ["north", "south"], 1.0, 100.0).eval()
     tokenizer = AutoTokenizer.from_pretrained(byt5_dir)
     trie = PathTrie.from_hierarchy(hierarchy, tokenizer)
-    retailer_ids, prices = encode_side_features(model.config, ["north", None, "south", "x", "north", "south"],
-                                                [3.0, None, 250.0, 1.0, 7.5, None])
+    retailer_ids, prices = encode_side_features(
+        model.config, ["north", None, "south", "x", "north", "south"], [3.0, None, 250.0, 1.0, 7.5, None]
+    )
     with torch.no_grad():
-        out, texts = generate_texts(model, tokenizer, trie, num_beams, "processor", retailer_ids=retailer_ids, prices=prices)
+        out, texts = generate_texts(
+            model, tokenizer, trie, num_beams, "processor", retailer_ids=retailer_ids, prices=prices
+        )
     assert_only_known_paths(out, texts, trie, hierarchy)
 
 
@@ -265,9 +285,13 @@ def test_every_returned_beam_is_a_known_path(byt5_dir):
     model, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(byt5_dir).eval(), AutoTokenizer.from_pretrained(byt5_dir)
     trie = PathTrie.from_hierarchy(hierarchy, tokenizer)
     with torch.no_grad():
-        out = model.generate(**tokenizer(SOURCES[:3], padding=True, return_tensors="pt"), num_beams=3,
-                             num_return_sequences=3, max_new_tokens=max_target_tokens(trie),
-                             logits_processor=LogitsProcessorList([constrained_logits_processor(trie)]))
+        out = model.generate(
+            **tokenizer(SOURCES[:3], padding=True, return_tensors="pt"),
+            num_beams=3,
+            num_return_sequences=3,
+            max_new_tokens=max_target_tokens(trie),
+            logits_processor=LogitsProcessorList([constrained_logits_processor(trie)]),
+        )
     texts = tokenizer.batch_decode(out, skip_special_tokens=True)
     assert_only_known_paths(out, texts, trie, hierarchy)
-    assert all(len(set(texts[i:i + 3])) == 3 for i in range(0, 9, 3))  # three different paths per row
+    assert all(len(set(texts[i : i + 3])) == 3 for i in range(0, 9, 3))  # three different paths per row

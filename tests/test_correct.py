@@ -11,8 +11,8 @@ import pytest
 from rapidfuzz import fuzz
 
 from prodcat import LEVELS
-from prodcat.ensemble.correct import correct_predictions
 from prodcat.data.hierarchy import Hierarchy
+from prodcat.ensemble.correct import correct_predictions
 
 GROCERY = [
     ("food", "dairy", "milk", "arla", 10),
@@ -281,15 +281,26 @@ def test_output_is_always_a_valid_path_and_flags_match_changes(method):
 def test_unparsed_text_is_salvaged_before_correction_and_flagged():
     import pandas as pd
 
-    from prodcat.ensemble.correct import correct_predictions
     from prodcat.data.hierarchy import Hierarchy
+    from prodcat.ensemble.correct import correct_predictions
 
-    hierarchy = Hierarchy(pd.DataFrame(
-        [("food", "dairy", "milk", "moo", 5), ("drinks", "soft", "cola", "fizz", 9)],
-        columns=["supergroup", "group", "module", "brand", "count"]))
-    predictions = pd.DataFrame({"indoml_id": [1, 2], "supergroup": [None, None], "group": [None, None],
-                                "module": [None, None], "brand": [None, None],
-                                "text": ["food | dairy | milk | milk | moo", "food | dairy"], "parse_ok": [False, False]})
+    hierarchy = Hierarchy(
+        pd.DataFrame(
+            [("food", "dairy", "milk", "moo", 5), ("drinks", "soft", "cola", "fizz", 9)],
+            columns=["supergroup", "group", "module", "brand", "count"],
+        )
+    )
+    predictions = pd.DataFrame(
+        {
+            "indoml_id": [1, 2],
+            "supergroup": [None, None],
+            "group": [None, None],
+            "module": [None, None],
+            "brand": [None, None],
+            "text": ["food | dairy | milk | milk | moo", "food | dairy"],
+            "parse_ok": [False, False],
+        }
+    )
     out = correct_predictions(predictions, hierarchy, salvage=True)
     assert out.loc[0, ["supergroup", "group", "module", "brand"]].tolist() == ["food", "dairy", "milk", "moo"]
     assert out.loc[1, ["supergroup", "group"]].tolist() == ["food", "dairy"]

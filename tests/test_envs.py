@@ -5,10 +5,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,9 @@ def test_every_rule_that_runs_something_has_a_conda_env():
             continue  # e.g. `all`: nothing runs
         conda = re.search(r"^\s+conda:\s*\n?\s*\"([^\"]+)\"", block, flags=re.M)
         assert conda, f"{path.name}: rule {name} has no conda: directive"
-        assert (path.parent / conda.group(1)).resolve().is_file(), f"{path.name}: rule {name} names a missing {conda.group(1)}"
+        assert (path.parent / conda.group(1)).resolve().is_file(), (
+            f"{path.name}: rule {name} names a missing {conda.group(1)}"
+        )
         checked += 1
     assert checked >= 10
 
@@ -122,8 +124,24 @@ def test_pip_section_resolves_where_conda_runs_it(env_file, tmp_path):
     requirements = copy_dir / "condaenv.requirements.txt"
     requirements.write_text("\n".join(pip_section(env_file)) + "\n")
     env = dict(os.environ, PRODCAT_WORKFLOW_ROOT=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps",
-                           "-r", requirements.name], cwd=copy_dir, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--no-deps",
+            "-r",
+            requirements.name,
+        ],
+        cwd=copy_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     would_install = next(line for line in proc.stdout.splitlines() if line.startswith("Would install"))
     assert "prodcat-" in would_install

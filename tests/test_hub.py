@@ -30,14 +30,25 @@ def fake_model(folder, *, weights="model.safetensors"):
 def test_fetch_resolves_a_pinned_revision_offline_and_links_only_model_files(tmp_path, offline):
     place_in_hub_cache(fake_model(tmp_path / "m"), "org/model", COMMIT, tmp_path / "hf")
     out = fetch_model("org/model", COMMIT, tmp_path / "out" / "model", cache_dir=tmp_path / "hf" / "hub")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", SOURCE_FILE, "model.safetensors", "tokenizer_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        SOURCE_FILE,
+        "model.safetensors",
+        "tokenizer_config.json",
+    ]
     source = json.loads((out / SOURCE_FILE).read_text())
     assert (source["repo_id"], source["revision"], source["commit"]) == ("org/model", COMMIT, COMMIT)
     cached = tmp_path / "hf" / "hub" / "models--org--model" / "snapshots" / COMMIT / "model.safetensors"
     assert os.path.samefile(out / "model.safetensors", cached)  # a hard link, not a second copy
     # the branch name resolves through refs/main too
-    assert json.loads((fetch_model("org/model", "main", tmp_path / "out2", cache_dir=tmp_path / "hf" / "hub")
-                       / SOURCE_FILE).read_text())["commit"] == COMMIT
+    assert (
+        json.loads(
+            (
+                fetch_model("org/model", "main", tmp_path / "out2", cache_dir=tmp_path / "hf" / "hub") / SOURCE_FILE
+            ).read_text()
+        )["commit"]
+        == COMMIT
+    )
 
 
 def test_fetch_offline_without_the_model_says_what_to_do(tmp_path, offline):

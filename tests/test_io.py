@@ -4,21 +4,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.conftest import write_jsonl
 
 from prodcat import LEVELS
 from prodcat.cli import main
-from prodcat.runtime.errors import InputError
 from prodcat.data.io import ingest
-from tests.conftest import write_jsonl
+from prodcat.runtime.errors import InputError
 
 FEATURES = [
     {"indoml_id": 1, "description": "cad 5 pk creme egg 197 g", "retailer": "greenzen", "price": "1.99"},
     {"indoml_id": 2, "description": "1 adblue", "retailer": "organicorner", "price": 25.35},
     {"indoml_id": 3, "description": "dm br o bottle", "retailer": "producify", "price": None},
 ]
-LABELS = [
-    {"indoml_id": i, "supergroup": "sg", "group": "g", "module": "m", "brand": f"b{i}"} for i in (3, 1, 2)
-]
+LABELS = [{"indoml_id": i, "supergroup": "sg", "group": "g", "module": "m", "brand": f"b{i}"} for i in (3, 1, 2)]
 
 
 def test_jsonl_features_and_labels_are_joined_and_prices_parsed(tmp_path):
@@ -74,8 +72,11 @@ def bad(change=None, drop=None):
         # issue 16: very large and non-finite prices are refused (nan stays "missing")
         (bad({(0, "price"): 1e300}), None, ["column 'price'", "row 1", "below 1,000,000"]),
         (bad({(0, "price"): "Infinity"}), None, ["column 'price'", "row 1", "finite"]),
-        (FEATURES, LABELS + [{"indoml_id": 9, "supergroup": "s", "group": "g", "module": "m", "brand": "b"}],
-         ["train.labels", "indoml_id 9", "row 4"]),
+        (
+            FEATURES,
+            LABELS + [{"indoml_id": 9, "supergroup": "s", "group": "g", "module": "m", "brand": "b"}],
+            ["train.labels", "indoml_id 9", "row 4"],
+        ),
         (FEATURES, LABELS[:2], ["train.features", "indoml_id 2", "no labels"]),
         (FEATURES, [dict(LABELS[0], brand=None)] + LABELS[1:], ["train.labels", "column 'brand'", "row 1"]),
     ],
@@ -120,8 +121,17 @@ def test_cli_exits_2_and_writes_nothing_on_bad_input(tmp_path, capsys):
 
 def test_cli_ingest_writes_validated_parquet(tmp_path):
     out = tmp_path / "rows.parquet"
-    status = main(["ingest", "--features", str(write_jsonl(tmp_path / "t.features", FEATURES)),
-                   "--labels", str(write_jsonl(tmp_path / "t.labels", LABELS)), "--out", str(out)])
+    status = main(
+        [
+            "ingest",
+            "--features",
+            str(write_jsonl(tmp_path / "t.features", FEATURES)),
+            "--labels",
+            str(write_jsonl(tmp_path / "t.labels", LABELS)),
+            "--out",
+            str(out),
+        ]
+    )
     assert status == 0
     rows = pd.read_parquet(out)
     assert len(rows) == 3 and set(LEVELS) <= set(rows.columns)
@@ -144,13 +154,16 @@ def test_lone_surrogate_is_an_input_error_not_a_traceback(tmp_path, column):
     assert info.value.column == column and info.value.row == 2
 
 
-@pytest.mark.parametrize("label, problem", [
-    ("a | b", "reserved separator"),
-    ("dai\nry", "line break"),
-    ("dai\rry", "line break"),
-    (" milk", "white space"),
-    ("milk\t", "white space"),
-])
+@pytest.mark.parametrize(
+    "label, problem",
+    [
+        ("a | b", "reserved separator"),
+        ("dai\nry", "line break"),
+        ("dai\rry", "line break"),
+        (" milk", "white space"),
+        ("milk\t", "white space"),
+    ],
+)
 def test_labels_that_would_break_the_target_text_are_refused_at_ingest(tmp_path, label, problem):
     labels = [dict(r) for r in LABELS]
     labels[1]["module"] = label

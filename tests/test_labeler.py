@@ -10,22 +10,33 @@ import pytest
 import yaml
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.hierarchy import Hierarchy
 from prodcat.labelers.interface import Labeler, labeler_for, load_labeler, train_labeler
 from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
+from prodcat.runtime.errors import InputError
 from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
 # only what the schema requires (and a few small numbers): the rest are the schema's defaults
-SEQ2SEQ_TRAIN = {"per_device_train_batch_size": 8, "learning_rate": 3e-3, "num_train_epochs": 1,
-                 "early_stopping_patience": 1, "seed": 1, "logging_steps": 2}
+SEQ2SEQ_TRAIN = {
+    "per_device_train_batch_size": 8,
+    "learning_rate": 3e-3,
+    "num_train_epochs": 1,
+    "early_stopping_patience": 1,
+    "seed": 1,
+    "logging_steps": 2,
+}
 PREDICT = {"batch_size": 4, "max_new_tokens": "auto", "max_source_length": "auto"}
 MINIMAL = {
     "text": {"kind": "text", "base": "byt5", "source": "description", "train": SEQ2SEQ_TRAIN, "predict": PREDICT},
-    "multimodal": {"kind": "multimodal", "base": "byt5", "source": "description", "train": SEQ2SEQ_TRAIN,
-                   "predict": PREDICT},
+    "multimodal": {
+        "kind": "multimodal",
+        "base": "byt5",
+        "source": "description",
+        "train": SEQ2SEQ_TRAIN,
+        "predict": PREDICT,
+    },
     "charngram": {"kind": "charngram", "params": {"hash_buckets": 4096, "min_df": 1}},
 }
 
@@ -46,8 +57,18 @@ CONFIGS = validated(MINIMAL)
 
 def rows(n=24):
     paths = [("sg a", "g x", "m 1", "b c"), ("sg b", "g y", "m 2", "b d")]
-    return pd.DataFrame([{"indoml_id": i, "description": f"item {i % 2}", "retailer": f"shop{i % 3}",
-                          "price": 1.0 + i % 2, **dict(zip(LEVELS, paths[i % 2]))} for i in range(n)])
+    return pd.DataFrame(
+        [
+            {
+                "indoml_id": i,
+                "description": f"item {i % 2}",
+                "retailer": f"shop{i % 3}",
+                "price": 1.0 + i % 2,
+                **dict(zip(LEVELS, paths[i % 2])),
+            }
+            for i in range(n)
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +99,16 @@ def test_every_kind_trains_saves_loads_and_predicts_through_the_interface(kind, 
     train, val, new = rows(), rows(8), rows(6)
     new.loc[0, "retailer"] = "never seen"
     hierarchy = Hierarchy.from_frame(train)
-    labeler = train_labeler(cfg, train, val, tmp_path / "model", base_dir=tiny_byt5, hierarchy=hierarchy,
-                            checkpoint_dir=tmp_path / "ckpt", profile=None)
+    labeler = train_labeler(
+        cfg,
+        train,
+        val,
+        tmp_path / "model",
+        base_dir=tiny_byt5,
+        hierarchy=hierarchy,
+        checkpoint_dir=tmp_path / "ckpt",
+        profile=None,
+    )
     assert type(labeler) is labeler_for(kind)
 
     trained = labeler.training_summary
@@ -95,7 +124,10 @@ def test_every_kind_trains_saves_loads_and_predicts_through_the_interface(kind, 
     assert {"text", "parse_ok", "logprob", *LEVELS} <= set(table.columns)
     summary.write(tmp_path / "raw.summary.json")
     assert PredictionSummary.read(tmp_path / "raw.summary.json") == summary
-    assert json.loads((tmp_path / "raw.summary.json").read_text())["predict_seconds_per_1k"] == summary.predict_seconds_per_1k
+    assert (
+        json.loads((tmp_path / "raw.summary.json").read_text())["predict_seconds_per_1k"]
+        == summary.predict_seconds_per_1k
+    )
 
     constrained, constrained_summary = labeler.predict(new, decoding="constrained", hierarchy=hierarchy)
     assert constrained_summary.decoding == "constrained" and constrained_summary.parse_failures == 0
@@ -120,7 +152,9 @@ def test_loading_a_folder_without_a_trained_labeler_names_it(tmp_path):
 
 
 def test_an_unknown_decoding_is_refused(tmp_path):
-    labeler = train_labeler(CONFIGS["charngram"], rows(), rows(4), tmp_path / "m", hierarchy=Hierarchy.from_frame(rows()))
+    labeler = train_labeler(
+        CONFIGS["charngram"], rows(), rows(4), tmp_path / "m", hierarchy=Hierarchy.from_frame(rows())
+    )
     with pytest.raises(ValueError, match="unknown decoding 'beam'"):
         labeler.predict(rows(2), decoding="beam")
 

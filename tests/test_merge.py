@@ -4,22 +4,34 @@ import json
 
 import pytest
 import torch
+from tests.test_namer import PAIRS, TEMPLATES
 
 from prodcat.names.merge import merge_lora
 from prodcat.names.namer import lora_config, training_step_costs
 from prodcat.standins.tiny_llama import build_tiny_llama
-from tests.test_namer import PAIRS, TEMPLATES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "use_rslora": True,
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+LORA = {
+    "r": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "use_rslora": True,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     texts = [d for pair in PAIRS for d in pair] + list(TEMPLATES.values())
-    return build_tiny_llama(tmp_path_factory.mktemp("merge") / "llama", texts, hidden_size=32, intermediate_size=64,
-                            num_layers=2, num_heads=2, num_kv_heads=1)
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("merge") / "llama",
+        texts,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +95,9 @@ def test_streaming_merge_writes_shards_with_an_index_and_nothing_on_failure(base
     other.mkdir()
     from safetensors.torch import load_file, save_file
 
-    tensors = {k.replace("layers.1.", "layers.7."): v for k, v in load_file(adapter / "adapter_model.safetensors").items()}
+    tensors = {
+        k.replace("layers.1.", "layers.7."): v for k, v in load_file(adapter / "adapter_model.safetensors").items()
+    }
     save_file(tensors, other / "adapter_model.safetensors")
     (other / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="match no tensor"):
@@ -97,18 +111,21 @@ def test_meta_device_step_flops_equal_a_real_lora_step(base, checkpointing):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prodcat.runtime.efficiency import count_flops
     from prodcat.names.namer import _sequence_lengths, _training_records
+    from prodcat.runtime.efficiency import count_flops
 
-    rows = pd.DataFrame({"indoml_id": range(6), "description": [d for d, _ in PAIRS], "price": 1.5,
-                         "name": [n for _, n in PAIRS]})
+    rows = pd.DataFrame(
+        {"indoml_id": range(6), "description": [d for d, _ in PAIRS], "price": 1.5, "name": [n for _, n in PAIRS]}
+    )
     params = {**LORA, "per_device_train_batch_size": 4, "gradient_checkpointing": checkpointing}
     costs = training_step_costs(base, rows, TEMPLATES, params)
     # the same step for real, on the CPU
     tokenizer = AutoTokenizer.from_pretrained(base)
     length = max(_sequence_lengths(tokenizer, _training_records(rows.head(4), TEMPLATES)))
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager"),
-                           lora_config(params))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager"),
+        lora_config(params),
+    )
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.hierarchy import Hierarchy
 from prodcat.report.metrics import majority_path_predictions, score
+from prodcat.runtime.errors import InputError
 
 
 def table(ids, paths, **extra):
@@ -17,9 +17,14 @@ def table(ids, paths, **extra):
 
 
 def test_item_accuracy_and_macro_f1_against_hand_computed_values():
-    truth = table([1, 2, 3, 4], [("a", "x", "m1", "b1"), ("a", "x", "m1", "b2"), ("b", "y", "m2", "b1"), ("b", "y", "m2", "b3")])
-    pred = table([4, 3, 2, 1], [("b", "y", "m2", "b3"), ("a", "x", "m1", "b1"), ("a", "x", "m1", "b1"), ("a", "x", "m1", "b1")],
-                 parse_ok=[True, True, False, True])
+    truth = table(
+        [1, 2, 3, 4], [("a", "x", "m1", "b1"), ("a", "x", "m1", "b2"), ("b", "y", "m2", "b1"), ("b", "y", "m2", "b3")]
+    )
+    pred = table(
+        [4, 3, 2, 1],
+        [("b", "y", "m2", "b3"), ("a", "x", "m1", "b1"), ("a", "x", "m1", "b1"), ("a", "x", "m1", "b1")],
+        parse_ok=[True, True, False, True],
+    )
     result = score(truth, pred)
     # row 1 all right, row 2 brand wrong, row 3 all but the brand wrong, row 4 all right
     assert result["item_accuracy"] == pytest.approx(0.5)
@@ -50,8 +55,11 @@ def test_a_repeated_prediction_id_is_an_error_not_counted_twice():
 
 def test_predictions_outside_the_truth_are_ignored_and_counted():
     truth = table([1, 2], [("a", "x", "m", "b"), ("a", "x", "m", "c")])
-    pred = table([7, 1, 2, 8], [("z", "z", "z", "z"), ("a", "x", "m", "b"), ("a", "x", "m", "d"), ("a", "x", "m", "b")],
-                 parse_ok=[False, True, True, False])
+    pred = table(
+        [7, 1, 2, 8],
+        [("z", "z", "z", "z"), ("a", "x", "m", "b"), ("a", "x", "m", "d"), ("a", "x", "m", "b")],
+        parse_ok=[False, True, True, False],
+    )
     result = score(truth, pred)
     assert result["n"] == 2 and result["ignored_predictions"] == 2
     assert result["item_accuracy"] == pytest.approx(0.5)
@@ -60,7 +68,9 @@ def test_predictions_outside_the_truth_are_ignored_and_counted():
 
 def test_item_accuracy_on_rows_whose_retailer_is_unseen_in_training():
     truth = table([1, 2, 3, 4], [("a", "x", "m", "b")] * 4, retailer=["old", "new", "new", "other"])
-    pred = table([1, 2, 3, 4], [("a", "x", "m", "b"), ("a", "x", "m", "b"), ("a", "x", "m", "WRONG"), ("a", "x", "m", "b")])
+    pred = table(
+        [1, 2, 3, 4], [("a", "x", "m", "b"), ("a", "x", "m", "b"), ("a", "x", "m", "WRONG"), ("a", "x", "m", "b")]
+    )
     result = score(truth, pred, seen_retailers={"old", "other"})
     assert result["n_unseen_retailer"] == 2
     assert result["item_accuracy_unseen_retailer"] == pytest.approx(0.5)

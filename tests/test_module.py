@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from tests.conftest import REPO
 from tests.test_rebuilds import merged_test_config, parse_dry_run
 
@@ -36,8 +35,14 @@ def host_snakemake(host: Path, *args):
     """Snakemake in the host folder, started by path with a bare PATH (no venv activated)."""
     env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = "/usr/bin:/bin"
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "snakemake"), "--cores", "1", *args],
-                          cwd=host, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "snakemake"), "--cores", "1", *args],
+        cwd=host,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
     return proc.stdout + proc.stderr
 
@@ -57,9 +62,23 @@ def test_imported_as_a_module_from_another_folder(tmp_path):
     assert f"PRODCAT_WORKFLOW_ROOT={REPO}\n" in out
     jobs = parse_dry_run(out)
     direct = parse_dry_run(
-        subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", ".test/config.yaml", "--config",
-                        f"results={tmp_path / 'direct'}"], cwd=REPO, capture_output=True, text=True,
-                       timeout=600).stdout)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-n",
+                "--configfile",
+                ".test/config.yaml",
+                "--config",
+                f"results={tmp_path / 'direct'}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).stdout
+    )
     assert direct, "the direct dry run planned nothing"
     # every job of the workflow run directly, under its prefixed name
     assert {(job.rule, job.wildcards) for job in jobs} == {(f"prodcat_{job.rule}", job.wildcards) for job in direct}

@@ -12,8 +12,15 @@ from prodcat.workflow import name_quality, true_names_by_dataset
 
 
 def rows(ids, descriptions):
-    return pd.DataFrame({"indoml_id": ids, "description": descriptions, "retailer": "r", "price": 1.0,
-                         **{level: "x" for level in LEVELS}})
+    return pd.DataFrame(
+        {
+            "indoml_id": ids,
+            "description": descriptions,
+            "retailer": "r",
+            "price": 1.0,
+            **{level: "x" for level in LEVELS},
+        }
+    )
 
 
 def names(ids, texts):
@@ -21,8 +28,9 @@ def names(ids, texts):
 
 
 def test_true_names_are_keyed_by_file_and_id():
-    table = pd.DataFrame({"indoml_id": [0, 1, 0], "name": ["train zero", "train one", "test zero"],
-                          "split": ["train", "train", "test"]})
+    table = pd.DataFrame(
+        {"indoml_id": [0, 1, 0], "name": ["train zero", "train one", "test zero"], "split": ["train", "train", "test"]}
+    )
     by_dataset = true_names_by_dataset(table, "names.jsonl")
     assert by_dataset["train"].to_dict() == {0: "train zero", 1: "train one"}
     assert by_dataset["test"].to_dict() == {0: "test zero"}
@@ -35,8 +43,13 @@ def test_name_quality_with_test_ids_that_repeat_training_ids(tmp_path):
     split_rows = {"train": rows([0, 1], ["aa", "bb"]), "val": rows([2], ["cc"]), "test": rows([0, 1], ["dd", "ee"])}
     for split, frame in split_rows.items():
         frame.to_parquet(tmp_path / f"{split}.parquet")
-    truth = pd.DataFrame({"indoml_id": [0, 1, 2, 0, 1], "name": ["aa", "bb", "cc", "dd", "ee"],
-                          "split": ["train", "train", "train", "test", "test"]})
+    truth = pd.DataFrame(
+        {
+            "indoml_id": [0, 1, 2, 0, 1],
+            "name": ["aa", "bb", "cc", "dd", "ee"],
+            "split": ["train", "train", "train", "test", "test"],
+        }
+    )
     truth.to_parquet(tmp_path / "names.parquet")
     (tmp_path / "teacher").mkdir()
     (tmp_path / "student").mkdir()
@@ -45,10 +58,12 @@ def test_name_quality_with_test_ids_that_repeat_training_ids(tmp_path):
     names([2], ["cc"]).to_parquet(tmp_path / "student" / "val.parquet")
     names([0, 1], ["dd", "ee"]).to_parquet(tmp_path / "student" / "test.parquet")
     smk = SimpleNamespace(
-        input=SimpleNamespace(truth=str(tmp_path / "names.parquet"),
-                              rows=[str(tmp_path / f"{s}.parquet") for s in ("train", "val", "test")],
-                              teacher=[str(tmp_path / "teacher" / f"{s}.parquet") for s in ("train", "val")],
-                              student=[str(tmp_path / "student" / f"{s}.parquet") for s in ("val", "test")]),
+        input=SimpleNamespace(
+            truth=str(tmp_path / "names.parquet"),
+            rows=[str(tmp_path / f"{s}.parquet") for s in ("train", "val", "test")],
+            teacher=[str(tmp_path / "teacher" / f"{s}.parquet") for s in ("train", "val")],
+            student=[str(tmp_path / "student" / f"{s}.parquet") for s in ("val", "test")],
+        ),
         output=SimpleNamespace(csv=str(tmp_path / "names.csv"), md=str(tmp_path / "names.md")),
         params=SimpleNamespace(teacher={"tiny": True, "warmup": None}),
         log=[str(tmp_path / "log.txt")],
@@ -59,5 +74,9 @@ def test_name_quality_with_test_ids_that_repeat_training_ids(tmp_path):
     # would meet the training rows' names and descriptions
     assert table["exact"].tolist() == [1.0] * 4
     assert table["chrf"].tolist() == [100.0] * 4 and table["chrf_description"].tolist() == [100.0] * 4
-    assert table[["names", "split"]].values.tolist() == [["teacher", "train"], ["teacher", "val"],
-                                                          ["student", "val"], ["student", "test"]]
+    assert table[["names", "split"]].values.tolist() == [
+        ["teacher", "train"],
+        ["teacher", "val"],
+        ["student", "val"],
+        ["student", "test"],
+    ]

@@ -160,17 +160,33 @@ def test_train_namer_learns_merges_and_infers(base, rows, tmp_path):
 
 def test_max_length_below_the_longest_sequence_is_refused(base, rows, tmp_path):
     with pytest.raises(ValueError, match="shorter than the longest training sequence"):
-        namer.train_namer(base, rows, tmp_path / "n", {**FAST_TRAIN, "max_steps": 1, "max_length": 8}, templates=TEMPLATES)
+        namer.train_namer(
+            base, rows, tmp_path / "n", {**FAST_TRAIN, "max_steps": 1, "max_length": 8}, templates=TEMPLATES
+        )
 
 
 def test_training_resumes_from_the_last_checkpoint(base, rows, tmp_path):
     out, checkpoints = tmp_path / "namer", tmp_path / "ckpt"
-    first = namer.train_namer(base, rows, out, {**FAST_TRAIN, "max_steps": 2, "save_steps": 1}, templates=TEMPLATES, checkpoint_dir=checkpoints)
+    first = namer.train_namer(
+        base,
+        rows,
+        out,
+        {**FAST_TRAIN, "max_steps": 2, "save_steps": 1},
+        templates=TEMPLATES,
+        checkpoint_dir=checkpoints,
+    )
     assert first["resumed_from"] is None and first["global_step"] == 2
     assert (checkpoints / "checkpoint-2" / "trainer_state.json").exists()
 
     # A rerun asking for more steps (as after a kill) continues from step 2 instead of starting over.
-    second = namer.train_namer(base, rows, out, {**FAST_TRAIN, "max_steps": 4, "save_steps": 1}, templates=TEMPLATES, checkpoint_dir=checkpoints)
+    second = namer.train_namer(
+        base,
+        rows,
+        out,
+        {**FAST_TRAIN, "max_steps": 4, "save_steps": 1},
+        templates=TEMPLATES,
+        checkpoint_dir=checkpoints,
+    )
     assert second["resumed_from"] == str(checkpoints / "checkpoint-2")
     assert second["steps_this_run"] == 2 and second["global_step"] == 4
     steps = [entry["step"] for entry in second["log_history"] if "loss" in entry]
@@ -190,7 +206,9 @@ def test_8bit_loading_runs_on_cpu(base, rows):
 
 
 def test_8bit_base_trains_and_merges_unquantized(base, rows, tmp_path):
-    metrics = namer.train_namer(base, rows, tmp_path / "n", {**FAST_TRAIN, "max_steps": 2, "load_in_8bit": True}, templates=TEMPLATES)
+    metrics = namer.train_namer(
+        base, rows, tmp_path / "n", {**FAST_TRAIN, "max_steps": 2, "load_in_8bit": True}, templates=TEMPLATES
+    )
     assert metrics["global_step"] == 2
     assert _safetensors_dtypes(tmp_path / "n" / "merged")[0] == {"BF16"}
 

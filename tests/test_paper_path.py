@@ -10,13 +10,12 @@ import os
 import pandas as pd
 import pytest
 import yaml
+from tests.conftest import REPO, run_snakemake
 
-from prodcat import LEVELS
-from prodcat.runtime.hub import SOURCE_FILE, place_in_hub_cache
 from prodcat.data.io import ingest
+from prodcat.runtime.hub import SOURCE_FILE, place_in_hub_cache
 from prodcat.standins.tiny_seq2seq import build_hub_standin
 from prodcat.workflow import tokenizer_corpus
-from tests.conftest import REPO, run_snakemake
 
 PAPER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -39,18 +38,36 @@ def paper_hub(tmp_path_factory):
 def paper_override(results) -> dict:
     """The test's only changes to configs/paper.yaml: the .test data (test labels hidden, as in the
     competition), one epoch and small batches."""
-    fast_train = {"num_train_epochs": 1, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
-                  "logging_steps": 5}
+    fast_train = {
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 16,
+        "gradient_accumulation_steps": 1,
+        "logging_steps": 5,
+    }
     return {
-        "data": {"train_features": str(TEST_DATA / "train.features"), "train_labels": str(TEST_DATA / "train.labels"),
-                 "test_features": str(TEST_DATA / "test.features"), "test_labels": "", "true_names": ""},
+        "data": {
+            "train_features": str(TEST_DATA / "train.features"),
+            "train_labels": str(TEST_DATA / "train.labels"),
+            "test_features": str(TEST_DATA / "test.features"),
+            "test_labels": "",
+            "true_names": "",
+        },
         "results": str(results),
         # one naming job per split (the paper's 8 shards are covered by tests/test_sharding.py)
-        "namer": {"shards": 1, "teacher": {"batch_size": 32, "max_new_tokens": 12},
-                  "student": {"batch_size": 32, "max_new_tokens": 12},
-                  "train": {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "logging_steps": 5,
-                            "save_steps": 10}},
-        "labelers": {name: {"train": fast_train, "predict": {"batch_size": 64}} for name in ("byt5", "flant5", "mmbyt5")},
+        "namer": {
+            "shards": 1,
+            "teacher": {"batch_size": 32, "max_new_tokens": 12},
+            "student": {"batch_size": 32, "max_new_tokens": 12},
+            "train": {
+                "per_device_train_batch_size": 16,
+                "gradient_accumulation_steps": 1,
+                "logging_steps": 5,
+                "save_steps": 10,
+            },
+        },
+        "labelers": {
+            name: {"train": fast_train, "predict": {"batch_size": 64}} for name in ("byt5", "flant5", "mmbyt5")
+        },
         "threads": {"train": 2, "predict": 2},
     }
 
@@ -65,8 +82,16 @@ def paper_run(paper_hub, tmp_path_factory):
     root = tmp_path_factory.mktemp("paper-run")
     override = root / "override.yaml"
     override.write_text(yaml.safe_dump(paper_override(root / "results")))
-    proc = run_snakemake("--cores", "2", "--resources", "gpu=1", "--configfile", "configs/paper.yaml", str(override),
-                         env=offline_env(paper_hub))
+    proc = run_snakemake(
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+        "--configfile",
+        "configs/paper.yaml",
+        str(override),
+        env=offline_env(paper_hub),
+    )
     return root / "results", override, proc.stderr
 
 
@@ -108,14 +133,22 @@ def test_paper_namer_is_merged_in_bf16_and_loads(paper_run):
 @pytest.mark.slow
 def test_changed_revision_reruns_what_depends_on_it(paper_run, paper_hub):
     results, override, _ = paper_run
-    proc = run_snakemake("-n", "--quiet", "rules", "--configfile", "configs/paper.yaml", str(override),
-                         env=offline_env(paper_hub))
+    proc = run_snakemake(
+        "-n", "--quiet", "rules", "--configfile", "configs/paper.yaml", str(override), env=offline_env(paper_hub)
+    )
     assert "Nothing to be done" in proc.stdout + proc.stderr
     changed = yaml.safe_load(override.read_text())
     changed["base_models"] = {"byt5": {"id": "google/byt5-small", "revision": "f" * 40}}
     override.with_name("changed.yaml").write_text(yaml.safe_dump(changed))
-    proc = run_snakemake("-n", "--quiet", "rules", "--configfile", "configs/paper.yaml",
-                         str(override.with_name("changed.yaml")), env=offline_env(paper_hub))
+    proc = run_snakemake(
+        "-n",
+        "--quiet",
+        "rules",
+        "--configfile",
+        "configs/paper.yaml",
+        str(override.with_name("changed.yaml")),
+        env=offline_env(paper_hub),
+    )
     out = proc.stdout + proc.stderr
     planned = {line.split()[0] for line in out.splitlines() if line.strip() and line.split()[0].isidentifier()}
     assert {"download_model", "train_labeler", "predict_labeler"} <= planned
@@ -136,8 +169,9 @@ def test_t5_standins_keep_an_untied_lm_head_through_every_loader(tmp_path):
     folder = build_hub_standin("byt5", tmp_path / "byt5", [])
     text = AutoModelForSeq2SeqLM.from_pretrained(folder)
     assert text.lm_head.weight is not text.shared.weight and not text.config.scale_decoder_outputs
-    model = MultimodalT5ForConditionalGeneration.from_text_model(str(folder), retailers=["a", "b"], price_min=0.0,
-                                                                  price_max=9.0)
+    model = MultimodalT5ForConditionalGeneration.from_text_model(
+        str(folder), retailers=["a", "b"], price_min=0.0, price_max=9.0
+    )
     model.save_pretrained(tmp_path / "mm")
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "mm")
     for loaded in (model, reloaded):

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.standins import synthetic
 from prodcat.data.io import ingest, read_table
+from prodcat.standins import synthetic
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -73,8 +73,16 @@ def test_pretrained_standin_expands_receipt_lines_where_the_random_one_echoes_th
     held_out = train[train["supergroup"] == supergroup].head(100)
     pretraining = synthetic.pretraining_rows(TEST_SEED, 4000, seed=1, run_rows=run_rows)
     pretraining = pretraining[pretraining["supergroup"] == supergroup]
-    base = build_tiny_llama(tmp_path / "llama", tokenizer_corpus(train, DEFAULT_TEMPLATES), vocab_size=600,
-                            hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
+    base = build_tiny_llama(
+        tmp_path / "llama",
+        tokenizer_corpus(train, DEFAULT_TEMPLATES),
+        vocab_size=600,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
+    )
     generate = {"batch_size": 64, "max_new_tokens": 32}
     references = truth.reindex(held_out["indoml_id"]).tolist()
     floor = chrf(held_out["description"].tolist(), references)
@@ -82,8 +90,9 @@ def test_pretrained_standin_expands_receipt_lines_where_the_random_one_echoes_th
     echoed = synthesize_names(base, held_out, DEFAULT_TEMPLATES, generate)
     assert (echoed["status"] != "ok").mean() > 0.9
 
-    summary = pretrain_tiny_llama(base, pretraining, DEFAULT_TEMPLATES,
-                                  {"steps": 200, "batch_size": 16, "learning_rate": 1e-2})
+    summary = pretrain_tiny_llama(
+        base, pretraining, DEFAULT_TEMPLATES, {"steps": 200, "batch_size": 16, "learning_rate": 1e-2}
+    )
     assert summary["loss_last"] < 0.5 * summary["loss_first"]
     names = synthesize_names(base, held_out, DEFAULT_TEMPLATES, generate)
     assert (names["status"] != "ok").mean() < 0.2
@@ -110,8 +119,16 @@ def test_answer_loss_with_a_shared_prompt_start_equals_the_whole_prompts(tmp_pat
 
     from prodcat.standins.tiny_llama import answer_loss, build_tiny_llama
 
-    base = build_tiny_llama(tmp_path / "llama", ["the same start then something else"] * 3, vocab_size=300,
-                            hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    base = build_tiny_llama(
+        tmp_path / "llama",
+        ["the same start then something else"] * 3,
+        vocab_size=300,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        intermediate_size=64,
+    )
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)

@@ -7,11 +7,27 @@ import pandas as pd
 import pytest
 import torch
 
+from prodcat.report.tables import (
+    EFFICIENCY_COLUMNS,
+    NO_CUDA,
+    OPERATOR_COLUMNS,
+    efficiency_table,
+    operators_table,
+    profile_note,
+    to_markdown,
+)
 from prodcat.runtime import profiling
-from prodcat.runtime.profiling import (STEP_RANGE, Event, StepProfiler, in_steps, kineto_events, link_events, operator_table,
-                               plan_window, step_totals)
-from prodcat.report.tables import (EFFICIENCY_COLUMNS, NO_CUDA, OPERATOR_COLUMNS, efficiency_table, operators_table,
-                            profile_note, to_markdown)
+from prodcat.runtime.profiling import (
+    STEP_RANGE,
+    Event,
+    StepProfiler,
+    in_steps,
+    kineto_events,
+    link_events,
+    operator_table,
+    plan_window,
+    step_totals,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -177,14 +193,22 @@ def test_kernels_are_credited_to_the_op_that_launched_them():
 
 def test_seq2seq_training_profiles_its_steps(tmp_path):
     """The Trainer path: the callback profiles steps of a real Seq2SeqTrainer run."""
+    from tests.test_seq2seq import DIMS, PARAMS, rows
+
     from prodcat.labelers.seq2seq import train_labeler
     from prodcat.standins.tiny_seq2seq import build_tiny_byt5
-    from tests.test_seq2seq import DIMS, PARAMS, rows
 
     base = build_tiny_byt5(tmp_path / "base", DIMS)
     settings = {"enabled": True, "skip_first": 1, "warmup": 1, "steps": 2}
-    summary = train_labeler(base, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", {**PARAMS, "num_train_epochs": 1},
-                            profile=settings)
+    summary = train_labeler(
+        base,
+        rows(),
+        rows(8),
+        tmp_path / "model",
+        tmp_path / "ckpt",
+        {**PARAMS, "num_train_epochs": 1},
+        profile=settings,
+    )
     profile = summary["profile"]
     assert profile["error"] is None and profile["recorded_steps"] == 2 and profile["self_cpu_ms_per_step"] > 0
     operators = pd.read_csv(tmp_path / "model" / profile["operators"]).set_index("operator")
@@ -198,20 +222,37 @@ def test_seq2seq_training_profiles_its_steps(tmp_path):
 
 def write_summary(model_dir, **fields):
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "train_summary.json").write_text(json.dumps({"kind": "text", "device": "cpu:x86_64", "parameters": 10,
-                                                              "trainer_seconds": 90.0, **fields}))
+    (model_dir / "train_summary.json").write_text(
+        json.dumps({"kind": "text", "device": "cpu:x86_64", "parameters": 10, "trainer_seconds": 90.0, **fields})
+    )
     return model_dir / "train_summary.json"
 
 
 def test_tables_2_and_3_from_profiled_and_unprofiled_models(tmp_path):
-    profiled = {"enabled": True, "activities": ["cpu"], "recorded_steps": 3, "skipped_steps": 5, "warmup_steps": 2,
-                "self_cpu_ms_per_step": 10.0, "self_cuda_ms_per_step": None, "overhead_seconds": 1.5,
-                "operators": "profile/operators.csv", "error": None}
+    profiled = {
+        "enabled": True,
+        "activities": ["cpu"],
+        "recorded_steps": 3,
+        "skipped_steps": 5,
+        "warmup_steps": 2,
+        "self_cpu_ms_per_step": 10.0,
+        "self_cuda_ms_per_step": None,
+        "overhead_seconds": 1.5,
+        "operators": "profile/operators.csv",
+        "error": None,
+    }
     (tmp_path / "a" / "profile").mkdir(parents=True)
-    pd.DataFrame({"operator": [STEP_RANGE, "aten::mm", "aten::add|x", "aten::mul"], "self_cpu_ms": [1.0, 6.0, 2.0, 1.0],
-                  "cpu_total_ms": [10.0, 6.5, 2.0, 1.0], "self_cuda_ms": 0.0, "cuda_total_ms": 0.0,
-                  "calls": [1.0, 4.0, 2.0, 1.5], "mflops": [0.0, 3.0, 0.0, 0.0]}).to_csv(
-        tmp_path / "a" / "profile" / "operators.csv", index=False)
+    pd.DataFrame(
+        {
+            "operator": [STEP_RANGE, "aten::mm", "aten::add|x", "aten::mul"],
+            "self_cpu_ms": [1.0, 6.0, 2.0, 1.0],
+            "cpu_total_ms": [10.0, 6.5, 2.0, 1.0],
+            "self_cuda_ms": 0.0,
+            "cuda_total_ms": 0.0,
+            "calls": [1.0, 4.0, 2.0, 1.5],
+            "mflops": [0.0, 3.0, 0.0, 0.0],
+        }
+    ).to_csv(tmp_path / "a" / "profile" / "operators.csv", index=False)
     summaries = {
         "a": write_summary(tmp_path / "a", profile=profiled),
         "off": write_summary(tmp_path / "off", profile={"enabled": False}),
@@ -219,8 +260,20 @@ def test_tables_2_and_3_from_profiled_and_unprofiled_models(tmp_path):
         "ngram": write_summary(tmp_path / "ngram"),
     }
     predict = tmp_path / "predict.json"
-    predict.write_text(json.dumps({"kind": "text", "decoding": "raw", "rows": 10, "parse_failures": 0, "batch_size": 4,
-                                   "predict_seconds": 6.0, "predict_seconds_per_1k": 600.0, "device": "cpu:x86_64"}))
+    predict.write_text(
+        json.dumps(
+            {
+                "kind": "text",
+                "decoding": "raw",
+                "rows": 10,
+                "parse_failures": 0,
+                "batch_size": 4,
+                "predict_seconds": 6.0,
+                "predict_seconds_per_1k": 600.0,
+                "device": "cpu:x86_64",
+            }
+        )
+    )
     bench = tmp_path / "bench.tsv"
     bench.write_text("s\th:m:s\tmax_rss\n100.0\t0:01:40\t512\n")
     table = efficiency_table([(m, path, predict, bench, None) for m, path in summaries.items()]).set_index("model")
@@ -245,23 +298,38 @@ def test_tables_2_and_3_from_profiled_and_unprofiled_models(tmp_path):
     assert "aten::add\\|x" in to_markdown(operators, "Table 3")
 
     note = profile_note({m: json.loads(path.read_text()) for m, path in summaries.items()})
-    assert "a: mean of 3 optimizer step(s) recorded by torch.profiler (CPU activities) after 5 skipped and 2 warm-up" in note
+    assert (
+        "a: mean of 3 optimizer step(s) recorded by torch.profiler (CPU activities) after 5 skipped and 2 warm-up"
+        in note
+    )
     assert "on cpu:x86_64" in note and "failed: profiling failed" in note and "off: profiling off" in note
     assert "ngram: no torch training step" in note
 
 
 def test_namer_training_profiles_its_lora_steps(tmp_path):
     """The SFTTrainer path (LoRA on the tiny Llama): the same callback, the profile in the metrics."""
-    from prodcat.names.namer import train_adapter
-    from prodcat.standins.tiny_llama import build_tiny_llama
     from tests.test_namer import FAST_TRAIN, PAIRS, TEMPLATES
 
+    from prodcat.names.namer import train_adapter
+    from prodcat.standins.tiny_llama import build_tiny_llama
+
     base = build_tiny_llama(tmp_path / "llama", [d for pair in PAIRS for d in pair] + list(TEMPLATES.values()))
-    rows = pd.DataFrame({"indoml_id": range(16), "description": [PAIRS[i % 6][0] for i in range(16)], "price": 1.0,
-                         "name": [PAIRS[i % 6][1] for i in range(16)]})
-    metrics = train_adapter(base, rows, tmp_path / "namer", {**FAST_TRAIN, "per_device_train_batch_size": 4,
-                                                             "max_steps": 4}, templates=TEMPLATES,
-                            profile={"skip_first": 1, "warmup": 1, "steps": 2})
+    rows = pd.DataFrame(
+        {
+            "indoml_id": range(16),
+            "description": [PAIRS[i % 6][0] for i in range(16)],
+            "price": 1.0,
+            "name": [PAIRS[i % 6][1] for i in range(16)],
+        }
+    )
+    metrics = train_adapter(
+        base,
+        rows,
+        tmp_path / "namer",
+        {**FAST_TRAIN, "per_device_train_batch_size": 4, "max_steps": 4},
+        templates=TEMPLATES,
+        profile={"skip_first": 1, "warmup": 1, "steps": 2},
+    )
     profile = metrics["profile"]
     assert profile["error"] is None and profile["recorded_steps"] == 2
     operators = pd.read_csv(tmp_path / "namer" / profile["operators"]).set_index("operator")

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.runtime.progress import log_progress
 from prodcat.labelers.seq2seq import predict_labeler, train_labeler
+from prodcat.runtime.progress import log_progress
 from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -17,8 +17,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def rows(n):
     paths = [("sg a", "g x", "m 1", "b c"), ("sg b", "g y", "m 2", "receipt all")]
-    return pd.DataFrame([{"indoml_id": i, "description": f"item {i % 2}", "retailer": "r", "price": 1.0,
-                          **dict(zip(LEVELS, paths[i % 2]))} for i in range(n)])
+    return pd.DataFrame(
+        [
+            {
+                "indoml_id": i,
+                "description": f"item {i % 2}",
+                "retailer": "r",
+                "price": 1.0,
+                **dict(zip(LEVELS, paths[i % 2])),
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def test_log_progress_logs_lines_at_most_every_interval(caplog, monkeypatch):
@@ -48,20 +58,42 @@ def test_rule_log_of_training_has_a_line_every_logging_steps_and_no_bars(tmp_pat
     """What a script rule's log file gets (workflow.logging_to around the same calls)."""
     from prodcat.workflow import logging_to
 
-    base = build_tiny_byt5(tmp_path / "byt5", {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2,
-                                               "dropout_rate": 0.0})
-    params = {"per_device_train_batch_size": 8, "per_device_eval_batch_size": None, "gradient_accumulation_steps": 1,
-              "learning_rate": 3e-3, "weight_decay": 0.0, "num_train_epochs": 3, "early_stopping_patience": 2,
-              "warmup_steps": 0, "lr_scheduler_type": "linear", "max_source_length": 32, "max_target_length": 96,
-              "seed": 1, "logging_steps": 2, "keep_checkpoints": False}
+    base = build_tiny_byt5(
+        tmp_path / "byt5", {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
+    )
+    params = {
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": None,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 3e-3,
+        "weight_decay": 0.0,
+        "num_train_epochs": 3,
+        "early_stopping_patience": 2,
+        "warmup_steps": 0,
+        "lr_scheduler_type": "linear",
+        "max_source_length": 32,
+        "max_target_length": 96,
+        "seed": 1,
+        "logging_steps": 2,
+        "keep_checkpoints": False,
+    }
     log_file = tmp_path / "train.log"
     with logging_to(log_file):
         train_labeler(base, rows(24), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
-        predict_labeler(tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 1, "max_new_tokens": 8,
-                                                      "max_source_length": 32})
+        predict_labeler(
+            tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 1, "max_new_tokens": 8, "max_source_length": 32}
+        )
     text = log_file.read_text()
     assert "\r" not in text and "it/s" not in text, text
     # 24 rows in batches of 8 for 3 epochs: 9 steps; a training log at the first step and every 2nd
-    assert [int(step) for step in re.findall(r"prodcat.runtime.progress: step (\d+)/9: \{\"loss\"", text)] == [1, 2, 4, 6, 8]
-    assert len(re.findall(r"prodcat.runtime.progress: step \d+/9: \{\"eval_loss\"", text)) == 3  # an evaluation an epoch
+    assert [int(step) for step in re.findall(r"prodcat.runtime.progress: step (\d+)/9: \{\"loss\"", text)] == [
+        1,
+        2,
+        4,
+        6,
+        8,
+    ]
+    assert (
+        len(re.findall(r"prodcat.runtime.progress: step \d+/9: \{\"eval_loss\"", text)) == 3
+    )  # an evaluation an epoch
     assert "prodcat.runtime.progress: predict: 2 batch in" in text

@@ -58,7 +58,8 @@ def test_student_prompt_has_no_labels_and_unknown_price():
 
 
 @pytest.mark.parametrize(
-    "price, text", [(1.5, "1.50"), (2, "2.00"), ("3.999", "4.00"), (None, "unknown"), (math.nan, "unknown"), ("", "unknown")]
+    "price, text",
+    [(1.5, "1.50"), (2, "2.00"), ("3.999", "4.00"), (None, "unknown"), (math.nan, "unknown"), ("", "unknown")],
 )
 def test_format_price(price, text):
     assert format_price(price) == text
@@ -70,7 +71,11 @@ def test_templates_from_config_are_checked():
     # A student prompt that could see a label would leak the answer at training time only.
     with pytest.raises(ValueError, match=r"unknown placeholder.*brand"):
         validate_templates({"system": "s", "teacher_user": "{brand}", "student_user": "{description} {brand}"})
-    custom = {"system": "Name it.", "teacher_user": "{description} [{brand}]", "student_user": "{description} @ {price}"}
+    custom = {
+        "system": "Name it.",
+        "teacher_user": "{description} [{brand}]",
+        "student_user": "{description} @ {price}",
+    }
     assert teacher_messages(ROW, custom)[1]["content"] == "cad 5 pk creme egg 197 g [cadbury]"
     assert student_messages(ROW, custom)[1]["content"] == "cad 5 pk creme egg 197 g @ 1.50"
 
@@ -98,7 +103,9 @@ def test_prompt_tokens_are_a_prefix_of_prompt_plus_answer(tokenizer):
     # trl finds the completion where the two tokenizations diverge; they must not diverge early.
     prompt = student_messages(ROW, DEFAULT_TEMPLATES)
     full = prompt + [{"role": "assistant", "content": "Cadbury Creme Egg 5 Pack 197 g"}]
-    prompt_ids = tokenizer(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(
+        tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+    )["input_ids"]
     full_text = tokenizer.apply_chat_template(full, tokenize=False)
     full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
     assert full_ids[: len(prompt_ids)] == prompt_ids

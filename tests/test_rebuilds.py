@@ -46,8 +46,9 @@ class Pattern:
 
 
 def snakemake(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=REPO, capture_output=True, text=True, timeout=3600
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
     return proc
@@ -71,14 +72,17 @@ def parse_dry_run(text: str) -> set[Job]:
 def deep_merge(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
 def merged_test_config() -> dict:
     """config.yaml with .test/config.yaml merged over it, as the workflow sees it."""
-    return deep_merge(yaml.safe_load((REPO / "config.yaml").read_text()),
-                      yaml.safe_load((REPO / ".test" / "config.yaml").read_text()))
+    return deep_merge(
+        yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    )
 
 
 class FinishedRun:
@@ -113,6 +117,7 @@ def finished_run(tmp_path_factory):
 
 # --- what a change should rerun ------------------------------------------------------------------
 
+
 def downstream_of_labelers(cfg: dict, labelers) -> list[Pattern]:
     """Evaluation, votes, report and submissions that read these labelers' predictions."""
     patterns = [Pattern("evaluate"), Pattern("report_tables"), Pattern("plots"), Pattern("all")]
@@ -126,8 +131,12 @@ def downstream_of_labelers(cfg: dict, labelers) -> list[Pattern]:
     if voting:
         # the stack: every member scores the union of all members' paths, so a member's new paths
         # reach every member's candidate scores and every stacked ensemble
-        patterns += [Pattern("score_candidates"), Pattern("score_candidates_charngram"), Pattern("fit_stack"),
-                     Pattern("apply_stack")]
+        patterns += [
+            Pattern("score_candidates"),
+            Pattern("score_candidates_charngram"),
+            Pattern("fit_stack"),
+            Pattern("apply_stack"),
+        ]
         patterns += [Pattern("submission", {"model": f"{e}_stack"}) for e in cfg["ensemble"]["members"]]
     return patterns
 
@@ -142,8 +151,12 @@ def namer_chain(cfg: dict) -> list[Pattern]:
     """A new namer gives new student names: every name-reading labeler predicts again; those
     trained on student names also retrain."""
     readers = [name for name, lab in cfg["labelers"].items() if lab.get("source") == "name"]
-    patterns = [Pattern("train_namer"), Pattern("infer_names"), Pattern("gather_names", {"which": "student"}),
-                Pattern("name_quality")]
+    patterns = [
+        Pattern("train_namer"),
+        Pattern("infer_names"),
+        Pattern("gather_names", {"which": "student"}),
+        Pattern("name_quality"),
+    ]
     for name in readers:
         patterns += labeler_chain(cfg, name, retrain=cfg["labelers"][name].get("train_names") == "student")
     return patterns
@@ -151,14 +164,26 @@ def namer_chain(cfg: dict) -> list[Pattern]:
 
 # Each case: (override merged over the run's config, required labelers, a namer needed?, expected reruns)
 HYPERPARAMETER_CASES = {
-    "byt5_learning_rate": ({"labelers": {"byt5": {"train": {"learning_rate": 1.0e-3}}}}, ["byt5"], False,
-                           lambda cfg: labeler_chain(cfg, "byt5")),
-    "flant5_num_train_epochs": ({"labelers": {"flant5": {"train": {"num_train_epochs": 3}}}}, ["flant5"], False,
-                                lambda cfg: labeler_chain(cfg, "flant5")),
+    "byt5_learning_rate": (
+        {"labelers": {"byt5": {"train": {"learning_rate": 1.0e-3}}}},
+        ["byt5"],
+        False,
+        lambda cfg: labeler_chain(cfg, "byt5"),
+    ),
+    "flant5_num_train_epochs": (
+        {"labelers": {"flant5": {"train": {"num_train_epochs": 3}}}},
+        ["flant5"],
+        False,
+        lambda cfg: labeler_chain(cfg, "flant5"),
+    ),
     "namer_lora_rank": ({"namer": {"train": {"r": 8}}}, [], True, namer_chain),
     # Table 3's length only: the report again (plots read its metrics.csv), no training
-    "profile_top_operators": ({"profile": {"top_operators": 5}}, [], False,
-                              lambda cfg: [Pattern("report_tables"), Pattern("plots"), Pattern("all")]),
+    "profile_top_operators": (
+        {"profile": {"top_operators": 5}},
+        [],
+        False,
+        lambda cfg: [Pattern("report_tables"), Pattern("plots"), Pattern("all")],
+    ),
 }
 # Never rerun by a hyper-parameter of a model: the data stages and the stand-in base models.
 UPSTREAM_RULES = ("ingest", "split", "test_rows", "hierarchy", "build_tiny_model")
@@ -182,8 +207,10 @@ def test_hyperparameter_change_reruns_exactly_its_model_and_downstream(finished_
     for pattern in patterns:
         assert any(pattern.matches(job) for job in finished_run.all_jobs), f"{pattern} matches no job of the DAG"
     expected = {job for job in finished_run.all_jobs if any(p.matches(job) for p in patterns)}
-    assert planned == expected, (f"unexpected reruns: {sorted(map(str, planned - expected))}; "
-                                 f"missing reruns: {sorted(map(str, expected - planned))}")
+    assert planned == expected, (
+        f"unexpected reruns: {sorted(map(str, planned - expected))}; "
+        f"missing reruns: {sorted(map(str, expected - planned))}"
+    )
     assert not {job.rule for job in planned} & set(UPSTREAM_RULES)
     print(f"{case}: {len(planned)} of {len(finished_run.all_jobs)} jobs rerun")
 
@@ -224,6 +251,7 @@ def test_editing_an_input_reruns_its_branch_only(finished_run):
 
 # --- what a code change should rerun ------------------------------------------------------------
 
+
 def workflow_copy(root: Path) -> Path:
     """The workflow's files and the package's source, copied with their times: run from the
     repository (same working directory, so the same .snakemake records and results), the copy's
@@ -245,8 +273,13 @@ def charngram_chain(cfg: dict) -> list[Pattern]:
     (charngram's paths are candidates), every vote (its validation accuracy breaks the ties), the
     stacks. Not the seq2seq labelers' training or prediction, the data stages or the namer."""
     ngram = [name for name, lab in cfg["labelers"].items() if lab["kind"] == "charngram"]
-    patterns = [Pattern("train_charngram"), Pattern("predict_charngram"), Pattern("list_alternatives"),
-                Pattern("score_candidates_charngram"), Pattern("vote")]
+    patterns = [
+        Pattern("train_charngram"),
+        Pattern("predict_charngram"),
+        Pattern("list_alternatives"),
+        Pattern("score_candidates_charngram"),
+        Pattern("vote"),
+    ]
     patterns += [Pattern("correct", {"labeler": name}) for name in ngram]
     patterns += [Pattern("submission", {"model": name}) for name in cfg["ensemble"]["members"]]
     return patterns + downstream_of_labelers(cfg, ngram)
@@ -279,8 +312,9 @@ def test_a_comment_or_docstring_edit_reruns_nothing(finished_run, copied_workflo
     module = copied_workflow / "src" / "prodcat" / "labelers" / "charngram.py"
     original = module.read_text()
     try:
-        module.write_text(original.replace('"""A fast character', '"""A documented, fast character', 1)
-                          + "\n# a trailing comment\n")
+        module.write_text(
+            original.replace('"""A fast character', '"""A documented, fast character', 1) + "\n# a trailing comment\n"
+        )
         assert finished_run.dry_run(snakefile=copied_workflow / "Snakefile") == set()
     finally:
         module.write_text(original)
@@ -300,6 +334,8 @@ def test_code_change_reruns_exactly_the_rules_that_run_it_and_downstream(finishe
     for pattern in patterns:
         assert any(pattern.matches(job) for job in finished_run.all_jobs), f"{pattern} matches no job of the DAG"
     expected = {job for job in finished_run.all_jobs if any(p.matches(job) for p in patterns)}
-    assert planned == expected, (f"unexpected reruns: {sorted(map(str, planned - expected))}; "
-                                 f"missing reruns: {sorted(map(str, expected - planned))}")
+    assert planned == expected, (
+        f"unexpected reruns: {sorted(map(str, planned - expected))}; "
+        f"missing reruns: {sorted(map(str, expected - planned))}"
+    )
     print(f"{name} edited: {len(planned)} of {len(finished_run.all_jobs)} jobs rerun")

@@ -6,7 +6,6 @@ from pathlib import Path
 import yaml
 from docutils.core import publish_parts
 from jinja2 import Environment
-
 from tests.test_rebuilds import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +46,6 @@ def test_paper_run_names_the_real_models_and_their_revisions():
 def test_local_model_folders_are_named_and_stand_ins_say_what_they_stand_in_for():
     cfg = config_of("config.yaml", "configs/paper.yaml")
     cfg["base_models"]["byt5"] = {"path": "/models/byt5"}
-    assert "byt5: <tt class=\"docutils literal\">/models/byt5</tt> (a local folder)" in front_page(cfg)
+    assert 'byt5: <tt class="docutils literal">/models/byt5</tt> (a local folder)' in front_page(cfg)
     cfg["tiny"]["enabled"] = True
-    assert "for byt5 (<tt class=\"docutils literal\">/models/byt5</tt> (a local folder)), flant5 (" in front_page(cfg)
+    assert 'for byt5 (<tt class="docutils literal">/models/byt5</tt> (a local folder)), flant5 (' in front_page(cfg)

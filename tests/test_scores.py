@@ -8,19 +8,23 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, LogitsProcessorList
 
 from prodcat import LEVELS
-from prodcat.labelers.constrained import PathTrie, constrained_logits_processor, max_target_tokens
-from prodcat.ensemble.correct import correct_predictions
 from prodcat.data.hierarchy import Hierarchy
-from prodcat.labelers.seq2seq import generated_token_logprobs, predict_labeler
 from prodcat.data.target_text import format_target
+from prodcat.ensemble.correct import correct_predictions
+from prodcat.labelers.constrained import PathTrie, constrained_logits_processor, max_target_tokens
+from prodcat.labelers.seq2seq import generated_token_logprobs, predict_labeler
 from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
 SOURCES = ["cad 5 pk creme egg 197 g", "milk 1l", "x", "dr browns bottle 250ml", "zzz 9"]
-PATHS = [("dairy", "milk", "fresh milk", "glenmoor"), ("dairy", "milk", "fresh milk", "receipt all"),
-         ("dairy", "cheese", "hard cheese", "glenmoor"), ("snacks", "crisps", "potato crisps", "crunchco")]
+PATHS = [
+    ("dairy", "milk", "fresh milk", "glenmoor"),
+    ("dairy", "milk", "fresh milk", "receipt all"),
+    ("dairy", "cheese", "hard cheese", "glenmoor"),
+    ("snacks", "crisps", "potato crisps", "crunchco"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +94,9 @@ def test_prediction_table_carries_the_scores_for_free_and_constrained_decoding(b
 
 
 def test_charngram_logprob_is_the_log_posterior_of_the_chosen_path_and_margin_its_log_odds():
-    from tests.test_charngram import PARAMS as CHARNGRAM_PARAMS, make_rows
+    from tests.test_charngram import PARAMS as CHARNGRAM_PARAMS
+    from tests.test_charngram import make_rows
+
     from prodcat.labelers.charngram import train_charngram
 
     train, test = make_rows(20, seed=1), make_rows(4, seed=2, start_id=10_000)
@@ -110,17 +116,19 @@ def test_charngram_logprob_is_the_log_posterior_of_the_chosen_path_and_margin_it
 
 @pytest.mark.parametrize("method", ["topdown", "joint"])
 def test_correction_keeps_the_scores_and_flags_the_rows_it_changed(hierarchy, method):
-    predictions = pd.DataFrame({
-        "indoml_id": [1, 2, 3],
-        "supergroup": ["dairy", "dairy", None],
-        "group": ["milk", "milk", None],
-        "module": ["fresh milk", "fresh milk", None],
-        "brand": ["glenmoor", "glenmor", None],
-        "text": ["", "", "garbage"],
-        "parse_ok": [True, True, False],
-        "logprob": [-0.5, -3.0, -40.0],
-        "logprob_per_token": [-0.01, -0.05, -0.4],
-    })
+    predictions = pd.DataFrame(
+        {
+            "indoml_id": [1, 2, 3],
+            "supergroup": ["dairy", "dairy", None],
+            "group": ["milk", "milk", None],
+            "module": ["fresh milk", "fresh milk", None],
+            "brand": ["glenmoor", "glenmor", None],
+            "text": ["", "", "garbage"],
+            "parse_ok": [True, True, False],
+            "logprob": [-0.5, -3.0, -40.0],
+            "logprob_per_token": [-0.01, -0.05, -0.4],
+        }
+    )
     out = correct_predictions(predictions, hierarchy, method)
     pd.testing.assert_frame_equal(out[["logprob", "logprob_per_token"]], predictions[["logprob", "logprob_per_token"]])
     assert out["corrected"].tolist() == [False, True, True]
@@ -164,12 +172,16 @@ def test_score_paths_with_auto_lengths_reads_the_lengths_the_model_was_trained_w
     (trained / "train_summary.json").write_text(json.dumps({"max_source_length": 8, "max_target_length": 40}))
     numbers = score_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 8})
     pd.testing.assert_frame_equal(score_paths(trained, rows, paths, auto), numbers)
-    assert not np.allclose(score_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 64})["logprob"],
-                           numbers["logprob"])
+    assert not np.allclose(
+        score_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 64})["logprob"],
+        numbers["logprob"],
+    )
 
 
 def test_charngram_score_paths_is_its_log_posterior_of_any_path():
-    from tests.test_charngram import PARAMS as CHARNGRAM_PARAMS, make_rows
+    from tests.test_charngram import PARAMS as CHARNGRAM_PARAMS
+    from tests.test_charngram import make_rows
+
     from prodcat.labelers.charngram import train_charngram
 
     train, test = make_rows(20, seed=1), make_rows(2, seed=2, start_id=10_000)
@@ -178,8 +190,23 @@ def test_charngram_score_paths_is_its_log_posterior_of_any_path():
     predicted = labeler.predict(test)
     known = hierarchy.paths[list(LEVELS)]
     paths = pd.concat([known.assign(indoml_id=i) for i in test["indoml_id"]], ignore_index=True)
-    paths = pd.concat([paths, pd.DataFrame([{"indoml_id": int(test["indoml_id"].iloc[0]), "supergroup": "no",
-                                             "group": "such", "module": "path", "brand": "x"}])], ignore_index=True)
+    paths = pd.concat(
+        [
+            paths,
+            pd.DataFrame(
+                [
+                    {
+                        "indoml_id": int(test["indoml_id"].iloc[0]),
+                        "supergroup": "no",
+                        "group": "such",
+                        "module": "path",
+                        "brand": "x",
+                    }
+                ]
+            ),
+        ],
+        ignore_index=True,
+    )
     scored = labeler.score_paths(test, paths)
     assert np.isneginf(scored["logprob"].iloc[-1])
     finite = scored.iloc[:-1]

@@ -13,10 +13,22 @@ from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
 # every training setting, as the config schema completes them (prodcat.labelers.seq2seq reads them all)
-PARAMS = {"per_device_train_batch_size": 8, "per_device_eval_batch_size": None, "gradient_accumulation_steps": 1,
-          "learning_rate": 3e-3, "weight_decay": 0.0, "num_train_epochs": 3, "early_stopping_patience": 2,
-          "warmup_steps": 0, "lr_scheduler_type": "linear", "max_source_length": 32, "max_target_length": 96,
-          "seed": 1, "logging_steps": 2, "keep_checkpoints": False}
+PARAMS = {
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": None,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 3e-3,
+    "weight_decay": 0.0,
+    "num_train_epochs": 3,
+    "early_stopping_patience": 2,
+    "warmup_steps": 0,
+    "lr_scheduler_type": "linear",
+    "max_source_length": 32,
+    "max_target_length": 96,
+    "seed": 1,
+    "logging_steps": 2,
+    "keep_checkpoints": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +38,18 @@ def tiny_byt5(tmp_path_factory):
 
 def rows(n=24):
     paths = [("sg a", "g, x", "m: 1", "b & c"), ("sg b", "g y", "m 2", "receipt all")]
-    return pd.DataFrame([{"indoml_id": i, "description": f"item {i % 2}", "retailer": "r", "price": 1.0,
-                          **dict(zip(LEVELS, paths[i % 2]))} for i in range(n)])
+    return pd.DataFrame(
+        [
+            {
+                "indoml_id": i,
+                "description": f"item {i % 2}",
+                "retailer": "r",
+                "price": 1.0,
+                **dict(zip(LEVELS, paths[i % 2])),
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def test_label_padding_is_masked_and_long_targets_are_refused(tiny_byt5):
@@ -39,7 +61,7 @@ def test_label_padding_is_masked_and_long_targets_are_refused(tiny_byt5):
     lengths = [len(e["labels"]) for e in examples]
     assert min(lengths) < max(lengths)
     shortest = lengths.index(min(lengths))
-    assert (batch["labels"][shortest, min(lengths):] == -100).all()
+    assert (batch["labels"][shortest, min(lengths) :] == -100).all()
     with pytest.raises(ValueError, match="max_target_length"):
         make_examples(tokenizer, rows(4), "description", max_source_length=32, max_target_length=20)
 
@@ -52,8 +74,9 @@ def test_train_then_predict_writes_parsed_table(tiny_byt5, tmp_path):
     assert saved["best_eval_loss"] == summary["best_eval_loss"] and summary["train_gflops_per_step"] > 0
     losses = [h["eval_loss"] for h in summary["log_history"] if "eval_loss" in h]
     assert len(losses) == 3
-    table, info = predict_labeler(tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 2,
-                                                               "max_new_tokens": 8, "max_source_length": 32})
+    table, info = predict_labeler(
+        tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 2, "max_new_tokens": 8, "max_source_length": 32}
+    )
     assert table["indoml_id"].tolist() == list(range(6))
     assert {"text", "parse_ok", "finished", *LEVELS} <= set(table.columns)
     # 8 bytes cannot hold a full target: every row is an unfinished parse failure, never a label
@@ -61,8 +84,12 @@ def test_train_then_predict_writes_parsed_table(tiny_byt5, tmp_path):
     assert table["supergroup"].isna().all()
     assert info["predict_gflops_per_batch"] is None  # FLOPs are counted only on request
 
-    counted, counted_info = predict_labeler(tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 2,
-                                            "max_new_tokens": 8, "max_source_length": 32}, count_batch_flops=True)
+    counted, counted_info = predict_labeler(
+        tmp_path / "model",
+        rows(6),
+        {"batch_size": 4, "num_beams": 2, "max_new_tokens": 8, "max_source_length": 32},
+        count_batch_flops=True,
+    )
     assert counted_info["predict_gflops_per_batch"] > 0
     pd.testing.assert_frame_equal(counted, table)  # the counting pass changes nothing
 
@@ -74,8 +101,15 @@ class KillAfterFirstSave(TrainerCallback):
 
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_byt5, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS,
-                      extra_callbacks=[KillAfterFirstSave()])
+        train_labeler(
+            tiny_byt5,
+            rows(),
+            rows(8),
+            tmp_path / "model",
+            tmp_path / "ckpt",
+            PARAMS,
+            extra_callbacks=[KillAfterFirstSave()],
+        )
     assert list((tmp_path / "ckpt").glob("checkpoint-*"))
     summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS)
     assert summary["resumed_from"] and summary["resumed_from"].endswith("checkpoint-3")
@@ -84,8 +118,15 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_byt5, tmp_path):
 
 def test_checkpoints_of_another_run_are_not_resumed(tiny_byt5, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS,
-                      extra_callbacks=[KillAfterFirstSave()])
+        train_labeler(
+            tiny_byt5,
+            rows(),
+            rows(8),
+            tmp_path / "model",
+            tmp_path / "ckpt",
+            PARAMS,
+            extra_callbacks=[KillAfterFirstSave()],
+        )
     changed = {**PARAMS, "learning_rate": 1e-3, "num_train_epochs": 1}
     summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", changed)
     assert summary["resumed_from"] is None and summary["global_step"] == 3
@@ -114,8 +155,9 @@ def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing
     new = rows(4)
     new["retailer"] = ["never seen", "shop1", "shop2", "shop0"]
     new.loc[0, "price"] = float("nan")
-    table, info = predict_labeler(tmp_path / "model", new, {"batch_size": 2, "num_beams": 2, "max_new_tokens": 8,
-                                                             "max_source_length": 32})
+    table, info = predict_labeler(
+        tmp_path / "model", new, {"batch_size": 2, "num_beams": 2, "max_new_tokens": 8, "max_source_length": 32}
+    )
     assert info["kind"] == "multimodal" and len(table) == 4 and table["text"].notna().all()
 
 
@@ -123,27 +165,36 @@ def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing
 def test_auto_lengths_follow_the_training_texts_and_explicit_values_stay(tiny_byt5):
     from transformers import AutoTokenizer
 
-    from prodcat.labelers.seq2seq import resolve_training_lengths
     from prodcat.data.target_text import format_target
+    from prodcat.labelers.seq2seq import resolve_training_lengths
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_byt5)
     train, val = rows(), rows(8)
     val.loc[0, "description"] = "a validation description longer than any in training"
     longest_source = len(val.loc[0, "description"].encode()) + 1  # bytes + EOS
     longest_target = max(len(format_target(p).encode()) + 1 for p in train[list(LEVELS)].itertuples(index=False))
-    auto = resolve_training_lengths(tokenizer, None, [train, val], "description",
-                                    {"max_source_length": "auto", "max_target_length": "auto"})
-    assert auto == {"max_source_length": longest_source + 8,  # 10 % of 54 is under the minimum margin of 8
-                    "max_target_length": longest_target + 8}
-    explicit = resolve_training_lengths(tokenizer, None, [train, val], "description",
-                                        {"max_source_length": 17, "max_target_length": 300})
+    auto = resolve_training_lengths(
+        tokenizer, None, [train, val], "description", {"max_source_length": "auto", "max_target_length": "auto"}
+    )
+    assert auto == {
+        "max_source_length": longest_source + 8,  # 10 % of 54 is under the minimum margin of 8
+        "max_target_length": longest_target + 8,
+    }
+    explicit = resolve_training_lengths(
+        tokenizer, None, [train, val], "description", {"max_source_length": 17, "max_target_length": 300}
+    )
     assert explicit == {"max_source_length": 17, "max_target_length": 300}
     long_rows = rows(2).assign(description="x" * 200)  # 201 bytes with EOS: a 10 % margin, 21
-    assert resolve_training_lengths(tokenizer, None, [long_rows], "description",
-                                    {"max_source_length": "auto", "max_target_length": 96})["max_source_length"] == 222
+    assert (
+        resolve_training_lengths(
+            tokenizer, None, [long_rows], "description", {"max_source_length": "auto", "max_target_length": 96}
+        )["max_source_length"]
+        == 222
+    )
     tokenizer.model_max_length = 30  # a model with a limit: auto stays within it
-    capped = resolve_training_lengths(tokenizer, None, [train], "description",
-                                      {"max_source_length": "auto", "max_target_length": "auto"})
+    capped = resolve_training_lengths(
+        tokenizer, None, [train], "description", {"max_source_length": "auto", "max_target_length": "auto"}
+    )
     assert capped == {"max_source_length": len("item 0") + 1 + 8, "max_target_length": 30}
     with pytest.raises(ValueError, match="set it to auto"):  # and a target that does not fit says so
         make_examples(tokenizer, train, "description", **capped)

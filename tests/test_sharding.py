@@ -40,14 +40,18 @@ def rows():
     """30 rows whose prompts have many different lengths (1 to 9 words), some prices missing."""
     rng = np.random.default_rng(3)
     n = 30
-    return pd.DataFrame({
-        "indoml_id": np.arange(500, 500 + n, dtype="int64")[::-1].copy(),  # ids not in sorted order
-        "description": [" ".join(rng.choice(WORDS, size=rng.integers(1, 10))) for _ in range(n)],
-        "retailer": "r1",
-        "price": [np.nan if i % 5 == 0 else round(0.5 + i * 0.37, 2) for i in range(n)],
-        "supergroup": "food", "group": "grocery", "module": "misc",
-        "brand": [WORDS[i % len(WORDS)] for i in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "indoml_id": np.arange(500, 500 + n, dtype="int64")[::-1].copy(),  # ids not in sorted order
+            "description": [" ".join(rng.choice(WORDS, size=rng.integers(1, 10))) for _ in range(n)],
+            "retailer": "r1",
+            "price": [np.nan if i % 5 == 0 else round(0.5 + i * 0.37, 2) for i in range(n)],
+            "supergroup": "food",
+            "group": "grocery",
+            "module": "misc",
+            "brand": [WORDS[i % len(WORDS)] for i in range(n)],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,7 @@ def base(tmp_path_factory, rows):
 
 
 # ---- the plan ------------------------------------------------------------------------------------
+
 
 def test_shard_batches_split_the_same_batches_round_robin():
     lengths = np.array([5, 9, 9, 3, 7, 5, 1, 8, 2, 6, 4])
@@ -110,6 +115,7 @@ def test_prompts_are_tokenised_a_chunk_or_a_batch_at_a_time(base, rows, monkeypa
 
 
 # ---- names do not depend on the shard count -----------------------------------------------------
+
 
 def _gathered(fn, model_dir, rows, shards):
     parts = [fn(model_dir, rows, TEMPLATES, GEN, shard=k, shards=shards) for k in range(shards)]
@@ -154,11 +160,21 @@ def test_gather_refuses_a_row_in_two_shards_or_in_none():
 
 # ---- the workflow: 3 shards against 1, and a killed run ------------------------------------------
 
+
 def _snakemake_args(results: Path, shards: int, target: str) -> list[str]:
     overlay = results.parent / f"shards{shards}.yaml"
     overlay.write_text(yaml.safe_dump({"results": str(results), "namer": {"shards": shards}}))
-    return ["--cores", "1", "--resources", "gpu=1", "--configfile", ".test/config.yaml", str(overlay),
-            "--", str(results / target)]
+    return [
+        "--cores",
+        "1",
+        "--resources",
+        "gpu=1",
+        "--configfile",
+        ".test/config.yaml",
+        str(overlay),
+        "--",
+        str(results / target),
+    ]
 
 
 def _planned_jobs(text: str) -> set[tuple[str, str]]:
@@ -190,9 +206,15 @@ def test_killed_sharded_run_redoes_only_unfinished_shards_and_names_match_one_sh
     # 3 shards, one job at a time, killed outright (SIGKILL to Snakemake and its job, as a lost node
     # or the OOM killer would) as soon as the first shard has finished. (SIGTERM can deadlock
     # Snakemake 9.27: its handler takes a lock the main thread may be holding.)
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *_snakemake_args(results, 3, target)], cwd=REPO,
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *_snakemake_args(results, 3, target)],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     log, shard_of_job, finished, job = [], {}, None, None
     for line in proc.stderr:
         log.append(line)
@@ -215,13 +237,15 @@ def test_killed_sharded_run_redoes_only_unfinished_shards_and_names_match_one_sh
     dry = run_snakemake("-n", *_snakemake_args(results, 3, target))
     planned = _planned_jobs(dry.stdout + dry.stderr)
     unfinished = {str(k) for k in range(3)} - {finished}
-    assert planned == {("synthesize_names", f"split=train, shard={k}") for k in unfinished} | \
-        {("gather_names", "which=teacher, split=train")}, sorted(planned)
+    assert planned == {("synthesize_names", f"split=train, shard={k}") for k in unfinished} | {
+        ("gather_names", "which=teacher, split=train")
+    }, sorted(planned)
 
     rerun = run_snakemake(*_snakemake_args(results, 3, target))
     ran = _planned_jobs(rerun.stderr)
-    assert {job for job in ran if job[0] == "synthesize_names"} == \
-        {("synthesize_names", f"split=train, shard={k}") for k in unfinished}
+    assert {job for job in ran if job[0] == "synthesize_names"} == {
+        ("synthesize_names", f"split=train, shard={k}") for k in unfinished
+    }
     three_shards = pd.read_parquet(results / target)
     pd.testing.assert_frame_equal(three_shards, one_shard)
     # names differ from row to row (the .test teacher is a pretrained stand-in), so equal tables

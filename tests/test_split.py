@@ -12,8 +12,18 @@ def big_rows(n_paths=60, seed=0):
     for p in range(n_paths):
         size = int(rng.integers(1, 40))
         for _ in range(size):
-            records.append({"indoml_id": i, "description": f"d{i}", "retailer": "r", "price": 1.0,
-                            "supergroup": f"sg{p % 5}", "group": f"g{p % 11}", "module": f"m{p}", "brand": f"b{p % 17}"})
+            records.append(
+                {
+                    "indoml_id": i,
+                    "description": f"d{i}",
+                    "retailer": "r",
+                    "price": 1.0,
+                    "supergroup": f"sg{p % 5}",
+                    "group": f"g{p % 11}",
+                    "module": f"m{p}",
+                    "brand": f"b{p % 17}",
+                }
+            )
             i += 1
     # sorted by label, as the datathon's file is
     return pd.DataFrame(records).sort_values(list(LEVELS)).reset_index(drop=True)
@@ -81,8 +91,19 @@ def test_split_cli_writes_train_validation_and_report_together_or_not_at_all(tmp
     big_rows(8).to_parquet(data)
     (tmp_path / "a_file").write_text("x")
     train, report = tmp_path / "out" / "train.parquet", tmp_path / "out" / "report.json"
-    status = main(["split", "--data", str(data), "--train", str(train), "--val", str(tmp_path / "a_file" / "val.parquet"),
-                   "--report", str(report)])
+    status = main(
+        [
+            "split",
+            "--data",
+            str(data),
+            "--train",
+            str(train),
+            "--val",
+            str(tmp_path / "a_file" / "val.parquet"),
+            "--report",
+            str(report),
+        ]
+    )
     assert status == 2 and "a_file/val.parquet" in capsys.readouterr().err
     assert not train.exists() and not report.exists() and not list(tmp_path.rglob("*.tmp"))
     status = main(["split", "--data", str(data), "--train", str(train), "--val", str(train), "--report", str(report)])
@@ -92,15 +113,35 @@ def test_split_cli_writes_train_validation_and_report_together_or_not_at_all(tmp
     assert train.exists() and val.exists() and report.exists()
 
 
-@pytest.mark.parametrize("argument, value", [("--fraction", "0"), ("--fraction", "1"), ("--fraction", "nan"),
-                                             ("--fraction", "-0.2"), ("--seed", "-1"), ("--seed", "1.5")])
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("--fraction", "0"),
+        ("--fraction", "1"),
+        ("--fraction", "nan"),
+        ("--fraction", "-0.2"),
+        ("--seed", "-1"),
+        ("--seed", "1.5"),
+    ],
+)
 def test_split_cli_refuses_bad_fraction_and_seed_with_exit_2(tmp_path, capsys, argument, value):
     from prodcat.cli import main
 
     data = tmp_path / "rows.parquet"
     big_rows(5).to_parquet(data)
     with pytest.raises(SystemExit) as info:
-        main(["split", "--data", str(data), "--train", str(tmp_path / "t.parquet"), "--val", str(tmp_path / "v.parquet"),
-              argument, value])
+        main(
+            [
+                "split",
+                "--data",
+                str(data),
+                "--train",
+                str(tmp_path / "t.parquet"),
+                "--val",
+                str(tmp_path / "v.parquet"),
+                argument,
+                value,
+            ]
+        )
     assert info.value.code == 2 and f"argument {argument}" in capsys.readouterr().err
     assert not (tmp_path / "t.parquet").exists()

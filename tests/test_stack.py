@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.hierarchy import Hierarchy
 from prodcat.ensemble.stack import Layout, StackModel, cross_fit_stack, fit_stack, fold_of_rows
 from prodcat.ensemble.vote import vote_predictions
+from prodcat.runtime.errors import InputError
 
 PATHS = [
     ("dairy", "milk", "fresh milk", "glenmoor"),
@@ -59,8 +59,11 @@ def synthetic_members(n_rows, seed, accuracy=(0.85, 0.45, 0.45), shared_error=0.
             own = (truth_idx + 1 + rng.integers(0, len(PATHS) - 1, n_rows)) % len(PATHS)
             wrong_path = np.where(rng.random(n_rows) < shared_error, decoy, own)
         chosen = np.where(right, truth_idx, wrong_path)
-        logprob = np.where(right, rng.normal(-1.0, 0.6, n_rows), rng.normal(-3.0, 0.6, n_rows)) if m == 0 else \
-            rng.normal(-2.0, 1.0, n_rows)
+        logprob = (
+            np.where(right, rng.normal(-1.0, 0.6, n_rows), rng.normal(-3.0, 0.6, n_rows))
+            if m == 0
+            else rng.normal(-2.0, 1.0, n_rows)
+        )
         members.append(table(ids, [PATHS[i] for i in chosen], logprob=logprob, logprob_per_token=logprob / 10))
     return truth, members
 
@@ -78,14 +81,18 @@ def test_candidates_and_features_of_a_hand_made_row(hierarchy):
     # path (it proposes nothing), weak2 path 6; row 2: nobody proposes a valid path
     ids = [1, 2, 3]
     invalid = ("snacks", "crisps", "no such module", "crunchco")
-    members = [table(ids, [PATHS[0], PATHS[5], None], logprob=[-1.0, -2.0, -9.0]),
-               table(ids, [PATHS[0], invalid, invalid], logprob=[-3.0, -1.0, -9.0]),
-               table(ids, [PATHS[2], PATHS[6], None])]
+    members = [
+        table(ids, [PATHS[0], PATHS[5], None], logprob=[-1.0, -2.0, -9.0]),
+        table(ids, [PATHS[0], invalid, invalid], logprob=[-3.0, -1.0, -9.0]),
+        table(ids, [PATHS[2], PATHS[6], None]),
+    ]
     truth = table(ids, [PATHS[0], PATHS[6], PATHS[3]])
     model = fit_stack(members, NAMES, truth, hierarchy, {"inner_folds": 2, "folds": 2})
-    assert model.feature_names == Layout(tuple(NAMES), {"strong": ["logprob"], "weak1": ["logprob"], "weak2": []},
-                                         {}, False).feature_names()
-    from prodcat.ensemble.stack import _PathLookup, _features, _read_members, _with_context
+    assert (
+        model.feature_names
+        == Layout(tuple(NAMES), {"strong": ["logprob"], "weak1": ["logprob"], "weak2": []}, {}, False).feature_names()
+    )
+    from prodcat.ensemble.stack import _features, _PathLookup, _read_members, _with_context
 
     lookup = _PathLookup(hierarchy)
     arrays = _read_members(members, NAMES, lookup, model.layout.score_columns)
@@ -94,7 +101,13 @@ def test_candidates_and_features_of_a_hand_made_row(hierarchy):
     f = dict(zip(model.feature_names, features.T))
     # each member's distinct valid path, in member order (slot = member + 1); row 2 falls back to
     # the vote's path (slot 0): weak1's valid snacks > crisps, the most frequent module there, its brand
-    assert list(zip(row.tolist(), slot.tolist(), path.tolist())) == [(0, 1, 0), (0, 3, 2), (1, 1, 5), (1, 3, 6), (2, 0, 5)]
+    assert list(zip(row.tolist(), slot.tolist(), path.tolist())) == [
+        (0, 1, 0),
+        (0, 3, 2),
+        (1, 1, 5),
+        (1, 3, 6),
+        (2, 0, 5),
+    ]
     assert f["is_vote"][0] == 1 and f["is_vote"][1] == 0 and f["is_vote"][4] == 1
     assert f["strong.proposed"][0] == 1 and f["weak1.proposed"][0] == 1 and f["weak2.proposed"][0] == 0
     assert f["support_share"][0] == pytest.approx(2 / 3) and f["support_share"][4] == 0
@@ -104,26 +117,37 @@ def test_candidates_and_features_of_a_hand_made_row(hierarchy):
     assert f["log_path_count"][0] == pytest.approx(np.log1p(40))
     assert f["weak2.proposed"][1] == 1 and f["strong.proposed"][1] == 0 and f["strong.logprob_rank"][1] == 0
     # strong and weak2 are right once, weak1 never: strong ranks first (member order breaks the tie)
-    assert model.statistics.item_accuracy == {"strong": pytest.approx(1 / 3), "weak1": pytest.approx(1 / 3),
-                                              "weak2": pytest.approx(1 / 3)}
+    assert model.statistics.item_accuracy == {
+        "strong": pytest.approx(1 / 3),
+        "weak1": pytest.approx(1 / 3),
+        "weak2": pytest.approx(1 / 3),
+    }
     assert f["best_proposer_rank"][0] == 1.0 and f["best_proposer_rank"][1] == pytest.approx(1 / 3)
     out = model.predict(members, NAMES, hierarchy)
     assert tuple(out.loc[2, list(LEVELS)]) == PATHS[5] and out.loc[2, "stack_proposers"] == ""
 
 
 def test_candidate_scores_let_members_speak_about_paths_they_did_not_write(hierarchy):
-    from prodcat.ensemble.stack import _PathLookup, _features, _read_members, _with_context
+    from prodcat.ensemble.stack import _features, _PathLookup, _read_members, _with_context
 
     ids = [1, 2]
     members = [table(ids, [PATHS[0], PATHS[5]]), table(ids, [PATHS[1], PATHS[5]])]
-    scores = {"a": table([1, 1, 2], [PATHS[0], PATHS[1], PATHS[5]], logprob=[-2.0, -1.0, -500.0],
-                         logprob_per_token=[-0.1, -0.05, -50.0])}
+    scores = {
+        "a": table(
+            [1, 1, 2],
+            [PATHS[0], PATHS[1], PATHS[5]],
+            logprob=[-2.0, -1.0, -500.0],
+            logprob_per_token=[-0.1, -0.05, -50.0],
+        )
+    }
     truth = table(ids, [PATHS[1], PATHS[5]])
     model = fit_stack(members, ["a", "b"], truth, hierarchy, {"folds": 2, "inner_folds": 2}, candidate_scores=scores)
     assert model.layout.candidate_columns == {"a": ["logprob", "logprob_per_token"]}
     lookup = _PathLookup(hierarchy)
     arrays = _read_members(members, ["a", "b"], lookup, model.layout.score_columns)
-    arrays = _with_context(arrays, members, ["a", "b"], hierarchy, lookup, model.statistics.level_accuracy, scores, None)
+    arrays = _with_context(
+        arrays, members, ["a", "b"], hierarchy, lookup, model.statistics.level_accuracy, scores, None
+    )
     _, _, path, features = _features(arrays, model.layout, model.statistics, lookup)
     f = dict(zip(model.feature_names, features.T))
     assert path.tolist() == [0, 1, 5]
@@ -149,7 +173,10 @@ def test_stack_beats_a_vote_that_loses_to_its_best_member(hierarchy):
     test_members = [m.assign(indoml_id=m["indoml_id"] + 10_000) for m in test_members]
     test_truth = test_truth.assign(indoml_id=test_truth["indoml_id"] + 10_000)
     model = fit_stack(members, NAMES, truth, hierarchy)
-    assert item_accuracy(model.predict(test_members, NAMES, hierarchy), test_truth) >= item_accuracy(test_members[0], test_truth) + 0.01
+    assert (
+        item_accuracy(model.predict(test_members, NAMES, hierarchy), test_truth)
+        >= item_accuracy(test_members[0], test_truth) + 0.01
+    )
 
 
 def test_cross_fitting_never_scores_a_row_with_a_model_that_saw_it(hierarchy):
@@ -200,7 +227,12 @@ def test_fit_and_predict_are_deterministic_and_ignore_row_and_member_order(hiera
     _, fresh = synthetic_members(100, seed=7)
     expected = a.predict(fresh, NAMES, hierarchy)
     shuffled = [m.sample(frac=1.0, random_state=k) for k, m in enumerate(fresh)]
-    got = a.predict(shuffled[::-1], NAMES[::-1], hierarchy).set_index("indoml_id").loc[expected["indoml_id"]].reset_index()
+    got = (
+        a.predict(shuffled[::-1], NAMES[::-1], hierarchy)
+        .set_index("indoml_id")
+        .loc[expected["indoml_id"]]
+        .reset_index()
+    )
     pd.testing.assert_frame_equal(got, expected)
     first, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy)
     second, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy)
@@ -237,7 +269,9 @@ def test_cli_fits_cross_fits_and_applies_and_refuses_bad_input(hierarchy, tmp_pa
 
     hierarchy.to_json(tmp_path / "hierarchy.json")
     truth, members = synthetic_members(120, seed=9)
-    rows = truth.assign(description=[f"{b[:4]} {m}" for b, m in zip(truth["brand"], truth["module"])], retailer="r", price=1.0)
+    rows = truth.assign(
+        description=[f"{b[:4]} {m}" for b, m in zip(truth["brand"], truth["module"])], retailer="r", price=1.0
+    )
     rows.to_parquet(tmp_path / "val.parquet")
     named = []
     for name, frame in zip(NAMES, members):
@@ -247,20 +281,55 @@ def test_cli_fits_cross_fits_and_applies_and_refuses_bad_input(hierarchy, tmp_pa
     scores.to_parquet(tmp_path / "weak1.candidates.parquet")
     with_scores = ["--scores", f"weak1={tmp_path / 'weak1.candidates.parquet'}"]
     common = ["--hierarchy", str(tmp_path / "hierarchy.json")]
-    assert main(["stack-fit", *common, "--truth", str(tmp_path / "val.parquet"), "--model", str(tmp_path / "m.json"),
-                 "--out", str(tmp_path / "cv.parquet"), "--folds", "3", "--C", "0.5,2", "--descriptions", *with_scores,
-                 *named]) == 0
+    assert (
+        main(
+            [
+                "stack-fit",
+                *common,
+                "--truth",
+                str(tmp_path / "val.parquet"),
+                "--model",
+                str(tmp_path / "m.json"),
+                "--out",
+                str(tmp_path / "cv.parquet"),
+                "--folds",
+                "3",
+                "--C",
+                "0.5,2",
+                "--descriptions",
+                *with_scores,
+                *named,
+            ]
+        )
+        == 0
+    )
     saved = json.loads((tmp_path / "m.json").read_text())
-    assert saved["params"]["C"] == [0.5, 2.0] and saved["descriptions"] and list(saved["candidate_columns"]) == ["weak1"]
+    assert (
+        saved["params"]["C"] == [0.5, 2.0] and saved["descriptions"] and list(saved["candidate_columns"]) == ["weak1"]
+    )
     kwargs = dict(candidate_scores={"weak1": scores}, rows=rows)
     expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3, "C": [0.5, 2.0]}, **kwargs)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet"), expected)
     assert saved["validation"]["cross_fitted_item_accuracy"] == pytest.approx(item_accuracy(expected, truth))
     apply = ["stack-apply", *common, "--model", str(tmp_path / "m.json")]
-    assert main([*apply, "--out", str(tmp_path / "a.parquet"), "--rows", str(tmp_path / "val.parquet"), *with_scores,
-                 *named[::-1]]) == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"),
-                                  StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy, **kwargs))
+    assert (
+        main(
+            [
+                *apply,
+                "--out",
+                str(tmp_path / "a.parquet"),
+                "--rows",
+                str(tmp_path / "val.parquet"),
+                *with_scores,
+                *named[::-1],
+            ]
+        )
+        == 0
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "a.parquet"),
+        StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy, **kwargs),
+    )
     capsys.readouterr()
     # a member the model does not know, a missing model, missing scores or rows, too few rows for the
     # folds: exit 2, a message naming the file and what is wrong, nothing written
@@ -276,8 +345,24 @@ def test_cli_fits_cross_fits_and_applies_and_refuses_bad_input(hierarchy, tmp_pa
     assert main([*apply, *out, *with_scores, *named]) == 2
     assert "--rows" in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
-    assert main(["stack-fit", *common, "--truth", str(tmp_path / "val.parquet"), "--model", str(tmp_path / "m2.json"),
-                 "--out", str(tmp_path / "cv2.parquet"), "--folds", "500", *named]) == 2
+    assert (
+        main(
+            [
+                "stack-fit",
+                *common,
+                "--truth",
+                str(tmp_path / "val.parquet"),
+                "--model",
+                str(tmp_path / "m2.json"),
+                "--out",
+                str(tmp_path / "cv2.parquet"),
+                "--folds",
+                "500",
+                *named,
+            ]
+        )
+        == 2
+    )
     assert "--folds 500" in capsys.readouterr().err
     assert not (tmp_path / "m2.json").exists() and not (tmp_path / "cv2.parquet").exists()
 
@@ -307,18 +392,34 @@ def test_an_arbiter_that_cannot_tell_better_defers_to_the_best_member(hierarchy)
 def test_report_sets_vote_and_stack_beside_the_best_member_at_the_same_stage():
     from prodcat.report.tables import ensemble_comparison, ensemble_section
 
-    records = [("a", "constrained", 0.50), ("b", "raw", 0.70), ("b", "constrained", 0.99),  # b's constrained is its raw
-               ("e", "constrained", 0.60), ("e_stack", "constrained", 0.72)]
-    metrics = pd.DataFrame([{"model": m, "stage": s, "split": split, "item_accuracy": acc + (0.01 if split == "test" else 0)}
-                            for m, s, acc in records for split in ("val", "test")])
-    comparisons = [{"ensemble": "e", "stacked": "e_stack", "stage": "constrained", "members": {"a": "constrained", "b": "raw"}}]
+    records = [
+        ("a", "constrained", 0.50),
+        ("b", "raw", 0.70),
+        ("b", "constrained", 0.99),  # b's constrained is its raw
+        ("e", "constrained", 0.60),
+        ("e_stack", "constrained", 0.72),
+    ]
+    metrics = pd.DataFrame(
+        [
+            {"model": m, "stage": s, "split": split, "item_accuracy": acc + (0.01 if split == "test" else 0)}
+            for m, s, acc in records
+            for split in ("val", "test")
+        ]
+    )
+    comparisons = [
+        {"ensemble": "e", "stacked": "e_stack", "stage": "constrained", "members": {"a": "constrained", "b": "raw"}}
+    ]
     table = ensemble_comparison(metrics, comparisons)
     assert table["split"].tolist() == ["val", "test"] and (table["best_member"] == "b").all()
     assert table["best_member_accuracy"].tolist() == pytest.approx([0.70, 0.71])
     assert table["stack_minus_best_member"].tolist() == pytest.approx([0.02, 0.02])
     assert table["stack_minus_vote"].tolist() == pytest.approx([0.12, 0.12])
     text = ensemble_section(table, {"ensemble": "e", "stage": "constrained", "method": "stack", "model": "e_stack"})
-    assert "combined by **stack**" in text and "submission/e_stack.predict" in text and "| e | constrained | val | b |" in text
+    assert (
+        "combined by **stack**" in text
+        and "submission/e_stack.predict" in text
+        and "| e | constrained | val | b |" in text
+    )
 
 
 def ranked_alternatives(member, truth, k, seed, truth_rank_p=(0.6, 0.3, 0.1)):
@@ -334,12 +435,14 @@ def ranked_alternatives(member, truth, k, seed, truth_rank_p=(0.6, 0.3, 0.1)):
             rest.remove(right)
             rest.insert(int(rng.random() < truth_rank_p[2] / (truth_rank_p[1] + truth_rank_p[2])), right)
         for r, i in enumerate([first, *rest][:k], start=1):
-            records.append({"indoml_id": pred["indoml_id"], "rank": r, **dict(zip(LEVELS, PATHS[i])), "logprob": -float(r)})
+            records.append(
+                {"indoml_id": pred["indoml_id"], "rank": r, **dict(zip(LEVELS, PATHS[i])), "logprob": -float(r)}
+            )
     return pd.DataFrame(records)
 
 
 def test_ranked_alternatives_widen_the_candidates_and_let_the_arbiter_take_a_runner_up(hierarchy, tmp_path):
-    from prodcat.ensemble.stack import _PathLookup, _features, _read_members, _with_context
+    from prodcat.ensemble.stack import _features, _PathLookup, _read_members, _with_context
 
     # hand-made: a proposes path 0, b path 1; a's ranked list is 0, 2, 1: path 2 is a new candidate
     # (after the members' own), path 1 is not added twice
@@ -351,12 +454,23 @@ def test_ranked_alternatives_widen_the_candidates_and_let_the_arbiter_take_a_run
     assert model.layout.alternatives == {"a": 3} and "a.alternative_reciprocal_rank" in model.feature_names
     lookup = _PathLookup(hierarchy)
     arrays = _read_members(members, ["a", "b"], lookup, model.layout.score_columns)
-    arrays = _with_context(arrays, members, ["a", "b"], hierarchy, lookup, model.statistics.level_accuracy, {}, None,
-                           {"a": listed}, model.layout.alternatives)
+    arrays = _with_context(
+        arrays,
+        members,
+        ["a", "b"],
+        hierarchy,
+        lookup,
+        model.statistics.level_accuracy,
+        {},
+        None,
+        {"a": listed},
+        model.layout.alternatives,
+    )
     row, slot, path, features = _features(arrays, model.layout, model.statistics, lookup)
     assert list(zip(slot.tolist(), path.tolist())) == [(1, 0), (2, 1), (4, 2)]
-    assert dict(zip(model.feature_names, features.T))["a.alternative_reciprocal_rank"].tolist() == \
-        pytest.approx([1.0, 1 / 3, 0.5])
+    assert dict(zip(model.feature_names, features.T))["a.alternative_reciprocal_rank"].tolist() == pytest.approx(
+        [1.0, 1 / 3, 0.5]
+    )
     # the model needs what it was fit with
     with pytest.raises(InputError, match="ranked alternatives"):
         model.predict(members, ["a", "b"], hierarchy)
@@ -371,7 +485,9 @@ def test_ranked_alternatives_widen_the_candidates_and_let_the_arbiter_take_a_run
     # candidate say which; the candidates of the members' predictions alone cannot reach it
     truth, members = synthetic_members(600, seed=13)
     listed = ranked_alternatives(members[0], truth, 3, seed=14)
-    scores = candidate_scores_of([*members, listed[[c for c in listed if c not in ("rank", "logprob")]]], truth, seed=15)
+    scores = candidate_scores_of(
+        [*members, listed[[c for c in listed if c not in ("rank", "logprob")]]], truth, seed=15
+    )
     strong = item_accuracy(members[0], truth)
     without, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, candidate_scores={"weak1": scores})
     kwargs = dict(candidate_scores={"weak1": scores}, alternatives={"strong": listed})
@@ -381,8 +497,10 @@ def test_ranked_alternatives_widen_the_candidates_and_let_the_arbiter_take_a_run
     model = fit_stack(members, NAMES, truth, hierarchy, **kwargs)
     model.save(tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text())["alternatives"] == {"strong": 3}
-    pd.testing.assert_frame_equal(StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy, **kwargs),
-                                  model.predict(members, NAMES, hierarchy, **kwargs))
+    pd.testing.assert_frame_equal(
+        StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy, **kwargs),
+        model.predict(members, NAMES, hierarchy, **kwargs),
+    )
 
 
 def test_abbreviation_score_finds_receipt_shortenings_of_a_brand():
@@ -413,23 +531,50 @@ def test_cli_takes_ranked_alternatives_and_apply_refuses_a_model_without_them(hi
     alternatives = ["--alternatives", f"strong={tmp_path / 'strong.alternatives.parquet'}"]
     common = ["--hierarchy", str(tmp_path / "hierarchy.json")]
     fit = ["stack-fit", *common, "--truth", str(tmp_path / "val.parquet"), "--folds", "3"]
-    assert main([*fit, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "cv.parquet"), *alternatives, *named]) == 0
+    assert (
+        main([*fit, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "cv.parquet"), *alternatives, *named])
+        == 0
+    )
     expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3}, alternatives={"strong": listed})
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet"), expected)
     apply = ["stack-apply", *common, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "a.parquet")]
     assert main([*apply, *alternatives, *named]) == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"),
-                                  StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy,
-                                                                               alternatives={"strong": listed}))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "a.parquet"),
+        StackModel.load(tmp_path / "m.json").predict(members, NAMES, hierarchy, alternatives={"strong": listed}),
+    )
     capsys.readouterr()
     # without the alternatives it was fit with; alternatives of a non-member; a table without ranks
     assert main([*apply[:-1], str(tmp_path / "x.parquet"), *named]) == 2
     assert "m.json" in (err := capsys.readouterr().err) and "--alternatives" in err
-    assert main([*apply[:-1], str(tmp_path / "x.parquet"), "--alternatives", f"other={tmp_path / 'strong.alternatives.parquet'}",
-                 *named]) == 2
+    assert (
+        main(
+            [
+                *apply[:-1],
+                str(tmp_path / "x.parquet"),
+                "--alternatives",
+                f"other={tmp_path / 'strong.alternatives.parquet'}",
+                *named,
+            ]
+        )
+        == 2
+    )
     assert "other" in capsys.readouterr().err
     listed.drop(columns=["rank"]).to_parquet(tmp_path / "norank.parquet")
-    assert main([*fit, "--model", str(tmp_path / "m3.json"), "--out", str(tmp_path / "cv3.parquet"),
-                 "--alternatives", f"strong={tmp_path / 'norank.parquet'}", *named]) == 2
+    assert (
+        main(
+            [
+                *fit,
+                "--model",
+                str(tmp_path / "m3.json"),
+                "--out",
+                str(tmp_path / "cv3.parquet"),
+                "--alternatives",
+                f"strong={tmp_path / 'norank.parquet'}",
+                *named,
+            ]
+        )
+        == 2
+    )
     assert "norank.parquet" in (err := capsys.readouterr().err) and "rank" in err
     assert not any((tmp_path / f).exists() for f in ("x.parquet", "m3.json", "cv3.parquet"))

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.io import ingest
 from prodcat.data.submission import write_submission
+from prodcat.runtime.errors import InputError
 
 
 def _predictions():

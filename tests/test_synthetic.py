@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from prodcat import LEVELS
-from prodcat.standins import synthetic
 from prodcat.data.io import ingest, read_table
 from prodcat.data.target_text import format_target
+from prodcat.standins import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"

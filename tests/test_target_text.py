@@ -3,12 +3,15 @@ import pytest
 from prodcat.data.target_text import format_target, parse_target
 
 
-@pytest.mark.parametrize("labels", [
-    ("biscuits & confectionery & snacks", "chocolate novelties", "chocolate novelties", "cadbury creme egg"),
-    ("a, b: c", "group: not a key", "m, with, commas", "brand: x & y"),
-    ("sg", "g", "m", "b"),
-    ("a|b", "c |d", "e", "f"),
-])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ("biscuits & confectionery & snacks", "chocolate novelties", "chocolate novelties", "cadbury creme egg"),
+        ("a, b: c", "group: not a key", "m, with, commas", "brand: x & y"),
+        ("sg", "g", "m", "b"),
+        ("a|b", "c |d", "e", "f"),
+    ],
+)
 def test_round_trip_with_commas_colons_and_ampersands(labels):
     assert parse_target(format_target(labels)) == labels
 

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.hierarchy import Hierarchy
 from prodcat.ensemble.vote import vote_predictions
+from prodcat.runtime.errors import InputError
 
 NAMES = ["m0", "m1", "m2"]
 
@@ -43,7 +43,9 @@ def frames(*model_paths, ids=None):
     """One predictions table per model from per-row label tuples (None = no label)."""
     ids = list(range(1, len(model_paths[0]) + 1)) if ids is None else ids
     return [
-        pd.DataFrame({"indoml_id": pd.Series(ids, dtype="int64"), **{lv: [p[d] for p in paths] for d, lv in enumerate(LEVELS)}})
+        pd.DataFrame(
+            {"indoml_id": pd.Series(ids, dtype="int64"), **{lv: [p[d] for p in paths] for d, lv in enumerate(LEVELS)}}
+        )
         for paths in model_paths
     ]
 
@@ -251,9 +253,9 @@ def test_agrees_with_the_reference_on_random_input(mode):
     names = ["w", "x", "y", "z"]
     predictions = random_predictions(rng, hierarchy, 5000, len(names))
     # accuracies from a small set, so that models often tie on accuracy as well
-    level_accuracy = None if mode == "plain" else {
-        n: {lv: float(rng.choice([0.3, 0.4, 0.6, 0.7])) for lv in LEVELS} for n in names
-    }
+    level_accuracy = (
+        None if mode == "plain" else {n: {lv: float(rng.choice([0.3, 0.4, 0.6, 0.7])) for lv in LEVELS} for n in names}
+    )
     weighted = mode == "weighted"
     expected = reference_vote(predictions, names, hierarchy, level_accuracy, weighted)
     got = vote_predictions(predictions, names, hierarchy, level_accuracy, weighted)

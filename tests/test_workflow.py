@@ -5,11 +5,11 @@ import json
 
 import pandas as pd
 import pytest
+from tests.conftest import REPO, run_snakemake
 
 from prodcat import LEVELS
 from prodcat.cli import main
 from prodcat.report.tables import EFFICIENCY_COLUMNS, METRICS_COLUMNS, NO_CUDA, OPERATOR_COLUMNS
-from tests.conftest import REPO, run_snakemake
 
 
 def test_lint_is_clean():
@@ -21,10 +21,29 @@ def test_lint_is_clean():
 def test_dry_run_of_default_config_plans_every_stage():
     proc = run_snakemake("-n", "--config", "results=/tmp/prodcat-dryrun-results", "--quiet", "rules")
     out = proc.stdout + proc.stderr
-    for rule in ("ingest", "split", "hierarchy", "build_tiny_model", "synthesize_names", "gather_names", "train_namer",
-                 "infer_names", "train_labeler", "predict_labeler", "correct", "level_accuracy", "vote",
-                 "fit_stack", "apply_stack", "evaluate", "report_tables", "plots", "submission", "name_quality",
-                 "manifest"):
+    for rule in (
+        "ingest",
+        "split",
+        "hierarchy",
+        "build_tiny_model",
+        "synthesize_names",
+        "gather_names",
+        "train_namer",
+        "infer_names",
+        "train_labeler",
+        "predict_labeler",
+        "correct",
+        "level_accuracy",
+        "vote",
+        "fit_stack",
+        "apply_stack",
+        "evaluate",
+        "report_tables",
+        "plots",
+        "submission",
+        "name_quality",
+        "manifest",
+    ):
         assert rule in out, f"{rule} missing from the dry run:\n{out}"
 
 
@@ -41,8 +60,14 @@ def test_runs_from_the_venv_snakemake_without_the_venv_on_path(tmp_path):
     results = tmp_path / "results"
     target = results / "data" / "hierarchy.json"
     snakemake = os.path.join(os.path.dirname(sys.executable), "snakemake")  # .venv/bin/snakemake under make test
-    proc = subprocess.run([snakemake, "--cores", "1", "--config", f"results={results}", "--", str(target)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [snakemake, "--cores", "1", "--config", f"results={results}", "--", str(target)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert json.loads(target.read_text())["paths"]
     assert "command not found" not in (results / "logs" / "ingest" / "train.log").read_text()
@@ -53,17 +78,27 @@ def test_runs_from_the_venv_snakemake_without_the_venv_on_path(tmp_path):
 BAD_CONFIGS = {
     "unknown_key": ("split: {fraction: 0.1, seed: 42, sneaky: 1}", "'sneaky' was unexpected"),
     "wrong_type": ("split: {fraction: high, seed: 42}", "'high' is not of type 'number'"),
-    "member_not_a_labeler": ("ensemble: {members: {ensemble: [byt5, nope]}}",
-                             "config: ensemble.members.ensemble names 'nope', which is not under labelers"),
-    "ensemble_named_like_a_labeler": ("ensemble: {members: {byt5: [byt5, flant5]}, submit: byt5}",
-                                      "config: ensemble name 'byt5' is also a labeler name"),
-    "labeler_named_like_a_stack": ("labelers: {ensemble_stack: {kind: charngram}}",
-                                   "config: ensemble_stack names the stacked 'ensemble'"),
-    "submit_not_an_ensemble": ("ensemble: {submit: nope}",
-                               "config: ensemble.submit is 'nope', not one of ensemble.members"),
+    "member_not_a_labeler": (
+        "ensemble: {members: {ensemble: [byt5, nope]}}",
+        "config: ensemble.members.ensemble names 'nope', which is not under labelers",
+    ),
+    "ensemble_named_like_a_labeler": (
+        "ensemble: {members: {byt5: [byt5, flant5]}, submit: byt5}",
+        "config: ensemble name 'byt5' is also a labeler name",
+    ),
+    "labeler_named_like_a_stack": (
+        "labelers: {ensemble_stack: {kind: charngram}}",
+        "config: ensemble_stack names the stacked 'ensemble'",
+    ),
+    "submit_not_an_ensemble": (
+        "ensemble: {submit: nope}",
+        "config: ensemble.submit is 'nope', not one of ensemble.members",
+    ),
     "namer_base_unknown": ("namer: {base: nope}", "config: namer.base is 'nope', but tiny has no such key"),
-    "labeler_base_unknown": ("labelers: {byt5: {base: nope}}",
-                             "config: labelers.byt5.base is 'nope', but tiny has no such key"),
+    "labeler_base_unknown": (
+        "labelers: {byt5: {base: nope}}",
+        "config: labelers.byt5.base is 'nope', but tiny has no such key",
+    ),
 }
 
 
@@ -147,7 +182,9 @@ def test_whole_dag_runs_on_test_data(finished_run):
     # the stack's validation rows are its cross-fitted ones, as its fit recorded them
     for stage in ("corrected", "joint", "constrained"):
         fitted = json.loads((results / "ensemble" / f"ensemble_ngram.{stage}.stack.json").read_text())
-        row = metrics[(metrics["model"] == "ensemble_ngram_stack") & (metrics["stage"] == stage) & (metrics["split"] == "val")]
+        row = metrics[
+            (metrics["model"] == "ensemble_ngram_stack") & (metrics["stage"] == stage) & (metrics["split"] == "val")
+        ]
         assert fitted["validation"]["cross_fitted_item_accuracy"] == pytest.approx(float(row["item_accuracy"].iloc[0]))
         assert fitted["members"] == ["byt5", "flant5", "mmbyt5", "charngram"]
     # vote and stack side by side, and which one the submission uses (config.yaml: stack)
@@ -175,15 +212,22 @@ def test_whole_dag_runs_on_test_data(finished_run):
     assert set(efficiency["model"]) == {"byt5", "flant5", "mmbyt5", "charngram", "namer"}
     neural = efficiency[efficiency["model"] != "charngram"]
     assert (efficiency["parameters"] > 0).all() and (neural["train_gflops_per_step"] > 0).all()
-    assert (efficiency.set_index("model").loc[["byt5", "flant5", "mmbyt5"], "constrained_predict_seconds_per_1k"] > 0).all()
+    assert (
+        efficiency.set_index("model").loc[["byt5", "flant5", "mmbyt5"], "constrained_predict_seconds_per_1k"] > 0
+    ).all()
     # the paper's profiler columns: every Trainer-trained model profiled (CPU here), charngram n/a
     profiled = efficiency.set_index("model").loc[["byt5", "flant5", "mmbyt5", "namer"]]
     assert (profiled["train_step_self_cpu_ms"].astype(float) > 0).all()
     assert (profiled["train_step_self_cuda_ms"] == NO_CUDA).all() and (profiled["predict_seconds_per_batch"] > 0).all()
     assert (profiled["train_profiling_seconds"].astype(float) > 0).all()
-    written = pd.read_csv(results / "report" / "efficiency.csv", keep_default_na=False).set_index("model")  # "n/a" as written
+    written = pd.read_csv(results / "report" / "efficiency.csv", keep_default_na=False).set_index(
+        "model"
+    )  # "n/a" as written
     assert (written.loc["charngram", ["train_step_self_cpu_ms", "train_step_self_cuda_ms"]] == "n/a").all()
-    assert "mean of 3 optimizer step(s) recorded by torch.profiler (CPU activities)" in (results / "report" / "efficiency.md").read_text()
+    assert (
+        "mean of 3 optimizer step(s) recorded by torch.profiler (CPU activities)"
+        in (results / "report" / "efficiency.md").read_text()
+    )
     operators = pd.read_csv(results / "report" / "operators.csv")
     assert list(operators.columns) == OPERATOR_COLUMNS
     assert set(operators["model"]) == {"byt5", "flant5", "mmbyt5", "namer"}
@@ -193,8 +237,16 @@ def test_whole_dag_runs_on_test_data(finished_run):
     for model in ("byt5", "flant5", "mmbyt5", "namer"):
         assert (results / "models" / model / "profile" / "trace.json.gz").stat().st_size > 0
     test_rows = sum(1 for _ in open(REPO / ".test" / "data" / "test.features"))
-    for model in ("ensemble", "ensemble_ngram", "ensemble_stack", "ensemble_ngram_stack", "byt5", "flant5", "mmbyt5",
-                  "charngram"):
+    for model in (
+        "ensemble",
+        "ensemble_ngram",
+        "ensemble_stack",
+        "ensemble_ngram_stack",
+        "byt5",
+        "flant5",
+        "mmbyt5",
+        "charngram",
+    ):
         assert sum(1 for _ in open(results / "submission" / f"{model}.predict")) == test_rows
     log = (results / "logs" / "train_labeler" / "byt5.log").read_text()
     assert "device: cpu" in log and "eval_loss" in log
@@ -207,14 +259,28 @@ def test_whole_dag_runs_on_test_data(finished_run):
 @pytest.mark.slow
 def test_submission_round_trips_through_ingest(finished_run, tmp_path):
     out = tmp_path / "joined.parquet"
-    assert main(["ingest", "--features", str(REPO / ".test/data/test.features"),
-                 "--labels", str(finished_run / "submission" / "ensemble.predict"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                "--features",
+                str(REPO / ".test/data/test.features"),
+                "--labels",
+                str(finished_run / "submission" / "ensemble.predict"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert set(LEVELS) <= set(pd.read_parquet(out).columns)
 
 
 @pytest.mark.slow
 def test_rerun_finds_nothing_to_do(finished_run):
-    proc = run_snakemake("-n", "--cores", "2", "--configfile", ".test/config.yaml", "--config", f"results={finished_run}")
+    proc = run_snakemake(
+        "-n", "--cores", "2", "--configfile", ".test/config.yaml", "--config", f"results={finished_run}"
+    )
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
@@ -227,7 +293,12 @@ def test_html_report_holds_tables_and_figures(finished_run):
         assert name in html
     # the banner, and each table's caption and label
     assert "Tiny stand-ins, not the real models." in html
-    for text in ("Table 1: item accuracy", "Table 2, efficiency per model", "Table 3, the operators", "Name quality: chrF"):
+    for text in (
+        "Table 1: item accuracy",
+        "Table 2, efficiency per model",
+        "Table 3, the operators",
+        "Name quality: chrF",
+    ):
         assert text in html, text
     assert "top operators of a training step" in html
 
@@ -242,8 +313,22 @@ def test_predict_new_file_with_unseen_retailers_missing_prices_and_odd_character
     ]
     new.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "labels.parquet"
-    assert main(["predict", "--models", str(finished_run), "--input", str(new), "--out", str(out),
-                 "--keep", str(tmp_path / "keep")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--models",
+                str(finished_run),
+                "--input",
+                str(new),
+                "--out",
+                str(out),
+                "--keep",
+                str(tmp_path / "keep"),
+            ]
+        )
+        == 0
+    )
     labels = pd.read_parquet(out)
     assert labels["indoml_id"].tolist() == [1, 2, 3]
     hierarchy = json.loads((finished_run / "data" / "hierarchy.json").read_text())
@@ -256,10 +341,24 @@ def test_predict_new_file_with_unseen_retailers_missing_prices_and_odd_character
     assert {"stack_score", "stack_candidates", "stack_proposers"} <= set(labels.columns)
     applied = tmp_path / "applied.parquet"
     members = ("byt5", "flant5", "mmbyt5")
-    assert main(["stack-apply", "--model", str(finished_run / "ensemble" / "ensemble.corrected.stack.json"),
-                 "--hierarchy", str(finished_run / "data" / "hierarchy.json"), "--out", str(applied), "--rows", str(new),
-                 *[f"--scores={m}={tmp_path / 'keep' / f'{m}.candidates.parquet'}" for m in members],
-                 *[f"{m}={tmp_path / 'keep' / f'{m}.corrected.parquet'}" for m in members]]) == 0
+    assert (
+        main(
+            [
+                "stack-apply",
+                "--model",
+                str(finished_run / "ensemble" / "ensemble.corrected.stack.json"),
+                "--hierarchy",
+                str(finished_run / "data" / "hierarchy.json"),
+                "--out",
+                str(applied),
+                "--rows",
+                str(new),
+                *[f"--scores={m}={tmp_path / 'keep' / f'{m}.candidates.parquet'}" for m in members],
+                *[f"{m}={tmp_path / 'keep' / f'{m}.corrected.parquet'}" for m in members],
+            ]
+        )
+        == 0
+    )
     pd.testing.assert_frame_equal(pd.read_parquet(applied), labels[pd.read_parquet(applied).columns])
     # bad input: the same rules as ingest, exit 2, nothing written
     new.write_text(json.dumps({"indoml_id": 1, "description": "", "retailer": "r", "price": 1}) + "\n")
@@ -286,19 +385,46 @@ def test_predict_with_the_ngram_stack_takes_charngrams_ranked_alternatives_as_st
     rows = pd.read_parquet(finished_run / "data" / "test.parquet").head(40).drop(columns=list(LEVELS))
     rows.to_parquet(tmp_path / "new.parquet")
     keep = tmp_path / "keep"
-    assert main(["predict", "--models", str(view), "--input", str(tmp_path / "new.parquet"),
-                 "--out", str(tmp_path / "labels.parquet"), "--keep", str(keep)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--models",
+                str(view),
+                "--input",
+                str(tmp_path / "new.parquet"),
+                "--out",
+                str(tmp_path / "labels.parquet"),
+                "--keep",
+                str(keep),
+            ]
+        )
+        == 0
+    )
     labels = pd.read_parquet(tmp_path / "labels.parquet")
     listed = pd.read_parquet(keep / "charngram.alternatives.parquet")
     assert len(listed) == 5 * len(rows) and listed["rank"].max() == 5
     members = ("byt5", "flant5", "mmbyt5", "charngram")
     applied = tmp_path / "applied.parquet"
-    assert main(["stack-apply", "--model", str(finished_run / manifest["stack_model"]),
-                 "--hierarchy", str(finished_run / "data" / "hierarchy.json"), "--out", str(applied),
-                 "--rows", str(tmp_path / "new.parquet"),
-                 f"--alternatives=charngram={keep / 'charngram.alternatives.parquet'}",
-                 *[f"--scores={m}={keep / f'{m}.candidates.parquet'}" for m in members],
-                 *[f"{m}={keep / f'{m}.corrected.parquet'}" for m in members]]) == 0
+    assert (
+        main(
+            [
+                "stack-apply",
+                "--model",
+                str(finished_run / manifest["stack_model"]),
+                "--hierarchy",
+                str(finished_run / "data" / "hierarchy.json"),
+                "--out",
+                str(applied),
+                "--rows",
+                str(tmp_path / "new.parquet"),
+                f"--alternatives=charngram={keep / 'charngram.alternatives.parquet'}",
+                *[f"--scores={m}={keep / f'{m}.candidates.parquet'}" for m in members],
+                *[f"{m}={keep / f'{m}.corrected.parquet'}" for m in members],
+            ]
+        )
+        == 0
+    )
     pd.testing.assert_frame_equal(pd.read_parquet(applied), labels[pd.read_parquet(applied).columns])
     # the candidates include charngram's runners-up: some rows had more than the members' predictions
     proposed = pd.concat([pd.read_parquet(keep / f"{m}.corrected.parquet") for m in members])
@@ -318,6 +444,10 @@ def test_pretrained_teacher_writes_expansions_of_the_receipt_line(finished_run):
     assert (teacher["fallbacks"] < 0.2 * teacher["n"]).all(), teacher.to_string()
     assert "stand-in's pretraining" in (finished_run / "report" / "names.md").read_text()
     pretraining = json.loads((finished_run / "models" / "base" / "llama" / "pretraining.json").read_text())
-    run_ids = pd.concat([pd.read_parquet(finished_run / "data" / f"{split}.parquet", columns=["indoml_id"])
-                         for split in ("train", "val", "test")])["indoml_id"]
+    run_ids = pd.concat(
+        [
+            pd.read_parquet(finished_run / "data" / f"{split}.parquet", columns=["indoml_id"])
+            for split in ("train", "val", "test")
+        ]
+    )["indoml_id"]
     assert pretraining["ids"][1] < 0 <= run_ids.min() and pretraining["rows"] >= pretraining["steps"]

@@ -29,6 +29,7 @@ def _fraction(text: str) -> float:
 
 def _int_at_least(lowest: int, what: str):
     """An argparse type: a base-10 integer >= lowest, refused with "expected a {what} integer"."""
+
     def parse(text: str) -> int:
         try:
             value = int(text, 10)
@@ -37,6 +38,7 @@ def _int_at_least(lowest: int, what: str):
         if value is None or value < lowest:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
         return value
+
     return parse
 
 
@@ -50,8 +52,13 @@ def _cmd_ingest(args):
     rows = ingest(args.features, args.labels)
     write_parquet(rows, args.out)
     labelled = all(level in rows.columns for level in LEVELS)
-    logging.info("ingested %d rows (%s, %d missing prices) into %s", len(rows),
-                 "labelled" if labelled else "unlabelled", int(rows["price"].isna().sum()), args.out)
+    logging.info(
+        "ingested %d rows (%s, %d missing prices) into %s",
+        len(rows),
+        "labelled" if labelled else "unlabelled",
+        int(rows["price"].isna().sum()),
+        args.out,
+    )
 
 
 def _cmd_split(args):
@@ -78,8 +85,11 @@ def _cmd_hierarchy(args):
 
     hierarchy = Hierarchy.from_frame(read_rows(args.data, labelled=True))
     hierarchy.to_json(args.out)
-    logging.info("hierarchy: %d paths, %s", hierarchy.n_paths,
-                 ", ".join(f"{len(hierarchy.labels(level))} {level}s" for level in LEVELS))
+    logging.info(
+        "hierarchy: %d paths, %s",
+        hierarchy.n_paths,
+        ", ".join(f"{len(hierarchy.labels(level))} {level}s" for level in LEVELS),
+    )
 
 
 def _read_predictions(path):
@@ -89,13 +99,14 @@ def _read_predictions(path):
 
 
 def _cmd_correct(args):
-    from prodcat.ensemble.correct import correct_predictions
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import write_parquet
+    from prodcat.ensemble.correct import correct_predictions
 
     hierarchy = Hierarchy.from_json(args.hierarchy)
-    corrected = correct_predictions(_read_predictions(args.predictions), hierarchy, method=args.method,
-                                    salvage=args.salvage)
+    corrected = correct_predictions(
+        _read_predictions(args.predictions), hierarchy, method=args.method, salvage=args.salvage
+    )
     write_parquet(corrected, args.out)
     changed = {level: int(corrected[f"corrected_{level}"].sum()) for level in LEVELS}
     logging.info("corrected (%s): %s", args.method, ", ".join(f"{k} {v}" for k, v in changed.items()))
@@ -151,17 +162,36 @@ def _cmd_evaluate(args):
         from prodcat.data.hierarchy import Hierarchy
 
         baseline = majority_path_predictions(Hierarchy.from_json(args.hierarchy), truth["indoml_id"])
-        results.append({"model": "majority", "stage": "baseline", "split": args.split,
-                        **score(truth, baseline, seen_retailers=seen)})
+        results.append(
+            {
+                "model": "majority",
+                "stage": "baseline",
+                "split": args.split,
+                **score(truth, baseline, seen_retailers=seen),
+            }
+        )
     for name, path in named:
         model, _, stage = name.partition(":")
-        results.append({"model": model, "stage": stage or "raw", "split": args.split,
-                        **score(truth, _read_predictions(path), name=str(path), seen_retailers=seen)})
+        results.append(
+            {
+                "model": model,
+                "stage": stage or "raw",
+                "split": args.split,
+                **score(truth, _read_predictions(path), name=str(path), seen_retailers=seen),
+            }
+        )
     write_json(results, args.out)
     for r in results:
-        logging.info("%-10s %-11s %s item accuracy %.4f%s", r["model"], r["stage"], r["split"], r["item_accuracy"],
-                     f" ({r['ignored_predictions']} predictions for ids outside the truth ignored)"
-                     if r["ignored_predictions"] else "")
+        logging.info(
+            "%-10s %-11s %s item accuracy %.4f%s",
+            r["model"],
+            r["stage"],
+            r["split"],
+            r["item_accuracy"],
+            f" ({r['ignored_predictions']} predictions for ids outside the truth ignored)"
+            if r["ignored_predictions"]
+            else "",
+        )
 
 
 def _cmd_make_sample(args):
@@ -169,8 +199,14 @@ def _cmd_make_sample(args):
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(args.out, "is a file; --out names the folder the sample is written to")
-    write_sample(args.out, n_train=args.train, n_test=args.test, seed=args.seed, fmt=args.format,
-                 test_ids_from=args.test_ids_from)
+    write_sample(
+        args.out,
+        n_train=args.train,
+        n_test=args.test,
+        seed=args.seed,
+        fmt=args.format,
+        test_ids_from=args.test_ids_from,
+    )
     logging.info("wrote a synthetic sample to %s", args.out)
 
 
@@ -182,6 +218,7 @@ def _cmd_submission(args):
 
 def _cmd_predict(args):
     from prodcat.data.io import check_output_path, ingest, write_parquet
+
     from .predict import predict_new_rows
 
     check_output_path(args.out)  # before minutes of prediction
@@ -221,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--method", choices=["topdown", "joint"], default="topdown")
-    p.add_argument("--salvage", action="store_true",
-                   help="correct unparsable generations from the parts that can be read, not from nothing")
+    p.add_argument(
+        "--salvage",
+        action="store_true",
+        help="correct unparsable generations from the parts that can be read, not from nothing",
+    )
     p.set_defaults(func=_cmd_correct)
 
     p = sub.add_parser("vote", help="hierarchy-compliant hard vote over several models' predictions")
@@ -242,8 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="val")
     p.add_argument("--hierarchy", help="add the majority-path baseline from this hierarchy")
-    p.add_argument("--seen-retailers", metavar="TRAIN", help="training rows: adds the item accuracy on truth rows "
-                   "whose retailer is not among theirs")
+    p.add_argument(
+        "--seen-retailers",
+        metavar="TRAIN",
+        help="training rows: adds the item accuracy on truth rows whose retailer is not among theirs",
+    )
     p.add_argument("predictions", nargs="+", help="[MODEL:STAGE=]PATH")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -260,8 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=_positive_int, default=1000)
     p.add_argument("--seed", type=int, default=20241)
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
-    p.add_argument("--test-ids-from", type=_non_negative_int, metavar="N",
-                   help="number the test rows from N, as the competition's file does (default: ids unique over both files)")
+    p.add_argument(
+        "--test-ids-from",
+        type=_non_negative_int,
+        metavar="N",
+        help="number the test rows from N, as the competition's file does (default: ids unique over both files)",
+    )
     p.set_defaults(func=_cmd_make_sample)
 
     p = sub.add_parser("submission", help="predictions as the datathon's JSON lines")
@@ -273,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         args.func(args)
     except (InputError, UsageError) as exc:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "prodcat"
@@ -38,8 +38,12 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -63,8 +67,10 @@ class PackageSource:
             if path.suffix == ".py":
                 self.modules.add(".".join(relative.with_suffix("").parts))
             elif path.name in self.data_files:
-                raise ValueError(f"{self.dir}: two data files named {path.name} ({self.data_files[path.name]}, "
-                                 f"{relative}): a name must say which one a module reads")
+                raise ValueError(
+                    f"{self.dir}: two data files named {path.name} ({self.data_files[path.name]}, "
+                    f"{relative}): a name must say which one a module reads"
+                )
             else:
                 self.data_files[path.name] = relative
 
@@ -96,12 +102,12 @@ class PackageSource:
         inits = [_init_of(".".join(parts[:i])) for i in range(len(parts) + 1)]
         return [init for init in inits if init != module]
 
-    @lru_cache(maxsize=None)
+    @cache
     def tree(self, module: str) -> ast.Module:
         path = self._path(module)
         return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
-    @lru_cache(maxsize=None)
+    @cache
     def definitions(self, module: str) -> dict[str, list[ast.stmt]]:
         """Top-level name → the statements that bind it (def, class, assignment, import)."""
         bound: dict[str, list[ast.stmt]] = {}
@@ -129,8 +135,9 @@ class PackageSource:
                 parts = alias.name.split(".")
                 if parts[0] == PACKAGE:
                     # `import prodcat.data.io` runs every package on the way (parent_inits) and io
-                    pairs.append(self._target(".".join(parts[1:-1]), parts[-1]) if len(parts) > 1
-                                 else ("__init__", WHOLE_MODULE))
+                    pairs.append(
+                        self._target(".".join(parts[1:-1]), parts[-1]) if len(parts) > 1 else ("__init__", WHOLE_MODULE)
+                    )
             return pairs
         if node.level:
             package = self.package_of(current).split(".") if self.package_of(current) else []
@@ -211,7 +218,7 @@ class PackageSource:
             files |= data
         return modules, files
 
-    @lru_cache(maxsize=None)
+    @cache
     def module_code(self, module: str) -> bytes:
         """A module's syntax tree without docstrings: its code, not its comments or layout."""
         tree = ast.parse(self._path(module).read_text(encoding="utf-8"))
@@ -250,7 +257,7 @@ def _bound_names(stmt: ast.stmt) -> list[str]:
     return names
 
 
-@lru_cache(maxsize=None)
+@cache
 def package_source(package_dir) -> PackageSource:
     return PackageSource(package_dir)
 

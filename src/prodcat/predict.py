@@ -27,16 +27,19 @@ def write_manifest(config: dict, stage: str, path) -> None:
     submit = config["ensemble"]["submit"]
     labelers = config["ensemble"]["members"][submit]
     method = config["ensemble"]["method"]
-    write_json({
-        "labelers": {name: config["labelers"][name] for name in labelers},
-        "namer": {"templates": config["namer"]["templates"], "generate": config["namer"]["student"]},
-        "correction": {**config["correction"], "stage": stage},
-        "ensemble": {**config["ensemble"], "method": method},
-        "hierarchy": "data/hierarchy.json",
-        "level_accuracy": f"ensemble/level_accuracy.{stage}.json",
-        # the learned arbiter (prodcat.ensemble.stack), fit on all validation rows; used when method is stack
-        "stack_model": f"ensemble/{submit}.{stage}.stack.json" if method == "stack" else None,
-    }, path)
+    write_json(
+        {
+            "labelers": {name: config["labelers"][name] for name in labelers},
+            "namer": {"templates": config["namer"]["templates"], "generate": config["namer"]["student"]},
+            "correction": {**config["correction"], "stage": stage},
+            "ensemble": {**config["ensemble"], "method": method},
+            "hierarchy": "data/hierarchy.json",
+            "level_accuracy": f"ensemble/level_accuracy.{stage}.json",
+            # the learned arbiter (prodcat.ensemble.stack), fit on all validation rows; used when method is stack
+            "stack_model": f"ensemble/{submit}.{stage}.stack.json" if method == "stack" else None,
+        },
+        path,
+    )
 
 
 # What predict_new_rows reads from a manifest; anything else in it is left alone.
@@ -45,22 +48,36 @@ MANIFEST_SCHEMA = {
     "required": ["labelers", "namer", "correction", "ensemble", "hierarchy", "level_accuracy"],
     "properties": {
         "labelers": {
-            "type": "object", "minProperties": 1,
+            "type": "object",
+            "minProperties": 1,
             "additionalProperties": {
-                "type": "object", "required": ["kind"],
+                "type": "object",
+                "required": ["kind"],
                 "properties": {"kind": {"enum": ["text", "multimodal", "charngram"]}},
                 "if": {"properties": {"kind": {"enum": ["text", "multimodal"]}}},
-                "then": {"required": ["source", "predict"],
-                         "properties": {"source": {"enum": ["description", "name"]}, "predict": {"type": "object"}}},
+                "then": {
+                    "required": ["source", "predict"],
+                    "properties": {"source": {"enum": ["description", "name"]}, "predict": {"type": "object"}},
+                },
             },
         },
-        "namer": {"type": "object", "required": ["templates", "generate"],
-                  "properties": {"templates": {"type": "object"}, "generate": {"type": "object"}}},
-        "correction": {"type": "object", "required": ["method"],
-                       "properties": {"method": {"enum": ["topdown", "joint"]},
-                                      "salvage": {"type": "boolean", "default": False}}},
-        "ensemble": {"type": "object", "properties": {"weighted": {"type": "boolean", "default": False},
-                                                      "method": {"enum": ["vote", "stack"], "default": "vote"}}},
+        "namer": {
+            "type": "object",
+            "required": ["templates", "generate"],
+            "properties": {"templates": {"type": "object"}, "generate": {"type": "object"}},
+        },
+        "correction": {
+            "type": "object",
+            "required": ["method"],
+            "properties": {"method": {"enum": ["topdown", "joint"]}, "salvage": {"type": "boolean", "default": False}},
+        },
+        "ensemble": {
+            "type": "object",
+            "properties": {
+                "weighted": {"type": "boolean", "default": False},
+                "method": {"enum": ["vote", "stack"], "default": "vote"},
+            },
+        },
         "hierarchy": {"type": "string", "minLength": 1},
         "level_accuracy": {"type": "string", "minLength": 1},
     },
@@ -80,12 +97,15 @@ def load_manifest(results_dir) -> dict:
 
 def _validate_manifest(manifest, path) -> None:
     """Check the manifest against MANIFEST_SCHEMA and fill in the schema's defaults."""
-    errors = sorted(_validator_with_defaults()(MANIFEST_SCHEMA).iter_errors(manifest),
-                    key=lambda e: [str(k) for k in e.absolute_path])
+    errors = sorted(
+        _validator_with_defaults()(MANIFEST_SCHEMA).iter_errors(manifest),
+        key=lambda e: [str(k) for k in e.absolute_path],
+    )
     if errors:
         error = errors[0]
-        raise InputError(path, f"not a prodcat manifest: {error.message}",
-                         key=".".join(map(str, error.absolute_path)) or None)
+        raise InputError(
+            path, f"not a prodcat manifest: {error.message}", key=".".join(map(str, error.absolute_path)) or None
+        )
 
 
 def _validator_with_defaults():
@@ -116,11 +136,11 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
     """The ensemble's labels for `rows` (validated rows table; vote or stack as the run was
     configured), plus each labeler's corrected labels as `<labeler>_<level>` columns. With keep_dir,
     every intermediate table is written there."""
-    from prodcat.ensemble.correct import correct_predictions
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_level_accuracy, write_parquet
-    from prodcat.labelers.interface import labeler_for, load_labeler, with_names
+    from prodcat.ensemble.correct import correct_predictions
     from prodcat.ensemble.vote import vote_predictions
+    from prodcat.labelers.interface import labeler_for, load_labeler, with_names
 
     results_dir = Path(results_dir)
     manifest = load_manifest(results_dir)
@@ -137,8 +157,12 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
     if uses_names:
         from prodcat.names.namer import infer_names
 
-        names = infer_names(results_dir / "models" / "namer" / "merged", rows, manifest["namer"]["templates"],
-                            manifest["namer"]["generate"])
+        names = infer_names(
+            results_dir / "models" / "namer" / "merged",
+            rows,
+            manifest["namer"]["templates"],
+            manifest["namer"]["generate"],
+        )
         if keep:
             write_parquet(names, keep / "names.parquet")
 
@@ -149,8 +173,9 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
         raw, summary = labeler.predict(source_rows)
         log.info("%s: %d rows, %d parse failures", name, len(raw), summary.parse_failures)
         loaded[name] = (labeler, source_rows)
-        corrected[name] = correct_predictions(raw, hierarchy, method=manifest["correction"]["method"],
-                                              salvage=manifest["correction"]["salvage"])
+        corrected[name] = correct_predictions(
+            raw, hierarchy, method=manifest["correction"]["method"], salvage=manifest["correction"]["salvage"]
+        )
         if keep:
             write_parquet(raw, keep / f"{name}.raw.parquet")
             write_parquet(corrected[name], keep / f"{name}.corrected.parquet")
@@ -170,16 +195,28 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
             from prodcat.ensemble.stack import candidate_union
 
             paths = candidate_union([corrected[m] for m in models] + list(alternatives.values()), hierarchy)
-            candidate_scores = {m: loaded[m][0].score_paths(loaded[m][1], paths)
-                                for m in arbiter.layout.candidate_columns}
+            candidate_scores = {
+                m: loaded[m][0].score_paths(loaded[m][1], paths) for m in arbiter.layout.candidate_columns
+            }
             if keep:
                 for m, table in candidate_scores.items():
                     write_parquet(table, keep / f"{m}.candidates.parquet")
-        voted = arbiter.predict([corrected[m] for m in models], models, hierarchy, candidate_scores=candidate_scores,
-                                rows=rows, alternatives=alternatives)
+        voted = arbiter.predict(
+            [corrected[m] for m in models],
+            models,
+            hierarchy,
+            candidate_scores=candidate_scores,
+            rows=rows,
+            alternatives=alternatives,
+        )
     else:
-        voted = vote_predictions([corrected[m] for m in models], models, hierarchy, level_accuracy=accuracy,
-                                 weighted=manifest["ensemble"]["weighted"])
+        voted = vote_predictions(
+            [corrected[m] for m in models],
+            models,
+            hierarchy,
+            level_accuracy=accuracy,
+            weighted=manifest["ensemble"]["weighted"],
+        )
     for model in models:
         for level in LEVELS:
             voted[f"{model}_{level}"] = corrected[model][level].to_numpy()

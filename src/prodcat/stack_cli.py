@@ -51,9 +51,9 @@ def _alternatives(items, names, source) -> dict:
 def _cmd_stack_fit(args):
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.report.metrics import score
     from prodcat.ensemble.stack import cross_fit_stack, fit_stack
     from prodcat.ensemble.vote import vote_predictions
+    from prodcat.report.metrics import score
 
     tables, names, named = _named_tables(args.predictions)
     scores = _candidate_scores(args.scores, names, named[0][1])
@@ -61,28 +61,54 @@ def _cmd_stack_fit(args):
     hierarchy = Hierarchy.from_json(args.hierarchy)
     truth = read_rows(args.truth, labelled=True)
     if args.folds < 2 or len(tables[0]) < args.folds or args.inner_folds < 2 or not args.C or min(args.C) <= 0:
-        raise InputError(named[0][1], f"{len(tables[0])} rows cannot be cross-fitted in --folds {args.folds} "
-                                      "(need folds >= 2 and at least one row per fold, --inner-folds >= 2, every --C > 0)")
+        raise InputError(
+            named[0][1],
+            f"{len(tables[0])} rows cannot be cross-fitted in --folds {args.folds} "
+            "(need folds >= 2 and at least one row per fold, --inner-folds >= 2, every --C > 0)",
+        )
     params = {"folds": args.folds, "seed": args.seed, "C": args.C, "inner_folds": args.inner_folds}
     rows = truth if args.descriptions else None
-    crossfit, _, _ = cross_fit_stack(tables, names, truth, hierarchy, params, candidate_scores=scores, rows=rows,
-                                     truth_source=args.truth, alternatives=alternatives)
-    model = fit_stack(tables, names, truth, hierarchy, params, candidate_scores=scores, rows=rows, truth_source=args.truth,
-                      alternatives=alternatives)
+    crossfit, _, _ = cross_fit_stack(
+        tables,
+        names,
+        truth,
+        hierarchy,
+        params,
+        candidate_scores=scores,
+        rows=rows,
+        truth_source=args.truth,
+        alternatives=alternatives,
+    )
+    model = fit_stack(
+        tables,
+        names,
+        truth,
+        hierarchy,
+        params,
+        candidate_scores=scores,
+        rows=rows,
+        truth_source=args.truth,
+        alternatives=alternatives,
+    )
     vote = vote_predictions(tables, names, hierarchy, level_accuracy=model.statistics.level_accuracy)
     model.validation = {
         "rows": len(crossfit),
         "cross_fitted_item_accuracy": score(truth, crossfit)["item_accuracy"],
         "vote_item_accuracy": score(truth, vote)["item_accuracy"],
-        "member_item_accuracy": {name: score(truth, table, name=path)["item_accuracy"]
-                                 for table, (name, path) in zip(tables, named)},
+        "member_item_accuracy": {
+            name: score(truth, table, name=path)["item_accuracy"] for table, (name, path) in zip(tables, named)
+        },
     }
     model.save(args.model)
     write_parquet(crossfit, args.out)
-    logging.info("stack over %s (%s): cross-fitted item accuracy %.4f (vote %.4f; members %s)", ", ".join(names),
-                 model.selection["chosen"], model.validation["cross_fitted_item_accuracy"],
-                 model.validation["vote_item_accuracy"],
-                 ", ".join(f"{n} {a:.4f}" for n, a in model.validation["member_item_accuracy"].items()))
+    logging.info(
+        "stack over %s (%s): cross-fitted item accuracy %.4f (vote %.4f; members %s)",
+        ", ".join(names),
+        model.selection["chosen"],
+        model.validation["cross_fitted_item_accuracy"],
+        model.validation["vote_item_accuracy"],
+        ", ".join(f"{n} {a:.4f}" for n, a in model.validation["member_item_accuracy"].items()),
+    )
 
 
 def _cmd_stack_apply(args):
@@ -93,22 +119,36 @@ def _cmd_stack_apply(args):
     model = StackModel.load(args.model)
     tables, names, named = _named_tables(args.predictions)
     if sorted(names) != sorted(model.members):
-        raise InputError(args.model, f"fit on members {', '.join(model.members)}, but the NAME=PATH arguments name "
-                                     f"{', '.join(names)}")
+        raise InputError(
+            args.model,
+            f"fit on members {', '.join(model.members)}, but the NAME=PATH arguments name {', '.join(names)}",
+        )
     scores = _candidate_scores(args.scores, names, named[0][1])
     missing = [n for n in model.layout.candidate_columns if n not in scores]
     if missing:
-        raise InputError(args.model, f"fit with candidate scores of {', '.join(missing)}: pass --scores NAME=PATH for them")
+        raise InputError(
+            args.model, f"fit with candidate scores of {', '.join(missing)}: pass --scores NAME=PATH for them"
+        )
     alternatives = _alternatives(args.alternatives, names, named[0][1])
     missing = [n for n in model.layout.alternatives if n not in alternatives]
     if missing:
-        raise InputError(args.model, f"fit with ranked alternatives of {', '.join(missing)}: pass --alternatives NAME=PATH "
-                                     "for them")
+        raise InputError(
+            args.model, f"fit with ranked alternatives of {', '.join(missing)}: pass --alternatives NAME=PATH for them"
+        )
     if model.layout.descriptions and not args.rows:
         raise InputError(args.model, "fit with the rows' descriptions: pass --rows (the rows the predictions are of)")
     rows = read_rows(args.rows) if args.rows else None
-    write_parquet(model.predict(tables, names, Hierarchy.from_json(args.hierarchy), candidate_scores=scores, rows=rows,
-                                alternatives=alternatives), args.out)
+    write_parquet(
+        model.predict(
+            tables,
+            names,
+            Hierarchy.from_json(args.hierarchy),
+            candidate_scores=scores,
+            rows=rows,
+            alternatives=alternatives,
+        ),
+        args.out,
+    )
     logging.info("stacked %d rows from %s", len(tables[0]), ", ".join(names))
 
 
@@ -126,18 +166,37 @@ def add_commands(sub) -> None:
     p.add_argument("--hierarchy", required=True)
     p.add_argument("--truth", required=True, help="the labelled rows the predictions are of (validation)")
     p.add_argument("--model", required=True, help="where to write the model fit on all rows (JSON)")
-    p.add_argument("--out", required=True, help="cross-fitted predictions: each row scored by a model that never saw it")
-    p.add_argument("--scores", action="append", default=[], metavar="NAME=PATH",
-                   help="a member's scores of the candidate paths (indoml_id, the four levels, logprob); repeat per member")
-    p.add_argument("--alternatives", action="append", default=[], metavar="NAME=PATH",
-                   help="a member's ranked alternatives (indoml_id, rank, the four levels): more candidates; repeat per member")
-    p.add_argument("--descriptions", action="store_true",
-                   help="also match each candidate's brand and module against the rows' descriptions")
+    p.add_argument(
+        "--out", required=True, help="cross-fitted predictions: each row scored by a model that never saw it"
+    )
+    p.add_argument(
+        "--scores",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a member's scores of the candidate paths (indoml_id, the four levels, logprob); repeat per member",
+    )
+    p.add_argument(
+        "--alternatives",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a member's ranked alternatives (indoml_id, rank, the four levels): more candidates; repeat per member",
+    )
+    p.add_argument(
+        "--descriptions",
+        action="store_true",
+        help="also match each candidate's brand and module against the rows' descriptions",
+    )
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--inner-folds", type=int, default=3, help="cross-validation folds that choose C")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--C", type=_floats, default=[0.03, 0.1, 0.3, 1.0],
-                   help="comma-separated inverse L2 strengths to choose from (against deferring to the best member)")
+    p.add_argument(
+        "--C",
+        type=_floats,
+        default=[0.03, 0.1, 0.3, 1.0],
+        help="comma-separated inverse L2 strengths to choose from (against deferring to the best member)",
+    )
     p.add_argument("predictions", nargs="+", help="NAME=PATH per member")
     p.set_defaults(func=_cmd_stack_fit)
 

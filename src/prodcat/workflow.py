@@ -58,12 +58,14 @@ def tokenizer_corpus(rows: pd.DataFrame, templates: dict | None = None) -> list[
     come with every row. Trained on the templates once, the tiny tokenizer spelled the prompt prose
     out at ~2 characters per token (380 tokens a prompt); the real Llama-3 tokenizer encodes English
     at ~4, and every namer stage's cost grows with the prompt length."""
-    from prodcat.names.prompts import student_messages, teacher_messages
     from prodcat.data.target_text import format_target
+    from prodcat.names.prompts import student_messages, teacher_messages
     from prodcat.standins.tiny_llama import CHAT_HEADER_TEXT
 
     texts = rows["description"].astype(str).tolist()
-    texts += [format_target(labels) for labels in rows[list(LEVELS)].drop_duplicates().itertuples(index=False, name=None)]
+    texts += [
+        format_target(labels) for labels in rows[list(LEVELS)].drop_duplicates().itertuples(index=False, name=None)
+    ]
     if templates:
         texts.append(CHAT_HEADER_TEXT)
         for row in rows.to_dict("records"):
@@ -84,13 +86,17 @@ def build_tiny_model(smk) -> None:
             build_tiny_byt5(smk.output[0], dims, seed=seed)
         elif arch == "flant5":
             rows = read_rows(smk.input.train, labelled=True)
-            build_tiny_flant5(smk.output[0], tokenizer_corpus(rows), dims, vocab_size=dims.pop("vocab_size", 1000), seed=seed)
+            build_tiny_flant5(
+                smk.output[0], tokenizer_corpus(rows), dims, vocab_size=dims.pop("vocab_size", 1000), seed=seed
+            )
         elif arch == "llama":
             rows = read_rows(smk.input.train, labelled=True)
             warmup = dims.pop("warmup", None) or {"enabled": False}
             build_tiny_llama(smk.output[0], tokenizer_corpus(rows, smk.params.templates), seed=seed, **dims)
             if warmup["enabled"]:
-                pretrain_llama_standin(smk.output[0], [smk.input.train, smk.input.val], warmup, dict(smk.params.templates))
+                pretrain_llama_standin(
+                    smk.output[0], [smk.input.train, smk.input.val], warmup, dict(smk.params.templates)
+                )
         else:
             raise ValueError(f"no tiny stand-in for {arch!r}: expected byt5, flant5 or llama")
 
@@ -105,27 +111,46 @@ def pretrain_llama_standin(model_dir, run_row_paths: list[str], warmup: dict, te
 
     # the labels, where a table has them, let pretraining_rows check that the data is the catalogue's
     run_rows = pd.concat([read_rows(path) for path in run_row_paths], ignore_index=True)
-    settings = {k: warmup[k] for k in ("steps", "batch_size", "learning_rate", "warmup_steps", "student_share", "seed")
-                if k in warmup}
+    settings = {
+        k: warmup[k]
+        for k in ("steps", "batch_size", "learning_rate", "warmup_steps", "student_share", "seed")
+        if k in warmup
+    }
     try:
         # one fresh row per training example
-        rows = pretraining_rows(warmup["catalogue_seed"], warmup["steps"] * warmup["batch_size"],
-                                seed=warmup["rows_seed"], run_rows=run_rows)
+        rows = pretraining_rows(
+            warmup["catalogue_seed"],
+            warmup["steps"] * warmup["batch_size"],
+            seed=warmup["rows_seed"],
+            run_rows=run_rows,
+        )
     except ValueError as exc:
-        raise ValueError(f"tiny.llama.warmup: {exc}. Set tiny.llama.warmup.catalogue_seed to the seed the data was "
-                         "made with (prodcat make-sample --seed), or tiny.llama.warmup.enabled: false for other data") from exc
+        raise ValueError(
+            f"tiny.llama.warmup: {exc}. Set tiny.llama.warmup.catalogue_seed to the seed the data was "
+            "made with (prodcat make-sample --seed), or tiny.llama.warmup.enabled: false for other data"
+        ) from exc
     # Rows apart, products shared: how many pretraining receipt lines also occur among the run's
     # rows (the same product printed the same way by the same till is expected, as on real receipts).
     seen = set(zip(run_rows["description"], run_rows["retailer"]))
     repeated = sum(pair in seen for pair in zip(rows["description"], rows["retailer"]))
-    logging.info("pretraining rows: %d (ids %d to %d, none of the %d checked run ids); %d share description and "
-                 "retailer with a checked run row", len(rows), rows["indoml_id"].min(), rows["indoml_id"].max(),
-                 len(run_rows), repeated)
+    logging.info(
+        "pretraining rows: %d (ids %d to %d, none of the %d checked run ids); %d share description and "
+        "retailer with a checked run row",
+        len(rows),
+        rows["indoml_id"].min(),
+        rows["indoml_id"].max(),
+        len(run_rows),
+        repeated,
+    )
     summary = pretrain_tiny_llama(model_dir, rows, templates, settings)
-    summary = {"what": "the tiny Llama stand-in's pretraining (not a stage of the method)",
-               "catalogue_seed": warmup["catalogue_seed"], "rows_seed": warmup["rows_seed"],
-               "ids": [int(rows["indoml_id"].min()), int(rows["indoml_id"].max())],
-               "shared_description_retailer": repeated, **summary}
+    summary = {
+        "what": "the tiny Llama stand-in's pretraining (not a stage of the method)",
+        "catalogue_seed": warmup["catalogue_seed"],
+        "rows_seed": warmup["rows_seed"],
+        "ids": [int(rows["indoml_id"].min()), int(rows["indoml_id"].max())],
+        "shared_description_retailer": repeated,
+        **summary,
+    }
     write_json(summary, Path(model_dir) / "pretraining.json")
     return summary
 
@@ -141,7 +166,8 @@ def train_labeler(smk) -> None:
     """Any labeler kind's training (rules train_labeler and train_charngram), through prodcat.labelers.interface."""
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_rows
-    from prodcat.labelers.interface import labeler_for, train_labeler as train, with_source
+    from prodcat.labelers.interface import labeler_for, with_source
+    from prodcat.labelers.interface import train_labeler as train
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -151,8 +177,16 @@ def train_labeler(smk) -> None:
         val_rows = with_source(read_rows(smk.input.val, labelled=True), source, smk.input.get("val_names"))
         hierarchy = Hierarchy.from_json(smk.input.hierarchy) if smk.input.get("hierarchy") else None
         profile = smk.params.get("profile")
-        train(cfg, train_rows, val_rows, smk.output[0], base_dir=smk.params.get("base"), hierarchy=hierarchy,
-              checkpoint_dir=smk.params.get("checkpoints"), profile=dict(profile) if profile is not None else None)
+        train(
+            cfg,
+            train_rows,
+            val_rows,
+            smk.output[0],
+            base_dir=smk.params.get("base"),
+            hierarchy=hierarchy,
+            checkpoint_dir=smk.params.get("checkpoints"),
+            profile=dict(profile) if profile is not None else None,
+        )
 
 
 def predict_labeler(smk) -> None:
@@ -167,9 +201,15 @@ def predict_labeler(smk) -> None:
         labeler = load_labeler(smk.input.model, dict(smk.params.cfg))
         rows = with_source(read_rows(smk.input.rows), labeler.source, smk.input.get("names"))
         hierarchy = Hierarchy.from_json(smk.input.hierarchy) if smk.input.get("hierarchy") else None
-        for decoding, predictions, summary_path in zip(smk.params.decodings, smk.output.predictions, smk.output.summaries):
-            table, summary = labeler.predict(rows, decoding=decoding, hierarchy=hierarchy,
-                                             count_flops=smk.wildcards.split == FLOPS_SPLIT and decoding == RAW)
+        for decoding, predictions, summary_path in zip(
+            smk.params.decodings, smk.output.predictions, smk.output.summaries
+        ):
+            table, summary = labeler.predict(
+                rows,
+                decoding=decoding,
+                hierarchy=hierarchy,
+                count_flops=smk.wildcards.split == FLOPS_SPLIT and decoding == RAW,
+            )
             summary.write(summary_path)
             write_parquet(table, predictions)
 
@@ -192,48 +232,76 @@ def level_accuracy(smk) -> None:
 
 def report_tables(smk) -> None:
     from prodcat.labelers.summaries import TrainingSummary
-    from prodcat.report.tables import (VALIDATION_CAVEAT, efficiency_table, ensemble_comparison, ensemble_section, metrics_table,
-                         operators_table, profile_note, unseen_retailer_note, write_table)
+    from prodcat.report.tables import (
+        VALIDATION_CAVEAT,
+        efficiency_table,
+        ensemble_comparison,
+        ensemble_section,
+        metrics_table,
+        operators_table,
+        profile_note,
+        unseen_retailer_note,
+        write_table,
+    )
 
     with logging_to(smk.log[0]):
         metrics = metrics_table(smk.input.metrics)
         comparison = ensemble_comparison(metrics, smk.params.ensembles)
-        write_table(metrics, smk.output.metrics_csv, smk.output.metrics_md, "Table 1: accuracy per model and stage",
-                    f"{VALIDATION_CAVEAT} {unseen_retailer_note(smk.input.metrics)} An ensemble's name is its hard vote "
-                    "(the paper); NAME_stack is the same members combined by the learned arbiter, cross-fitted on validation.",
-                    extra_markdown=ensemble_section(comparison, dict(smk.params.submission)))
+        write_table(
+            metrics,
+            smk.output.metrics_csv,
+            smk.output.metrics_md,
+            "Table 1: accuracy per model and stage",
+            f"{VALIDATION_CAVEAT} {unseen_retailer_note(smk.input.metrics)} An ensemble's name is its hard vote "
+            "(the paper); NAME_stack is the same members combined by the learned arbiter, cross-fitted on validation.",
+            extra_markdown=ensemble_section(comparison, dict(smk.params.submission)),
+        )
         logging.info("\n%s", comparison.to_string(index=False))
         constrained = dict(zip(smk.params.constrained_models, smk.input.constrained_summaries))
-        entries = [(model, Path(model_dir) / "train_summary.json", predict, bench, constrained.get(model))
-                   for model, model_dir, predict, bench in zip(smk.params.models, smk.input.models,
-                                                               smk.input.predict_summaries, smk.input.train_benchmarks)]
+        entries = [
+            (model, Path(model_dir) / "train_summary.json", predict, bench, constrained.get(model))
+            for model, model_dir, predict, bench in zip(
+                smk.params.models, smk.input.models, smk.input.predict_summaries, smk.input.train_benchmarks
+            )
+        ]
         efficiency = efficiency_table(entries)
         summaries = {model: TrainingSummary.read(train_json).to_dict() for model, train_json, *_ in entries}
         profiled = profile_note(summaries)
-        write_table(efficiency, smk.output.efficiency_csv, smk.output.efficiency_md, "Table 2: efficiency per model",
-                    "train_wall_seconds and train_max_rss_mb come from the training rule's benchmark file (wall time "
-                    "and peak memory of the whole job: loading, tokenising and saving included), the wall time less "
-                    "train_profiling_seconds, what profiling added to it; trainer_seconds is the training loop's own "
-                    "time (the Trainer's train() call; charngram: its fit), from the model's train_summary.json. "
-                    "train_step_self_cpu_ms and train_step_self_cuda_ms are torch.profiler's self CPU and self CUDA "
-                    "time of one optimizer step (forward, backward, optimizer; the sum over every operator, as the "
-                    f"profiler's table footer): {profiled} "
-                    "FLOPs are counted by torch's FlopCounterMode for one training step and one prediction batch; the "
-                    "namer's step (a LoRA step: frozen base, no weight gradients) is counted on the meta device, from "
-                    "the model's configuration, with no memory. predict_seconds_per_batch is the generation time of "
-                    "the test split over its batches (namer: summed over shards). "
-                    "constrained_predict_seconds_per_1k is the same prediction decoded under the hierarchy trie.")
-        operators = operators_table([(model, model_dir) for model, model_dir in zip(smk.params.models, smk.input.models)],
-                                    smk.params.top_operators)
-        write_table(operators, smk.output.operators_csv, smk.output.operators_md,
-                    "Table 3: top operators of a profiled training step per model",
-                    f"The {smk.params.top_operators} operators with the most self CPU time per model, per optimizer "
-                    "step (mean over the recorded steps): self_cpu_percent is the share of the step's self CPU time "
-                    "(the rest: other operators and Python between them), cpu_total_ms includes the operators it "
-                    "calls, cuda_total_ms the kernels it and they launch, calls and MFLOPs (torch.profiler's "
-                    f"with_flops estimate: matrix products and convolutions) per step. {profiled} "
-                    "The Chrome trace of each model's recorded steps is in results/models/MODEL/profile/trace.json.gz "
-                    "(chrome://tracing or https://ui.perfetto.dev).")
+        write_table(
+            efficiency,
+            smk.output.efficiency_csv,
+            smk.output.efficiency_md,
+            "Table 2: efficiency per model",
+            "train_wall_seconds and train_max_rss_mb come from the training rule's benchmark file (wall time "
+            "and peak memory of the whole job: loading, tokenising and saving included), the wall time less "
+            "train_profiling_seconds, what profiling added to it; trainer_seconds is the training loop's own "
+            "time (the Trainer's train() call; charngram: its fit), from the model's train_summary.json. "
+            "train_step_self_cpu_ms and train_step_self_cuda_ms are torch.profiler's self CPU and self CUDA "
+            "time of one optimizer step (forward, backward, optimizer; the sum over every operator, as the "
+            f"profiler's table footer): {profiled} "
+            "FLOPs are counted by torch's FlopCounterMode for one training step and one prediction batch; the "
+            "namer's step (a LoRA step: frozen base, no weight gradients) is counted on the meta device, from "
+            "the model's configuration, with no memory. predict_seconds_per_batch is the generation time of "
+            "the test split over its batches (namer: summed over shards). "
+            "constrained_predict_seconds_per_1k is the same prediction decoded under the hierarchy trie.",
+        )
+        operators = operators_table(
+            [(model, model_dir) for model, model_dir in zip(smk.params.models, smk.input.models)],
+            smk.params.top_operators,
+        )
+        write_table(
+            operators,
+            smk.output.operators_csv,
+            smk.output.operators_md,
+            "Table 3: top operators of a profiled training step per model",
+            f"The {smk.params.top_operators} operators with the most self CPU time per model, per optimizer "
+            "step (mean over the recorded steps): self_cpu_percent is the share of the step's self CPU time "
+            "(the rest: other operators and Python between them), cpu_total_ms includes the operators it "
+            "calls, cuda_total_ms the kernels it and they launch, calls and MFLOPs (torch.profiler's "
+            f"with_flops estimate: matrix products and convolutions) per step. {profiled} "
+            "The Chrome trace of each model's recorded steps is in results/models/MODEL/profile/trace.json.gz "
+            "(chrome://tracing or https://ui.perfetto.dev).",
+        )
         logging.info("\n%s", metrics.to_string(index=False))
         logging.info("\n%s", efficiency.to_string(index=False))
 
@@ -249,8 +317,14 @@ def synthesize_names(smk) -> None:
         _set_threads(smk.threads)
         rows, generate = read_rows(smk.input.rows, labelled=True), dict(smk.params.generate)
         started = time.time()
-        names = synthesize(smk.params.base, rows, dict(smk.params.templates), generate,
-                           shard=smk.params.shard, shards=smk.params.shards)
+        names = synthesize(
+            smk.params.base,
+            rows,
+            dict(smk.params.templates),
+            generate,
+            shard=smk.params.shard,
+            shards=smk.params.shards,
+        )
         _generation_summary("teacher", names, time.time() - started, generate, smk.params).write(smk.output.summary)
         write_parquet(names, smk.output.names)
 
@@ -258,14 +332,21 @@ def synthesize_names(smk) -> None:
 def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate: dict, params, gflops=None):
     """The PredictionSummary of one shard of names; its parse failures are the answers that fell
     back to the description."""
-    from prodcat.runtime.device import describe_device
-    from prodcat.names.namer import status_counts
     from prodcat.labelers.summaries import PredictionSummary
+    from prodcat.names.namer import status_counts
+    from prodcat.runtime.device import describe_device
 
-    return PredictionSummary(kind=kind, decoding="names", rows=len(names),
-                             parse_failures=len(names) - status_counts(names)["ok"], predict_seconds=seconds,
-                             batch_size=generate["batch_size"], device=describe_device(), predict_gflops_per_batch=gflops,
-                             details={"shard": params.shard, "shards": params.shards})
+    return PredictionSummary(
+        kind=kind,
+        decoding="names",
+        rows=len(names),
+        parse_failures=len(names) - status_counts(names)["ok"],
+        predict_seconds=seconds,
+        batch_size=generate["batch_size"],
+        device=describe_device(),
+        predict_gflops_per_batch=gflops,
+        details={"shard": params.shard, "shards": params.shards},
+    )
 
 
 def train_namer(smk) -> None:
@@ -277,22 +358,36 @@ def train_namer(smk) -> None:
         # The teacher table carries the prompt's source fields (description, price) with each name.
         rows = read_table(smk.input.names)
         params, templates = dict(smk.params.train), dict(smk.params.templates)
-        metrics = train(smk.params.base, rows, smk.output[0], params, templates=templates,
-                        checkpoint_dir=smk.params.checkpoints, profile=dict(smk.params.profile))
+        metrics = train(
+            smk.params.base,
+            rows,
+            smk.output[0],
+            params,
+            templates=templates,
+            checkpoint_dir=smk.params.checkpoints,
+            profile=dict(smk.params.profile),
+        )
         # Table 2's figures: counted on the meta device (no memory), and report-only: a failure here
         # is logged and leaves the trained namer in place.
+        from prodcat.labelers.summaries import TrainingSummary
+        from prodcat.names.namer import training_step_costs
         from prodcat.runtime.device import describe_device
         from prodcat.runtime.efficiency import report_only
-        from prodcat.names.namer import training_step_costs
 
-        from prodcat.labelers.summaries import TrainingSummary
-
-        costs = report_only("the namer's training-step FLOPs", training_step_costs, smk.params.base, rows, templates,
-                            params) or {}
-        TrainingSummary(kind="namer", device=describe_device(), parameters=costs.pop("parameters", None),
-                        trainer_seconds=metrics.get("train_runtime"),
-                        train_gflops_per_step=costs.pop("train_gflops_per_step", None),
-                        details={**costs, "profile": metrics.get("profile")}).write(smk.output[0])
+        costs = (
+            report_only(
+                "the namer's training-step FLOPs", training_step_costs, smk.params.base, rows, templates, params
+            )
+            or {}
+        )
+        TrainingSummary(
+            kind="namer",
+            device=describe_device(),
+            parameters=costs.pop("parameters", None),
+            trainer_seconds=metrics.get("train_runtime"),
+            train_gflops_per_step=costs.pop("train_gflops_per_step", None),
+            details={**costs, "profile": metrics.get("profile")},
+        ).write(smk.output[0])
 
 
 def infer_names(smk) -> None:
@@ -300,14 +395,19 @@ def infer_names(smk) -> None:
     reads, the FLOPs of one generation batch)."""
     import time
 
-    from prodcat.runtime.efficiency import count_flops
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.names.namer import Chats, generate_token_ids, infer_names as infer, load_causal_lm
+    from prodcat.names.namer import Chats, generate_token_ids, load_causal_lm
+    from prodcat.names.namer import infer_names as infer
     from prodcat.names.prompts import student_messages
+    from prodcat.runtime.efficiency import count_flops
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
-        merged, templates, generate = Path(smk.input.model) / "merged", dict(smk.params.templates), dict(smk.params.generate)
+        merged, templates, generate = (
+            Path(smk.input.model) / "merged",
+            dict(smk.params.templates),
+            dict(smk.params.generate),
+        )
         rows = read_rows(smk.input.rows)
         started = time.time()
         names = infer(merged, rows, templates, generate, shard=smk.params.shard, shards=smk.params.shards)
@@ -318,10 +418,18 @@ def infer_names(smk) -> None:
         if smk.wildcards.split == FLOPS_SPLIT and smk.params.shard == 0:
             model, tokenizer = load_causal_lm(merged, load_in_8bit=generate["load_in_8bit"])
             chats = Chats(rows.head(generate["batch_size"])[["description", "price"]], student_messages, templates)
-            flops, _ = count_flops(generate_token_ids, model, tokenizer, chats, batch_size=len(chats),
-                                   max_new_tokens=generate["max_new_tokens"], num_beams=generate["num_beams"])
-        _generation_summary("namer", names, seconds, generate, smk.params,
-                            flops / 1e9 if flops is not None else None).write(smk.output.summary)
+            flops, _ = count_flops(
+                generate_token_ids,
+                model,
+                tokenizer,
+                chats,
+                batch_size=len(chats),
+                max_new_tokens=generate["max_new_tokens"],
+                num_beams=generate["num_beams"],
+            )
+        _generation_summary(
+            "namer", names, seconds, generate, smk.params, flops / 1e9 if flops is not None else None
+        ).write(smk.output.summary)
         write_parquet(names, smk.output.names)
 
 
@@ -329,21 +437,29 @@ def gather_names(smk) -> None:
     """The shards of a split's names as one table in the split's row order, and one summary:
     rows and generation seconds summed over the shards (GPU-seconds when they ran side by side)."""
     from prodcat.data.io import read_rows, read_table, write_parquet
-    from prodcat.names.namer import gather_shards
     from prodcat.labelers.summaries import PredictionSummary
+    from prodcat.names.namer import gather_shards
 
     with logging_to(smk.log[0]):
-        names = gather_shards(read_rows(smk.input.rows)["indoml_id"], [read_table(p) for p in smk.input.names],
-                              what=f"{smk.wildcards.which} names of {smk.wildcards.split}")
+        names = gather_shards(
+            read_rows(smk.input.rows)["indoml_id"],
+            [read_table(p) for p in smk.input.names],
+            what=f"{smk.wildcards.which} names of {smk.wildcards.split}",
+        )
         summaries = [PredictionSummary.read(p) for p in smk.input.summaries]
         seconds = sum(s.predict_seconds for s in summaries)
         gflops = [s.predict_gflops_per_batch for s in summaries if s.predict_gflops_per_batch is not None]
-        PredictionSummary(kind=summaries[0].kind, decoding="names", rows=len(names),
-                          parse_failures=sum(s.parse_failures for s in summaries), predict_seconds=seconds,
-                          batch_size=summaries[0].batch_size, device=summaries[0].device,
-                          predict_gflops_per_batch=gflops[0] if gflops else None,
-                          details={"shards": len(summaries), "shard_seconds": [s.predict_seconds for s in summaries]},
-                          ).write(smk.output.summary)
+        PredictionSummary(
+            kind=summaries[0].kind,
+            decoding="names",
+            rows=len(names),
+            parse_failures=sum(s.parse_failures for s in summaries),
+            predict_seconds=seconds,
+            batch_size=summaries[0].batch_size,
+            device=summaries[0].device,
+            predict_gflops_per_batch=gflops[0] if gflops else None,
+            details={"shards": len(summaries), "shard_seconds": [s.predict_seconds for s in summaries]},
+        ).write(smk.output.summary)
         write_parquet(names, smk.output.names)
         logging.info("%d names from %d shard(s), %.1f s of generation", len(names), len(summaries), seconds)
 
@@ -368,8 +484,12 @@ def true_names_by_dataset(table: pd.DataFrame, path) -> dict[str, pd.Series]:
         duplicated = part["indoml_id"].duplicated().to_numpy()
         if duplicated.any():
             i = int(part.index[duplicated.argmax()])
-            raise InputError(path, f"two names for indoml_id {table['indoml_id'].iloc[i]} of the {dataset} file",
-                             column="indoml_id", row=i + 1)
+            raise InputError(
+                path,
+                f"two names for indoml_id {table['indoml_id'].iloc[i]} of the {dataset} file",
+                column="indoml_id",
+                row=i + 1,
+            )
         out[dataset] = part.set_index("indoml_id")["name"]
     return out
 
@@ -378,10 +498,10 @@ def name_quality(smk) -> None:
     """chrF (and exact match) of teacher and student names against the true product names. Every
     table is matched on (split, indoml_id): a split's names, its rows and the true names of the
     file it comes from."""
-    from prodcat.runtime.errors import InputError
     from prodcat.data.io import read_rows, read_table
     from prodcat.names.namer import chrf, status_counts
     from prodcat.report.tables import write_table
+    from prodcat.runtime.errors import InputError
 
     with logging_to(smk.log[0]):
         truth = true_names_by_dataset(read_table(smk.input.truth).reset_index(drop=True), smk.input.truth)
@@ -394,21 +514,36 @@ def name_quality(smk) -> None:
                 refs = truth[DATASET_OF_SPLIT[split]].reindex(names["indoml_id"])
                 if refs.isna().any():
                     missing = names["indoml_id"][refs.isna().to_numpy()].iloc[0]
-                    raise InputError(smk.input.truth, f"no true name for indoml_id {missing} of the "
-                                     f"{DATASET_OF_SPLIT[split]} file (needed by {path})", column="indoml_id")
+                    raise InputError(
+                        smk.input.truth,
+                        f"no true name for indoml_id {missing} of the "
+                        f"{DATASET_OF_SPLIT[split]} file (needed by {path})",
+                        column="indoml_id",
+                    )
                 counts = status_counts(names)
-                records.append({
-                    "names": who, "split": split, "n": len(names),
-                    "chrf": chrf(names["name"].tolist(), refs.tolist()),
-                    "chrf_description": chrf(descriptions[split].reindex(names["indoml_id"]).tolist(), refs.tolist()),
-                    "exact": float((names["name"].to_numpy() == refs.to_numpy()).mean()),
-                    "fallbacks": len(names) - counts.get("ok", 0),
-                })
+                records.append(
+                    {
+                        "names": who,
+                        "split": split,
+                        "n": len(names),
+                        "chrf": chrf(names["name"].tolist(), refs.tolist()),
+                        "chrf_description": chrf(
+                            descriptions[split].reindex(names["indoml_id"]).tolist(), refs.tolist()
+                        ),
+                        "exact": float((names["name"].to_numpy() == refs.to_numpy()).mean()),
+                        "fallbacks": len(names) - counts.get("ok", 0),
+                    }
+                )
         table = pd.DataFrame(records)
-        write_table(table, smk.output.csv, smk.output.md, "Name quality against the true product names",
-                    "chrF (0-100) of each name against the sample's true product name; chrf_description scores "
-                    "the raw receipt line the same way, the floor a namer must beat; fallbacks are empty or "
-                    "runaway or short answers replaced by the description. " + standin_caption(smk.params.teacher))
+        write_table(
+            table,
+            smk.output.csv,
+            smk.output.md,
+            "Name quality against the true product names",
+            "chrF (0-100) of each name against the sample's true product name; chrf_description scores "
+            "the raw receipt line the same way, the floor a namer must beat; fallbacks are empty or "
+            "runaway or short answers replaced by the description. " + standin_caption(smk.params.teacher),
+        )
         logging.info("\n%s", table.to_string(index=False))
 
 
@@ -419,17 +554,24 @@ def standin_caption(teacher: dict) -> str:
         return "Teacher and namer start from the configured Llama."
     warmup = teacher.get("warmup") or {}
     if not warmup.get("enabled"):
-        return ("The teacher is a tiny random-init Llama stand-in that knows no products: its names fall back to the "
-                "description, and the stages only show that they run.")
+        return (
+            "The teacher is a tiny random-init Llama stand-in that knows no products: its names fall back to the "
+            "description, and the stages only show that they run."
+        )
     rows = warmup["steps"] * warmup["batch_size"]
     share = warmup["student_share"]
-    prompts = (f"{1 - share:.0%} in the teacher's prompt, {share:.0%} in the student's (without labels)" if share
-               else "in the teacher's prompt")
-    return ("The teacher is a tiny Llama stand-in that had a stand-in's pretraining before the run, in place of what a "
-            "pretrained LLM knows about products (the real Llama needs none): "
-            f"{warmup['steps']} steps on {rows:,} rows of the sample's catalogue drawn apart from the train, "
-            f"validation and test rows, prompt → true product name, {prompts} (tiny.llama.warmup). The student is "
-            "the LoRA namer trained on the teacher's names. Tiny models cannot show the real method's quality.")
+    prompts = (
+        f"{1 - share:.0%} in the teacher's prompt, {share:.0%} in the student's (without labels)"
+        if share
+        else "in the teacher's prompt"
+    )
+    return (
+        "The teacher is a tiny Llama stand-in that had a stand-in's pretraining before the run, in place of what a "
+        "pretrained LLM knows about products (the real Llama needs none): "
+        f"{warmup['steps']} steps on {rows:,} rows of the sample's catalogue drawn apart from the train, "
+        f"validation and test rows, prompt → true product name, {prompts} (tiny.llama.warmup). The student is "
+        "the LoRA namer trained on the teacher's names. Tiny models cannot show the real method's quality."
+    )
 
 
 def plots(smk) -> None:
@@ -439,8 +581,9 @@ def plots(smk) -> None:
         metrics = pd.read_csv(smk.input.metrics)
         accuracy_bars(metrics, smk.output.accuracy)
         f1_by_level(metrics, smk.output.f1)
-        training_curves({model: read_history(path) for model, path in zip(smk.params.models, smk.input.models)},
-                        smk.output.curves)
+        training_curves(
+            {model: read_history(path) for model, path in zip(smk.params.models, smk.input.models)}, smk.output.curves
+        )
 
 
 def manifest(smk) -> None:
@@ -455,8 +598,8 @@ def score_candidates(smk) -> None:
     of one split (prodcat.ensemble.stack reads them as candidate scores)."""
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_rows, read_table, write_parquet
-    from prodcat.labelers.interface import load_labeler, with_source
     from prodcat.ensemble.stack import candidate_union
+    from prodcat.labelers.interface import load_labeler, with_source
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)

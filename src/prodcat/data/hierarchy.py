@@ -41,12 +41,12 @@ class Hierarchy:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_frame(cls, rows: pd.DataFrame) -> "Hierarchy":
+    def from_frame(cls, rows: pd.DataFrame) -> Hierarchy:
         counts = rows.groupby(list(LEVELS), sort=False).size().rename("count").reset_index()
         return cls(counts)
 
     @classmethod
-    def from_json(cls, path) -> "Hierarchy":
+    def from_json(cls, path) -> Hierarchy:
         path = Path(path)
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
@@ -113,7 +113,6 @@ def _ordered(counts: pd.Series) -> list[str]:
     """Keys by count descending, then alphabetically (deterministic tie rule)."""
     items = sorted(counts.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
     return [str(k) for k, _ in items]
-
 
 
 @functools.cache

@@ -47,7 +47,9 @@ def read_table(path) -> pd.DataFrame:
             raise InputError(path, f"cannot read as Parquet: {exc}") from exc
     if path.suffix in JSON_SUFFIXES:
         return _read_json_lines(path)
-    raise InputError(path, f"unknown file type {path.suffix!r}: expected .parquet or JSON lines ({', '.join(sorted(JSON_SUFFIXES))})")
+    raise InputError(
+        path, f"unknown file type {path.suffix!r}: expected .parquet or JSON lines ({', '.join(sorted(JSON_SUFFIXES))})"
+    )
 
 
 def _read_json_lines(path: Path) -> pd.DataFrame:
@@ -106,13 +108,16 @@ def parse_id(value, path, row: int, column: str = "indoml_id") -> int:
 
 
 def _validate_ids(values: pd.Series, path) -> pd.Series:
-    ids = pd.Series([parse_id(v, path, i) for i, v in enumerate(values.tolist(), start=1)],
-                    index=values.index, dtype="int64")
+    ids = pd.Series(
+        [parse_id(v, path, i) for i, v in enumerate(values.tolist(), start=1)], index=values.index, dtype="int64"
+    )
     duplicated = ids.duplicated()
     if duplicated.any():
         i = int(duplicated.to_numpy().argmax())
         first = int(ids.eq(ids.iloc[i]).to_numpy().argmax())
-        raise InputError(path, f"duplicate indoml_id {ids.iloc[i]} (first at row {first + 1})", column="indoml_id", row=i + 1)
+        raise InputError(
+            path, f"duplicate indoml_id {ids.iloc[i]} (first at row {first + 1})", column="indoml_id", row=i + 1
+        )
     return ids
 
 
@@ -122,8 +127,12 @@ def _check_text(value: str, path, column: str, row: int) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InputError(path, f"not valid Unicode text: {value[exc.start]!r} (a lone surrogate) at position "
-                               f"{exc.start + 1}", column=column, row=row) from None
+        raise InputError(
+            path,
+            f"not valid Unicode text: {value[exc.start]!r} (a lone surrogate) at position {exc.start + 1}",
+            column=column,
+            row=row,
+        ) from None
 
 
 def _validate_strings(values: pd.Series, column: str, path, *, allow_empty: bool) -> pd.Series:
@@ -161,7 +170,9 @@ def parse_price(value, path, row: int) -> float:
         try:
             price = float(text)
         except ValueError:
-            raise InputError(path, f"expected a number or a numeric string, got {value!r}", column="price", row=row) from None
+            raise InputError(
+                path, f"expected a number or a numeric string, got {value!r}", column="price", row=row
+            ) from None
     else:
         try:
             price = float(value)
@@ -170,7 +181,9 @@ def parse_price(value, path, row: int) -> float:
     if math.isnan(price):  # float("nan") of a numeric value: missing, like a null
         return math.nan
     if math.isinf(price) or price < 0 or price >= MAX_PRICE:
-        raise InputError(path, f"expected a finite non-negative price below {MAX_PRICE:,.0f}, got {value!r}", column="price", row=row)
+        raise InputError(
+            path, f"expected a finite non-negative price below {MAX_PRICE:,.0f}, got {value!r}", column="price", row=row
+        )
     return price
 
 
@@ -205,8 +218,11 @@ def ingest(features_path, labels_path=None) -> pd.DataFrame:
     inline_labels = all(level in raw.columns for level in LEVELS)
     partial = [level for level in LEVELS if level not in raw.columns]
     if labels_path is None and 0 < len(partial) < len(LEVELS):
-        raise InputError(features_path, f"has some label columns but not all four ({', '.join(LEVELS)}): missing column",
-                         column=partial[0])
+        raise InputError(
+            features_path,
+            f"has some label columns but not all four ({', '.join(LEVELS)}): missing column",
+            column=partial[0],
+        )
     if labels_path is not None:
         labels = validate_labels(read_table(labels_path), labels_path)
         known = set(rows["indoml_id"])
@@ -216,7 +232,8 @@ def ingest(features_path, labels_path=None) -> pd.DataFrame:
             raise InputError(
                 labels_path,
                 f"labels for indoml_id {labels['indoml_id'].iloc[i]} which is not in {features_path}",
-                column="indoml_id", row=i + 1,
+                column="indoml_id",
+                row=i + 1,
             )
         missing = ~rows["indoml_id"].isin(set(labels["indoml_id"]))
         if missing.any():
@@ -224,7 +241,8 @@ def ingest(features_path, labels_path=None) -> pd.DataFrame:
             raise InputError(
                 features_path,
                 f"indoml_id {rows['indoml_id'].iloc[i]} has no labels in {labels_path}",
-                column="indoml_id", row=i + 1,
+                column="indoml_id",
+                row=i + 1,
             )
         rows = rows.merge(labels, on="indoml_id", how="left", validate="one_to_one")
     elif inline_labels:
@@ -239,7 +257,9 @@ def read_rows(path, *, labelled: bool = False) -> pd.DataFrame:
     rows = ingest(path)
     missing = [level for level in LEVELS if level not in rows.columns]
     if labelled and missing:
-        raise InputError(path, f"expected labelled rows with columns {', '.join(LEVELS)}: missing column", column=missing[0])
+        raise InputError(
+            path, f"expected labelled rows with columns {', '.join(LEVELS)}: missing column", column=missing[0]
+        )
     return rows
 
 
@@ -283,7 +303,9 @@ def read_level_accuracy(path, models) -> dict[str, dict[str, float]]:
         raise InputError(path, f"expected a JSON object {{model: {{level: accuracy}}}}, got {type(obj).__name__}")
     for model in models:
         if model not in obj:
-            raise InputError(path, f"no accuracies for model {model!r} (has: {', '.join(map(str, obj)) or 'none'})", key=model)
+            raise InputError(
+                path, f"no accuracies for model {model!r} (has: {', '.join(map(str, obj)) or 'none'})", key=model
+            )
         levels = obj[model]
         if not isinstance(levels, dict):
             raise InputError(path, f"expected an object {{level: accuracy}}, got {levels!r}", key=model)
@@ -426,7 +448,6 @@ def _json_default(value):
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value)}")
-
 
 
 def parse_named_paths(items) -> list[tuple[str, str]]:

@@ -17,7 +17,9 @@ import pandas as pd
 from prodcat import LEVELS
 
 
-def split_group_stratified(rows: pd.DataFrame, fraction: float = 0.1, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_group_stratified(
+    rows: pd.DataFrame, fraction: float = 0.1, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not 0.0 < fraction < 1.0:  # also refuses NaN
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.io import write_json_lines
+from prodcat.runtime.errors import InputError
 
 SUBMISSION_COLUMNS = ("indoml_id", *LEVELS)
 
@@ -41,7 +41,8 @@ def write_submission(predictions: pd.DataFrame, path, *, source="predictions") -
             i = int((~good).argmax())
             raise InputError(
                 source,
-                f"indoml_id {ids.iloc[i]} has no {level} label ({predictions[level].iloc[i]!r}); a submission must be complete",
+                f"indoml_id {ids.iloc[i]} has no {level} label ({predictions[level].iloc[i]!r}); a submission "
+                "must be complete",
                 column=level,
                 row=i + 1,
             )

@@ -55,8 +55,8 @@ import numpy as np
 import pandas as pd
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.hierarchy import Hierarchy
+from prodcat.runtime.errors import InputError
 
 FORMAT_VERSION = 2  # 2: ranked alternatives as candidates
 SCORE_COLUMNS = ("logprob", "logprob_per_token", "logprob_min", "margin")
@@ -72,8 +72,12 @@ def merge_params(params: dict | None) -> dict:
     if unknown:
         raise ValueError(f"unknown stack params {unknown}; known: {sorted(DEFAULT_PARAMS)}")
     grid = params["C"] if isinstance(params["C"], (list, tuple)) else [params["C"]]
-    params = {"folds": int(params["folds"]), "seed": int(params["seed"]), "C": [float(c) for c in grid],
-              "inner_folds": int(params["inner_folds"])}
+    params = {
+        "folds": int(params["folds"]),
+        "seed": int(params["seed"]),
+        "C": [float(c) for c in grid],
+        "inner_folds": int(params["inner_folds"]),
+    }
     if params["folds"] < 2 or params["inner_folds"] < 2 or not params["C"] or min(params["C"]) <= 0:
         raise ValueError("stack params need folds >= 2, inner_folds >= 2 and every C > 0")
     return params
@@ -87,13 +91,17 @@ class _PathLookup:
         paths = hierarchy.paths
         self.index = pd.MultiIndex.from_frame(paths[list(LEVELS)])
         self.level_index = [pd.Index(hierarchy.labels(level)) for level in LEVELS]
-        self.path_codes = np.column_stack([self.level_index[d].get_indexer(paths[level]) for d, level in enumerate(LEVELS)])
+        self.path_codes = np.column_stack(
+            [self.level_index[d].get_indexer(paths[level]) for d, level in enumerate(LEVELS)]
+        )
         self.log_count = np.log1p(paths["count"].to_numpy(dtype=np.float64))
         self.labels = paths[list(LEVELS)].to_numpy(dtype=object)
 
     def path_ids(self, frame: pd.DataFrame) -> np.ndarray:
         """Index of each row's path in the hierarchy; -1 when missing or not a known path."""
-        arrays = [frame[level].astype(object).where(frame[level].notna(), _MISSING).astype(str).to_numpy() for level in LEVELS]
+        arrays = [
+            frame[level].astype(object).where(frame[level].notna(), _MISSING).astype(str).to_numpy() for level in LEVELS
+        ]
         return self.index.get_indexer(pd.MultiIndex.from_arrays(arrays))
 
     def level_codes(self, frame: pd.DataFrame, depth: int) -> np.ndarray:
@@ -113,11 +121,14 @@ class _Members:
     vote: np.ndarray  # (rows,) path id of the hard vote (set by _with_vote)
     candidate_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # member → (id, path) → scores
     descriptions: np.ndarray | None = None  # (rows,) lower-cased, when given
-    alternatives: dict[str, np.ndarray] = field(default_factory=dict)  # member → (rows, k) path ids of its k best, -1 = none
+    alternatives: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # member → (rows, k) path ids of its k best, -1 = none
 
 
-def _read_members(predictions: list[pd.DataFrame], names: list[str], lookup: _PathLookup,
-                  score_columns: dict[str, list[str]]) -> _Members:
+def _read_members(
+    predictions: list[pd.DataFrame], names: list[str], lookup: _PathLookup, score_columns: dict[str, list[str]]
+) -> _Members:
     from prodcat.ensemble.vote import _aligned_positions
 
     if len(predictions) != len(names) or not names:
@@ -131,7 +142,9 @@ def _read_members(predictions: list[pd.DataFrame], names: list[str], lookup: _Pa
         columns = score_columns[name]
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise InputError(name, f"the stack model needs the confidence column(s) {', '.join(missing)}", column=missing[0])
+            raise InputError(
+                name, f"the stack model needs the confidence column(s) {', '.join(missing)}", column=missing[0]
+            )
         scores[name] = np.column_stack([_numeric(frame[c]) for c in columns]) if columns else np.zeros((len(frame), 0))
     return _Members(
         ids=ids,
@@ -155,8 +168,18 @@ def _corrected(frame: pd.DataFrame) -> np.ndarray:
     return np.zeros(len(frame), dtype=bool)
 
 
-def _with_context(members: _Members, predictions, names, hierarchy, lookup, level_accuracy, candidate_scores,
-                  rows, alternatives=None, alternative_counts=None) -> _Members:
+def _with_context(
+    members: _Members,
+    predictions,
+    names,
+    hierarchy,
+    lookup,
+    level_accuracy,
+    candidate_scores,
+    rows,
+    alternatives=None,
+    alternative_counts=None,
+) -> _Members:
     """Adds the hard vote's path, the members' candidate scores, the descriptions and the
     members' ranked alternatives (the first `alternative_counts[name]` of each)."""
     from prodcat.ensemble.vote import vote_predictions
@@ -173,7 +196,9 @@ def _with_context(members: _Members, predictions, names, hierarchy, lookup, leve
     if rows is not None:
         position = pd.Index(rows["indoml_id"].to_numpy(dtype=np.int64)).get_indexer(members.ids)
         if (position < 0).any():
-            raise InputError("rows", f"no description for indoml_id {members.ids[np.argmax(position < 0)]}", column="indoml_id")
+            raise InputError(
+                "rows", f"no description for indoml_id {members.ids[np.argmax(position < 0)]}", column="indoml_id"
+            )
         members.descriptions = rows["description"].astype(str).str.lower().to_numpy(dtype=object)[position]
     for name, k in (alternative_counts or {}).items():
         table = (alternatives or {}).get(name)
@@ -207,16 +232,24 @@ def _ranked_ids(table: pd.DataFrame, source) -> tuple[np.ndarray, np.ndarray]:
         bad = ~(np.isfinite(values) & (values == np.round(values)))
         if bad.any():
             at = int(np.argmax(bad))
-            raise InputError(source, f"ranked alternatives need integer values, got {table[column].tolist()[at]!r}",
-                             column=column, row=at + 1)
+            raise InputError(
+                source,
+                f"ranked alternatives need integer values, got {table[column].tolist()[at]!r}",
+                column=column,
+                row=at + 1,
+            )
     order = np.lexsort((rank, ids))
     start = np.r_[True, ids[order][1:] != ids[order][:-1]]
     expected = np.arange(len(order)) - np.maximum.accumulate(np.where(start, np.arange(len(order)), 0)) + 1
     wrong = rank[order] != expected
     if wrong.any():
         at = int(order[np.argmax(wrong)])
-        raise InputError(source, f"indoml_id {int(ids[at])}: ranks must be 1, 2, ... without gaps or repeats",
-                         column="rank", row=at + 1)
+        raise InputError(
+            source,
+            f"indoml_id {int(ids[at])}: ranks must be 1, 2, ... without gaps or repeats",
+            column="rank",
+            row=at + 1,
+        )
     return ids.astype(np.int64), rank.astype(np.int64)
 
 
@@ -229,7 +262,7 @@ def _candidates(members: _Members, alternatives: tuple[str, ...] = ()) -> tuple[
     keep = slots >= 0
     keep[:, 0] &= ~(slots[:, 1:] >= 0).any(axis=1)  # the vote only as the fallback
     for s in range(2, slots.shape[1]):
-        keep[:, s] &= ~(slots[:, 1:s] == slots[:, s:s + 1]).any(axis=1)
+        keep[:, s] &= ~(slots[:, 1:s] == slots[:, s : s + 1]).any(axis=1)
     row, slot = np.nonzero(keep)
     return row, slot, slots[row, slot]
 
@@ -258,14 +291,19 @@ class _Statistics:
     quantiles: dict[str, dict[str, list[float]]]
 
 
-def _statistics(members: _Members, names, truth_paths: np.ndarray, truth_codes: list[np.ndarray],
-                score_columns) -> _Statistics:
-    level_accuracy = {name: {level: float(np.mean(members.level_codes[d][:, m] == truth_codes[d]))
-                             for d, level in enumerate(LEVELS)} for m, name in enumerate(names)}
-    item_accuracy = {name: float(np.mean((members.paths[:, m] == truth_paths) & (truth_paths >= 0)))
-                     for m, name in enumerate(names)}
-    quantiles = {name: {c: _quantiles(members.scores[name][:, k]) for k, c in enumerate(score_columns[name])}
-                 for name in names}
+def _statistics(
+    members: _Members, names, truth_paths: np.ndarray, truth_codes: list[np.ndarray], score_columns
+) -> _Statistics:
+    level_accuracy = {
+        name: {level: float(np.mean(members.level_codes[d][:, m] == truth_codes[d])) for d, level in enumerate(LEVELS)}
+        for m, name in enumerate(names)
+    }
+    item_accuracy = {
+        name: float(np.mean((members.paths[:, m] == truth_paths) & (truth_paths >= 0))) for m, name in enumerate(names)
+    }
+    quantiles = {
+        name: {c: _quantiles(members.scores[name][:, k]) for k, c in enumerate(score_columns[name])} for name in names
+    }
     return _Statistics(level_accuracy, item_accuracy, quantiles)
 
 
@@ -295,8 +333,13 @@ class Layout:
         out += [f"agree_{level}" for level in LEVELS] + [f"agree_{level}_accuracy" for level in LEVELS]
         out += ["is_vote", "log_path_count"]
         if self.descriptions:
-            out += ["brand_partial_ratio", "brand_token_set_ratio", "module_partial_ratio", "module_token_set_ratio",
-                    "brand_abbreviation"]
+            out += [
+                "brand_partial_ratio",
+                "brand_token_set_ratio",
+                "module_partial_ratio",
+                "module_token_set_ratio",
+                "brand_abbreviation",
+            ]
         return out
 
 
@@ -347,8 +390,9 @@ def _candidate_features(members: _Members, name: str, columns: list[str], row, p
     found = table.index.get_indexer(wanted)
     if (found < 0).any():
         i = int(np.argmax(found < 0))
-        raise InputError(name, f"candidate scores lack the path {tuple(lookup.labels[path[i]])} "
-                               f"for indoml_id {members.ids[row[i]]}")
+        raise InputError(
+            name, f"candidate scores lack the path {tuple(lookup.labels[path[i]])} for indoml_id {members.ids[row[i]]}"
+        )
     out = []
     for c in columns:
         values = np.nan_to_num(table[c].to_numpy(dtype=np.float64)[found], nan=-np.inf)
@@ -425,9 +469,15 @@ class StackModel:
     def decision(self, features: np.ndarray) -> np.ndarray:
         return ((features - self.mean) / self.scale) @ self.coef + self.intercept
 
-    def predict(self, predictions: list[pd.DataFrame], names: list[str], hierarchy: Hierarchy,
-                candidate_scores: dict[str, pd.DataFrame] | None = None, rows: pd.DataFrame | None = None,
-                alternatives: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    def predict(
+        self,
+        predictions: list[pd.DataFrame],
+        names: list[str],
+        hierarchy: Hierarchy,
+        candidate_scores: dict[str, pd.DataFrame] | None = None,
+        rows: pd.DataFrame | None = None,
+        alternatives: dict[str, pd.DataFrame] | None = None,
+    ) -> pd.DataFrame:
         """One path per row: indoml_id, the four levels (the first table's row order), and
         stack_score (the chosen candidate's decision value), stack_candidates (how many there
         were), stack_proposers (members that proposed the chosen path, comma-joined).
@@ -437,9 +487,18 @@ class StackModel:
             raise ValueError("this stack model reads the rows' descriptions: pass rows")
         lookup = _PathLookup(hierarchy)
         members = _read_members(predictions, names, lookup, self.layout.score_columns)
-        members = _with_context(members, predictions, names, hierarchy, lookup, self.statistics.level_accuracy,
-                                {n: t for n, t in (candidate_scores or {}).items() if n in self.layout.candidate_columns},
-                                rows if self.layout.descriptions else None, alternatives, self.layout.alternatives)
+        members = _with_context(
+            members,
+            predictions,
+            names,
+            hierarchy,
+            lookup,
+            self.statistics.level_accuracy,
+            {n: t for n, t in (candidate_scores or {}).items() if n in self.layout.candidate_columns},
+            rows if self.layout.descriptions else None,
+            alternatives,
+            self.layout.alternatives,
+        )
         row, slot, path, features = _features(members, self.layout, self.statistics, lookup)
         score = self.decision(features)
         first = _best_per_row(row, slot, score)
@@ -455,7 +514,9 @@ class StackModel:
 
     def _in_member_order(self, predictions, names):
         if sorted(names) != sorted(self.members):
-            raise ValueError(f"the stack model was fit on members {', '.join(self.members)}; got {', '.join(names) or 'none'}")
+            raise ValueError(
+                f"the stack model was fit on members {', '.join(self.members)}; got {', '.join(names) or 'none'}"
+            )
         by_name = dict(zip(names, predictions))
         return [by_name[n] for n in self.members], list(self.members)
 
@@ -472,8 +533,10 @@ class StackModel:
             "level_accuracy": self.statistics.level_accuracy,
             "item_accuracy": self.statistics.item_accuracy,
             "score_quantiles": self.statistics.quantiles,
-            "features": [{"name": n, "mean": float(mu), "scale": float(s), "coef": float(c)}
-                         for n, mu, s, c in zip(self.feature_names, self.mean, self.scale, self.coef)],
+            "features": [
+                {"name": n, "mean": float(mu), "scale": float(s), "coef": float(c)}
+                for n, mu, s, c in zip(self.feature_names, self.mean, self.scale, self.coef)
+            ],
             "intercept": float(self.intercept),
             "params": self.params,
             "selection": self.selection,
@@ -486,7 +549,7 @@ class StackModel:
         write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", path)
 
     @classmethod
-    def load(cls, path) -> "StackModel":
+    def load(cls, path) -> StackModel:
         path = Path(path)
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
@@ -496,9 +559,13 @@ class StackModel:
             raise InputError(path, f"not a stack model of format_version {FORMAT_VERSION}")
         try:
             features = obj["features"]
-            layout = Layout(tuple(obj["members"]), {k: list(v) for k, v in obj["score_columns"].items()},
-                            {k: list(v) for k, v in obj["candidate_columns"].items()}, bool(obj["descriptions"]),
-                            {k: int(v) for k, v in obj["alternatives"].items()})
+            layout = Layout(
+                tuple(obj["members"]),
+                {k: list(v) for k, v in obj["score_columns"].items()},
+                {k: list(v) for k, v in obj["candidate_columns"].items()},
+                bool(obj["descriptions"]),
+                {k: int(v) for k, v in obj["alternatives"].items()},
+            )
             model = cls(
                 layout=layout,
                 statistics=_Statistics(obj["level_accuracy"], obj["item_accuracy"], obj["score_quantiles"]),
@@ -526,8 +593,11 @@ def _best_per_row(row, slot, score) -> np.ndarray:
 
 def _layout(predictions, names, candidate_scores, rows, alternatives=None) -> Layout:
     score_columns = {name: [c for c in SCORE_COLUMNS if c in frame.columns] for frame, name in zip(predictions, names)}
-    candidate_columns = {name: [c for c in ("logprob", "logprob_per_token") if c in table.columns]
-                         for name, table in (candidate_scores or {}).items() if name in names}
+    candidate_columns = {
+        name: [c for c in ("logprob", "logprob_per_token") if c in table.columns]
+        for name, table in (candidate_scores or {}).items()
+        if name in names
+    }
     counts = {}
     for name, table in (alternatives or {}).items():
         if name not in names:
@@ -536,8 +606,13 @@ def _layout(predictions, names, candidate_scores, rows, alternatives=None) -> La
         if missing:
             raise InputError(name, f"ranked alternatives lack column(s) {', '.join(missing)}", column=missing[0])
         counts[name] = int(_ranked_ids(table, name)[1].max()) if len(table) else 0
-    return Layout(tuple(names), score_columns, candidate_columns, rows is not None and "description" in rows.columns,
-                  {n: k for n, k in counts.items() if k >= 1})
+    return Layout(
+        tuple(names),
+        score_columns,
+        candidate_columns,
+        rows is not None and "description" in rows.columns,
+        {n: k for n, k in counts.items() if k >= 1},
+    )
 
 
 def _truth_arrays(truth: pd.DataFrame, ids: np.ndarray, lookup: _PathLookup, source="truth"):
@@ -595,10 +670,18 @@ def _select(features, target, row, slot, ids, best_proposed, params) -> tuple[fl
     return chosen, {"inner_accuracy": accuracy, "chosen": f"C={chosen:g}" if chosen else "defer to the best member"}
 
 
-def fit_stack(predictions: list[pd.DataFrame], names: list[str], truth: pd.DataFrame, hierarchy: Hierarchy,
-              params: dict | None = None, *, candidate_scores: dict[str, pd.DataFrame] | None = None,
-              rows: pd.DataFrame | None = None, truth_source="truth",
-              alternatives: dict[str, pd.DataFrame] | None = None) -> StackModel:
+def fit_stack(
+    predictions: list[pd.DataFrame],
+    names: list[str],
+    truth: pd.DataFrame,
+    hierarchy: Hierarchy,
+    params: dict | None = None,
+    *,
+    candidate_scores: dict[str, pd.DataFrame] | None = None,
+    rows: pd.DataFrame | None = None,
+    truth_source="truth",
+    alternatives: dict[str, pd.DataFrame] | None = None,
+) -> StackModel:
     """Fit the arbiter on labelled rows (validation): the members' predictions of them, optionally
     each member's scores of the candidates (see the module docstring), the rows (descriptions) and
     members' ranked alternatives (indoml_id, rank, the four levels: more candidates), and the truth."""
@@ -609,9 +692,18 @@ def fit_stack(predictions: list[pd.DataFrame], names: list[str], truth: pd.DataF
     members = _read_members(predictions, names, lookup, layout.score_columns)
     truth_paths, truth_codes = _truth_arrays(truth, members.ids, lookup, truth_source)
     stats = _statistics(members, names, truth_paths, truth_codes, layout.score_columns)
-    members = _with_context(members, predictions, names, hierarchy, lookup, stats.level_accuracy,
-                            {n: candidate_scores[n] for n in layout.candidate_columns}, rows if layout.descriptions else None,
-                            alternatives, layout.alternatives)
+    members = _with_context(
+        members,
+        predictions,
+        names,
+        hierarchy,
+        lookup,
+        stats.level_accuracy,
+        {n: candidate_scores[n] for n in layout.candidate_columns},
+        rows if layout.descriptions else None,
+        alternatives,
+        layout.alternatives,
+    )
     row, slot, path, features = _features(members, layout, stats, lookup)
     target = path == truth_paths[row]
     best = max(names, key=lambda n: (stats.item_accuracy[n], -names.index(n)))
@@ -640,10 +732,18 @@ def fold_of_rows(ids: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(len(ids))[rank] % folds
 
 
-def cross_fit_stack(predictions: list[pd.DataFrame], names: list[str], truth: pd.DataFrame, hierarchy: Hierarchy,
-                    params: dict | None = None, *, candidate_scores: dict[str, pd.DataFrame] | None = None,
-                    rows: pd.DataFrame | None = None, truth_source="truth",
-                    alternatives: dict[str, pd.DataFrame] | None = None):
+def cross_fit_stack(
+    predictions: list[pd.DataFrame],
+    names: list[str],
+    truth: pd.DataFrame,
+    hierarchy: Hierarchy,
+    params: dict | None = None,
+    *,
+    candidate_scores: dict[str, pd.DataFrame] | None = None,
+    rows: pd.DataFrame | None = None,
+    truth_source="truth",
+    alternatives: dict[str, pd.DataFrame] | None = None,
+):
     """Out-of-fold predictions for every row: (table in the first table's row order, each row's
     fold, the fold models). Fold f's rows are scored by a model fit on the other folds only."""
     params = merge_params(params)
@@ -661,12 +761,28 @@ def cross_fit_stack(predictions: list[pd.DataFrame], names: list[str], truth: pd
         fitting, held_out = zip(*(split(frame, f) for frame in predictions))
         scores = {n: split(t, f) for n, t in (candidate_scores or {}).items()}
         ranked = {n: split(t, f) for n, t in (alternatives or {}).items()}
-        model = fit_stack(list(fitting), names, truth, hierarchy, params,
-                          candidate_scores={n: t[0] for n, t in scores.items()}, rows=rows, truth_source=truth_source,
-                          alternatives={n: t[0] for n, t in ranked.items()})
+        model = fit_stack(
+            list(fitting),
+            names,
+            truth,
+            hierarchy,
+            params,
+            candidate_scores={n: t[0] for n, t in scores.items()},
+            rows=rows,
+            truth_source=truth_source,
+            alternatives={n: t[0] for n, t in ranked.items()},
+        )
         models.append(model)
-        parts.append(model.predict(list(held_out), names, hierarchy, candidate_scores={n: t[1] for n, t in scores.items()},
-                                   rows=rows, alternatives={n: t[1] for n, t in ranked.items()}))
+        parts.append(
+            model.predict(
+                list(held_out),
+                names,
+                hierarchy,
+                candidate_scores={n: t[1] for n, t in scores.items()},
+                rows=rows,
+                alternatives={n: t[1] for n, t in ranked.items()},
+            )
+        )
     out = pd.concat(parts, ignore_index=True)
     out = out.set_index("indoml_id").loc[ids].reset_index()
     return out, fold, models
@@ -681,7 +797,9 @@ def candidate_union(tables: list[pd.DataFrame], hierarchy: Hierarchy) -> pd.Data
         path = lookup.path_ids(table)
         keep = path >= 0
         parts.append(pd.DataFrame({"indoml_id": table["indoml_id"].to_numpy(dtype=np.int64)[keep], "path": path[keep]}))
-    union = pd.concat(parts, ignore_index=True).drop_duplicates() if parts else pd.DataFrame({"indoml_id": [], "path": []})
+    union = (
+        pd.concat(parts, ignore_index=True).drop_duplicates() if parts else pd.DataFrame({"indoml_id": [], "path": []})
+    )
     union = union.sort_values(["indoml_id", "path"], kind="stable").reset_index(drop=True)
     out = pd.DataFrame({"indoml_id": union["indoml_id"].to_numpy(dtype=np.int64)})
     for d, level in enumerate(LEVELS):

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.hierarchy import Hierarchy
+from prodcat.runtime.errors import InputError
 
 WEIGHT_SCALE = 1_000_000  # accuracies become integer weights: exact sums, exact ties
 

@@ -43,8 +43,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError
 from prodcat.data.hierarchy import Hierarchy
+from prodcat.runtime.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ def _normalize_text(text) -> str:
     return " " + " ".join(str(text).lower().split()) + " "
 
 
-def hashed_char_ngrams(texts, ngram_min: int, ngram_max: int, buckets: int, word_bounded: bool = False) -> sp.csr_matrix:
+def hashed_char_ngrams(
+    texts, ngram_min: int, ngram_max: int, buckets: int, word_bounded: bool = False
+) -> sp.csr_matrix:
     """Counts of hashed character n-grams, one row per text, `buckets` columns.
 
     Vectorized over all characters of all texts (numpy, no per-text Python loop beyond
@@ -107,7 +109,7 @@ def hashed_char_ngrams(texts, ngram_min: int, ngram_max: int, buckets: int, word
         h = np.full(m, np.uint64((n * 0x9E3779B97F4A7C15) % 2**64))
         with np.errstate(over="ignore"):
             for k in range(n):
-                h = (h ^ codes[k:k + m]) * _PRIME
+                h = (h ^ codes[k : k + m]) * _PRIME
             h ^= h >> _SHIFT
             h *= _MIX1
             h ^= h >> _SHIFT
@@ -134,7 +136,7 @@ class _Featurizer:
     _column_of_bucket: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def fit_transform(cls, rows: pd.DataFrame, params: dict) -> tuple["_Featurizer", sp.csr_matrix]:
+    def fit_transform(cls, rows: pd.DataFrame, params: dict) -> tuple[_Featurizer, sp.csr_matrix]:
         chunks = list(_count_chunks(rows["description"], params))
         df = np.zeros(params["hash_buckets"], np.int64)
         for counts in chunks:
@@ -152,7 +154,7 @@ class _Featurizer:
         parts, start = [], 0
         while chunks:  # release each chunk of counts once featurized
             counts = chunks.pop(0)
-            parts.append(featurizer._features(counts, rows.iloc[start:start + counts.shape[0]]))
+            parts.append(featurizer._features(counts, rows.iloc[start : start + counts.shape[0]]))
             start += counts.shape[0]
         return featurizer, _vstack(parts, featurizer.n_features)
 
@@ -168,7 +170,7 @@ class _Featurizer:
     def transform(self, rows: pd.DataFrame) -> sp.csr_matrix:
         parts, start = [], 0
         for counts in _count_chunks(rows["description"], self.params):
-            parts.append(self._features(counts, rows.iloc[start:start + counts.shape[0]]))
+            parts.append(self._features(counts, rows.iloc[start : start + counts.shape[0]]))
             start += counts.shape[0]
         return _vstack(parts, self.n_features)
 
@@ -189,15 +191,27 @@ class _Featurizer:
             index = {r: i for i, r in enumerate(self.retailers)}
             ids = np.array([index.get(str(r), -1) for r in rows["retailer"]], dtype=np.int64)
             seen = ids >= 0
-            blocks.append(sp.csr_matrix(
-                (np.full(seen.sum(), self.params["retailer_weight"], np.float32), (np.flatnonzero(seen), ids[seen])),
-                shape=(n, len(self.retailers))))
+            blocks.append(
+                sp.csr_matrix(
+                    (
+                        np.full(seen.sum(), self.params["retailer_weight"], np.float32),
+                        (np.flatnonzero(seen), ids[seen]),
+                    ),
+                    shape=(n, len(self.retailers)),
+                )
+            )
         if self.params["use_price"]:
             log_price = _log_price(rows["price"])
             missing_bin = len(self.price_edges) + 1
-            bins = np.where(np.isnan(log_price), missing_bin, np.searchsorted(self.price_edges, np.nan_to_num(log_price)))
-            blocks.append(sp.csr_matrix(
-                (np.full(n, self.params["price_weight"], np.float32), (np.arange(n), bins)), shape=(n, missing_bin + 1)))
+            bins = np.where(
+                np.isnan(log_price), missing_bin, np.searchsorted(self.price_edges, np.nan_to_num(log_price))
+            )
+            blocks.append(
+                sp.csr_matrix(
+                    (np.full(n, self.params["price_weight"], np.float32), (np.arange(n), bins)),
+                    shape=(n, missing_bin + 1),
+                )
+            )
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
 
@@ -205,8 +219,13 @@ def _count_chunks(texts: pd.Series, params: dict, chunk: int = 50_000):
     """hashed_char_ngrams over bounded chunks of texts, so the per-character arrays stay small."""
     values = [str(t) for t in texts]  # not astype(str): a lone surrogate must not break Arrow strings
     for s in range(0, len(values), chunk):
-        yield hashed_char_ngrams(values[s:s + chunk], params["ngram_min"], params["ngram_max"], params["hash_buckets"],
-                                 params["word_bounded"])
+        yield hashed_char_ngrams(
+            values[s : s + chunk],
+            params["ngram_min"],
+            params["ngram_max"],
+            params["hash_buckets"],
+            params["word_bounded"],
+        )
 
 
 def _vstack(parts: list, n_columns: int) -> sp.csr_matrix:
@@ -229,12 +248,17 @@ def _path_ids(rows: pd.DataFrame, hierarchy: Hierarchy) -> np.ndarray:
     ids = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
     if (ids < 0).any():
         bad = int(np.flatnonzero(ids < 0)[0])
-        raise InputError("train rows", f"{int((ids < 0).sum())} rows have a label path that is not in the "
-                         f"hierarchy, first {keys[bad]!r}", row=bad + 1)
+        raise InputError(
+            "train rows",
+            f"{int((ids < 0).sum())} rows have a label path that is not in the hierarchy, first {keys[bad]!r}",
+            row=bad + 1,
+        )
     return ids
 
 
-def train_charngram(train_rows: pd.DataFrame, hierarchy: Hierarchy, *, params: dict, val_rows: pd.DataFrame | None = None) -> "CharNgramLabeler":
+def train_charngram(
+    train_rows: pd.DataFrame, hierarchy: Hierarchy, *, params: dict, val_rows: pd.DataFrame | None = None
+) -> CharNgramLabeler:
     """Fit the featurizer and count n-grams per path; with val_rows, also measure item and
     per-level accuracy on them (kept in `.metrics`; a random split flatters)."""
     params = _merge_params(params)
@@ -246,18 +270,32 @@ def train_charngram(train_rows: pd.DataFrame, hierarchy: Hierarchy, *, params: d
     started = time.time()
     path_of_row = _path_ids(train_rows, hierarchy)
     featurizer, X = _Featurizer.fit_transform(train_rows, params)
-    log.info("features: %d rows × %d columns (%d n-gram buckets), %.1f nnz per row, %.0f s",
-             X.shape[0], X.shape[1], featurizer.n_text, X.nnz / X.shape[0], time.time() - started)
+    log.info(
+        "features: %d rows × %d columns (%d n-gram buckets), %.1f nnz per row, %.0f s",
+        X.shape[0],
+        X.shape[1],
+        featurizer.n_text,
+        X.nnz / X.shape[0],
+        time.time() - started,
+    )
     n_paths = hierarchy.n_paths
-    membership = sp.csr_matrix((np.ones(len(path_of_row), np.float32), (path_of_row, np.arange(len(path_of_row)))),
-                               shape=(n_paths, len(path_of_row)))
+    membership = sp.csr_matrix(
+        (np.ones(len(path_of_row), np.float32), (path_of_row, np.arange(len(path_of_row)))),
+        shape=(n_paths, len(path_of_row)),
+    )
     counts = (membership @ X).tocsr()
     counts.sort_indices()
     rows_per_path = np.bincount(path_of_row, minlength=n_paths)
     labels = {level: hierarchy.paths[level].astype(str).tolist() for level in LEVELS}
     labeler = CharNgramLabeler(params, featurizer, labels, counts, rows_per_path)
-    log.info("charngram trained on %d rows, %d of %d paths seen, %d (path, feature) counts, %.0f s",
-             len(path_of_row), int((rows_per_path > 0).sum()), n_paths, counts.nnz, time.time() - started)
+    log.info(
+        "charngram trained on %d rows, %d of %d paths seen, %d (path, feature) counts, %.0f s",
+        len(path_of_row),
+        int((rows_per_path > 0).sum()),
+        n_paths,
+        counts.nnz,
+        time.time() - started,
+    )
     if val_rows is not None and len(val_rows):
         if not set(LEVELS) <= set(val_rows.columns):
             raise InputError("val rows", f"expected labelled rows with columns {', '.join(LEVELS)}")
@@ -265,7 +303,7 @@ def train_charngram(train_rows: pd.DataFrame, hierarchy: Hierarchy, *, params: d
     return labeler
 
 
-def _validate(labeler: "CharNgramLabeler", val_rows: pd.DataFrame) -> dict:
+def _validate(labeler: CharNgramLabeler, val_rows: pd.DataFrame) -> dict:
     """Accuracy on val_rows; with an alpha_grid, first set alpha to the grid value of best item
     accuracy (ties: the earlier value). Tuning one scalar on them flatters the result a little."""
     X = labeler.featurizer.transform(val_rows)
@@ -284,9 +322,10 @@ def _validate(labeler: "CharNgramLabeler", val_rows: pd.DataFrame) -> dict:
     return metrics
 
 
-def _accuracy(labeler: "CharNgramLabeler", best: np.ndarray, truth: pd.DataFrame) -> dict:
-    hits = np.column_stack([np.asarray(labeler.labels[lv], dtype=object)[best] == truth[lv].astype(str).to_numpy()
-                            for lv in LEVELS])
+def _accuracy(labeler: CharNgramLabeler, best: np.ndarray, truth: pd.DataFrame) -> dict:
+    hits = np.column_stack(
+        [np.asarray(labeler.labels[lv], dtype=object)[best] == truth[lv].astype(str).to_numpy() for lv in LEVELS]
+    )
     out = {"rows": int(len(truth)), "item_accuracy": float(hits.all(axis=1).mean())}
     out.update({f"{lv}_accuracy": float(hits[:, d].mean()) for d, lv in enumerate(LEVELS)})
     return out
@@ -356,11 +395,15 @@ class CharNgramLabeler:
         is `paths` (same order) with `logprob` added (-inf for a path this labeler does not know)."""
         position = pd.Index(rows["indoml_id"].to_numpy()).get_indexer(paths["indoml_id"].to_numpy())
         if (position < 0).any():
-            raise InputError("paths", f"indoml_id {paths['indoml_id'].iloc[int(np.argmax(position < 0))]} is not "
-                             "among the rows", column="indoml_id")
+            raise InputError(
+                "paths",
+                f"indoml_id {paths['indoml_id'].iloc[int(np.argmax(position < 0))]} is not among the rows",
+                column="indoml_id",
+            )
         known = pd.MultiIndex.from_arrays([self.labels[level] for level in LEVELS])
-        wanted = pd.MultiIndex.from_arrays([paths[level].astype(object).where(paths[level].notna(), "").astype(str)
-                                            for level in LEVELS])
+        wanted = pd.MultiIndex.from_arrays(
+            [paths[level].astype(object).where(paths[level].notna(), "").astype(str) for level in LEVELS]
+        )
         path_id = known.get_indexer(wanted)
         X = self.featurizer.transform(rows)
         logprob = np.full(len(paths), -np.inf)
@@ -369,7 +412,7 @@ class CharNgramLabeler:
             mine = np.flatnonzero((position >= s) & (position < s + step) & (path_id >= 0))
             if len(mine) == 0:
                 continue
-            scores = self._scores(X[s:s + step]).astype(np.float64)
+            scores = self._scores(X[s : s + step]).astype(np.float64)
             local = position[mine] - s
             logprob[mine] = scores[local, path_id[mine]] - _log_partition(scores)[local]
         out = paths.copy()
@@ -388,14 +431,18 @@ class CharNgramLabeler:
         logprob = np.zeros((X.shape[0], k))
         step = self.params["predict_batch_rows"]
         for s in range(0, X.shape[0], step):
-            scores = self._scores(X[s:s + step]).astype(np.float64)
+            scores = self._scores(X[s : s + step]).astype(np.float64)
             # stable sort on -score: the first path in path order wins a tie, as in argmax
             top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            best[s:s + step] = top
-            logprob[s:s + step] = np.take_along_axis(scores, top, axis=1) - _log_partition(scores)[:, None]
+            best[s : s + step] = top
+            logprob[s : s + step] = np.take_along_axis(scores, top, axis=1) - _log_partition(scores)[:, None]
         flat = best.ravel()
-        out = pd.DataFrame({"indoml_id": np.repeat(rows["indoml_id"].to_numpy(dtype=np.int64), k),
-                            "rank": np.tile(np.arange(1, k + 1), X.shape[0])})
+        out = pd.DataFrame(
+            {
+                "indoml_id": np.repeat(rows["indoml_id"].to_numpy(dtype=np.int64), k),
+                "rank": np.tile(np.arange(1, k + 1), X.shape[0]),
+            }
+        )
         for level in LEVELS:
             out[level] = np.asarray(self.labels[level], dtype=object)[flat]
         out["logprob"] = logprob.ravel()
@@ -423,17 +470,19 @@ class CharNgramLabeler:
         log_posterior = np.zeros(X.shape[0])
         step = self.params["predict_batch_rows"]
         for s in range(0, X.shape[0], step):
-            scores = self._scores(X[s:s + step])
+            scores = self._scores(X[s : s + step])
             rows = np.arange(scores.shape[0])
             b = scores.argmax(axis=1)
-            best[s:s + step] = b
+            best[s : s + step] = b
             top = scores[rows, b].astype(np.float64)
             if with_posterior:
                 # log Σ exp(score - top) ≥ 0: the best path's own term is exp(0) = 1
-                log_posterior[s:s + step] = -np.log(np.exp(scores - top[:, None].astype(np.float32)).sum(axis=1, dtype=np.float64))
+                log_posterior[s : s + step] = -np.log(
+                    np.exp(scores - top[:, None].astype(np.float32)).sum(axis=1, dtype=np.float64)
+                )
             if scores.shape[1] > 1:
                 scores[rows, b] = -np.inf
-                margin[s:s + step] = top - scores.max(axis=1)
+                margin[s : s + step] = top - scores.max(axis=1)
         return (best, margin, log_posterior) if with_posterior else (best, margin)
 
     def _scorer_parts(self) -> tuple:
@@ -478,8 +527,13 @@ class CharNgramLabeler:
             "counts_shape": np.asarray(counts.shape, np.int64),
             "rows_per_path": self.rows_per_path.astype(np.int64),
         }
-        config = {"format_version": FORMAT_VERSION, "params": self.params, "labels": self.labels,
-                  "retailers": f.retailers, "metrics": self.metrics}
+        config = {
+            "format_version": FORMAT_VERSION,
+            "params": self.params,
+            "labels": self.labels,
+            "retailers": f.retailers,
+            "metrics": self.metrics,
+        }
         tmp_arrays = directory / (ARRAYS_FILE + ".tmp")
         save_file(arrays, str(tmp_arrays))
         tmp_arrays.replace(directory / ARRAYS_FILE)
@@ -488,7 +542,7 @@ class CharNgramLabeler:
         tmp_config.replace(directory / CONFIG_FILE)
 
     @classmethod
-    def load(cls, directory) -> "CharNgramLabeler":
+    def load(cls, directory) -> CharNgramLabeler:
         from safetensors.numpy import load_file
 
         directory = Path(directory)
@@ -498,11 +552,16 @@ class CharNgramLabeler:
         except (OSError, json.JSONDecodeError, ValueError) as exc:
             raise InputError(directory, f"not a saved charngram labeler: {exc}") from exc
         if config.get("format_version") != FORMAT_VERSION:
-            raise InputError(directory / CONFIG_FILE,
-                             f"format_version {config.get('format_version')!r}, expected {FORMAT_VERSION}")
+            raise InputError(
+                directory / CONFIG_FILE, f"format_version {config.get('format_version')!r}, expected {FORMAT_VERSION}"
+            )
         params = _merge_params(config["params"])
-        featurizer = _Featurizer(params, arrays["buckets"], arrays["idf"], list(config["retailers"]), arrays["price_edges"])
-        counts = sp.csr_matrix((arrays["counts_data"], arrays["counts_indices"], arrays["counts_indptr"]),
-                               shape=tuple(int(v) for v in arrays["counts_shape"]))
+        featurizer = _Featurizer(
+            params, arrays["buckets"], arrays["idf"], list(config["retailers"]), arrays["price_edges"]
+        )
+        counts = sp.csr_matrix(
+            (arrays["counts_data"], arrays["counts_indices"], arrays["counts_indptr"]),
+            shape=tuple(int(v) for v in arrays["counts_shape"]),
+        )
         labels = {level: list(config["labels"][level]) for level in LEVELS}
         return cls(params, featurizer, labels, counts, arrays["rows_per_path"], config.get("metrics") or {})

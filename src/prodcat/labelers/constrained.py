@@ -44,8 +44,14 @@ class PathTrie:
 
     Every method takes decoder tokens *without* the decoder start token."""
 
-    def __init__(self, sequences: Sequence[Sequence[int]], paths: Sequence[tuple[str, ...]], *,
-                 eos_token_id: int, pad_token_id: int):
+    def __init__(
+        self,
+        sequences: Sequence[Sequence[int]],
+        paths: Sequence[tuple[str, ...]],
+        *,
+        eos_token_id: int,
+        pad_token_id: int,
+    ):
         if len(sequences) != len(paths) or not sequences:
             raise ValueError("need one token sequence per path, and at least one path")
         for seq, path in zip(sequences, paths):
@@ -62,7 +68,7 @@ class PathTrie:
         self._build(padded)
 
     @classmethod
-    def from_hierarchy(cls, hierarchy, tokenizer) -> "PathTrie":
+    def from_hierarchy(cls, hierarchy, tokenizer) -> PathTrie:
         paths = list(hierarchy.paths[list(LEVELS)].itertuples(index=False, name=None))
         sequences = tokenizer(text_target=[format_target(p) for p in paths])["input_ids"]
         return cls(sequences, paths, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
@@ -106,8 +112,17 @@ class PathTrie:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._edge_keys, self._edge_tokens, self._edge_children,
-                                      self._child_start, self._leaf_path, self._ended))
+        return sum(
+            a.nbytes
+            for a in (
+                self._edge_keys,
+                self._edge_tokens,
+                self._edge_children,
+                self._child_start,
+                self._leaf_path,
+                self._ended,
+            )
+        )
 
     # ---- states -------------------------------------------------------------------------
     def step(self, states: np.ndarray, tokens: np.ndarray) -> np.ndarray:

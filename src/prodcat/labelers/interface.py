@@ -53,8 +53,18 @@ class Labeler(ABC):
 
     @classmethod
     @abstractmethod
-    def train(cls, cfg: dict, train_rows: pd.DataFrame, val_rows: pd.DataFrame, out_dir, *, base_dir=None,
-              hierarchy=None, checkpoint_dir=None, profile: dict | None = None) -> "Labeler":
+    def train(
+        cls,
+        cfg: dict,
+        train_rows: pd.DataFrame,
+        val_rows: pd.DataFrame,
+        out_dir,
+        *,
+        base_dir=None,
+        hierarchy=None,
+        checkpoint_dir=None,
+        profile: dict | None = None,
+    ) -> Labeler:
         """Train on labelled rows (val_rows: early stopping or model selection) and save into
         out_dir with the TrainingSummary. base_dir: the pretrained model a neural labeler starts
         from; hierarchy: the label tree (charngram's classes); checkpoint_dir: resumable
@@ -62,7 +72,7 @@ class Labeler(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, model_dir, cfg: dict) -> "Labeler":
+    def load(cls, model_dir, cfg: dict) -> Labeler:
         """The labeler saved in model_dir (by train or save)."""
 
     @abstractmethod
@@ -70,8 +80,9 @@ class Labeler(ABC):
         """The model and its TrainingSummary into out_dir, loadable with load."""
 
     @abstractmethod
-    def predict(self, rows: pd.DataFrame, *, decoding: str = RAW, hierarchy=None,
-                count_flops: bool = False) -> tuple[pd.DataFrame, PredictionSummary]:
+    def predict(
+        self, rows: pd.DataFrame, *, decoding: str = RAW, hierarchy=None, count_flops: bool = False
+    ) -> tuple[pd.DataFrame, PredictionSummary]:
         """The predictions table (indoml_id, the four levels, text, parse_ok and confidence
         columns) and its summary. decoding: raw (free) or constrained (only paths of `hierarchy`);
         count_flops: also count the FLOPs of one batch (slow; Table 2 reads the test split's)."""
@@ -115,15 +126,25 @@ class Seq2SeqLabeler(Labeler):
         return self._loaded
 
     @classmethod
-    def train(cls, cfg, train_rows, val_rows, out_dir, *, base_dir=None, hierarchy=None, checkpoint_dir=None,
-              profile=None):
+    def train(
+        cls, cfg, train_rows, val_rows, out_dir, *, base_dir=None, hierarchy=None, checkpoint_dir=None, profile=None
+    ):
         from prodcat.labelers.seq2seq import train_labeler
 
         if base_dir is None or checkpoint_dir is None:
             raise ValueError(f"a {cfg['kind']} labeler trains from a base model (base_dir) with a checkpoint_dir")
         params = {**cfg["train"], **{k: cfg[k] for k in cls.SIDE_SETTINGS if k in cfg}}
-        summary = train_labeler(base_dir, train_rows, val_rows, out_dir, checkpoint_dir, params,
-                                source_column=cls.source_of(cfg), kind=cfg["kind"], profile=profile)
+        summary = train_labeler(
+            base_dir,
+            train_rows,
+            val_rows,
+            out_dir,
+            checkpoint_dir,
+            params,
+            source_column=cls.source_of(cfg),
+            kind=cfg["kind"],
+            profile=profile,
+        )
         return cls(cfg, out_dir, summary)
 
     @classmethod
@@ -145,15 +166,23 @@ class Seq2SeqLabeler(Labeler):
         from prodcat.labelers.seq2seq import predict_labeler
 
         _check_decoding(decoding)
-        return predict_labeler(self.model_dir, rows, self.cfg["predict"], source_column=self.source,
-                               hierarchy=hierarchy, constrained=decoding == CONSTRAINED, loaded=self.loaded,
-                               count_batch_flops=count_flops)
+        return predict_labeler(
+            self.model_dir,
+            rows,
+            self.cfg["predict"],
+            source_column=self.source,
+            hierarchy=hierarchy,
+            constrained=decoding == CONSTRAINED,
+            loaded=self.loaded,
+            count_batch_flops=count_flops,
+        )
 
     def score_paths(self, rows, paths):
         from prodcat.labelers.seq2seq import score_paths
 
-        return score_paths(self.model_dir, rows, paths, self.cfg["predict"], source_column=self.source,
-                           loaded=self.loaded)
+        return score_paths(
+            self.model_dir, rows, paths, self.cfg["predict"], source_column=self.source, loaded=self.loaded
+        )
 
 
 class MultimodalLabeler(Seq2SeqLabeler):
@@ -179,8 +208,9 @@ class PathNaiveBayesLabeler(Labeler):
         return "description"
 
     @classmethod
-    def train(cls, cfg, train_rows, val_rows, out_dir, *, base_dir=None, hierarchy=None, checkpoint_dir=None,
-              profile=None):
+    def train(
+        cls, cfg, train_rows, val_rows, out_dir, *, base_dir=None, hierarchy=None, checkpoint_dir=None, profile=None
+    ):
         from prodcat.labelers.charngram import train_charngram
         from prodcat.runtime.device import describe_device
 
@@ -189,9 +219,14 @@ class PathNaiveBayesLabeler(Labeler):
         started = time.time()
         model = train_charngram(train_rows, hierarchy, params=dict(cfg["params"]), val_rows=val_rows)
         # no torch training step: no FLOPs, no profile (Table 2 says n/a)
-        summary = TrainingSummary(kind=cls.kind, device=describe_device(), parameters=model.n_parameters,
-                                  trainer_seconds=time.time() - started, train_gflops_per_step=None,
-                                  details={"val_metrics": model.metrics})
+        summary = TrainingSummary(
+            kind=cls.kind,
+            device=describe_device(),
+            parameters=model.n_parameters,
+            trainer_seconds=time.time() - started,
+            train_gflops_per_step=None,
+            details={"val_metrics": model.metrics},
+        )
         labeler = cls(cfg, out_dir, summary, model)
         labeler.save(out_dir)
         return labeler
@@ -213,10 +248,17 @@ class PathNaiveBayesLabeler(Labeler):
         _check_decoding(decoding)
         started = time.time()
         table = self.model.predict(rows)
-        summary = PredictionSummary(kind=self.kind, decoding=decoding, rows=len(table), parse_failures=0,
-                                    predict_seconds=time.time() - started,
-                                    batch_size=self.model.params["predict_batch_rows"], device=describe_device(),
-                                    predict_gflops_per_batch=None, details={"parameters": self.model.n_parameters})
+        summary = PredictionSummary(
+            kind=self.kind,
+            decoding=decoding,
+            rows=len(table),
+            parse_failures=0,
+            predict_seconds=time.time() - started,
+            batch_size=self.model.params["predict_batch_rows"],
+            device=describe_device(),
+            predict_gflops_per_batch=None,
+            details={"parameters": self.model.n_parameters},
+        )
         return table, summary
 
     def score_paths(self, rows, paths):
@@ -226,7 +268,9 @@ class PathNaiveBayesLabeler(Labeler):
         return self.model.alternatives(rows, k)
 
 
-LABELERS: dict[str, type[Labeler]] = {cls.kind: cls for cls in (Seq2SeqLabeler, MultimodalLabeler, PathNaiveBayesLabeler)}
+LABELERS: dict[str, type[Labeler]] = {
+    cls.kind: cls for cls in (Seq2SeqLabeler, MultimodalLabeler, PathNaiveBayesLabeler)
+}
 
 
 def labeler_for(kind: str) -> type[Labeler]:

@@ -4,10 +4,11 @@ The retailer id goes through a learned embedding (index 0 is a learned UNKNOWN b
 retailer never seen in training does not crash prediction). Training rows all have known
 retailers, so the UNKNOWN row would never get a gradient and an unseen retailer would meet a random
 vector; with ``retailer_dropout`` p, each training row (drawn anew every step, like dropout) sees
-UNKNOWN instead of its retailer with probability p, so the bucket learns "some retailer". The price is min-max scaled with
-the training range, clipped to [0, 1], and projected by a linear layer, while a missing price
-uses its own learned vector instead of a magic number. Both side vectors are concatenated with
-the encoder's first hidden state and a linear layer maps them back to ``d_model``:
+UNKNOWN instead of its retailer with probability p, so the bucket learns "some retailer". The
+price is min-max scaled with the training range, clipped to [0, 1], and projected by a linear
+layer, while a missing price uses its own learned vector instead of a magic number. Both side
+vectors are concatenated with the encoder's first hidden state and a linear layer maps them back
+to ``d_model``:
 
 - ``fusion="first"`` (the paper) writes the result over encoder position 0;
 - ``fusion="prepend"`` adds it as an extra position in front of the encoder states (and
@@ -117,9 +118,7 @@ def encode_side_features(
         raise ValueError(f"{len(retailers)} retailers but {len(prices)} prices")
     index = {name: i + 1 for i, name in enumerate(config.retailers)}
     retailer_ids = torch.tensor([index.get(r, UNKNOWN_RETAILER_ID) for r in retailers], dtype=torch.long)
-    price_values = torch.tensor(
-        [math.nan if p is None else float(p) for p in prices], dtype=torch.float32
-    )
+    price_values = torch.tensor([math.nan if p is None else float(p) for p in prices], dtype=torch.float32)
     return retailer_ids, price_values
 
 
@@ -143,9 +142,7 @@ class SideFeatureFusion(nn.Module):
             return torch.zeros_like(prices)
         return ((prices - self.price_min) / self.price_range).clamp(0.0, 1.0)
 
-    def forward(
-        self, hidden_states: torch.Tensor, retailer_ids: torch.Tensor, prices: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, retailer_ids: torch.Tensor, prices: torch.Tensor) -> torch.Tensor:
         batch = hidden_states.shape[0]
         if retailer_ids.shape != (batch,) or prices.shape != (batch,):
             raise ValueError(
@@ -198,9 +195,7 @@ class _FusingEncoder(nn.Module):
             )
         kwargs["return_dict"] = True
         model = self._model
-        text = model.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
-        )
+        text = model.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
         return BaseModelOutput(
             last_hidden_state=model.side_fusion(text.last_hidden_state, retailer_ids, prices),
             hidden_states=text.hidden_states,
@@ -271,9 +266,7 @@ class MultimodalT5ForConditionalGeneration(T5ForConditionalGeneration):
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
         attention_mask = self._encoder_attention_mask(attention_mask, encoder_outputs.last_hidden_state)
-        return super().forward(
-            attention_mask=attention_mask, encoder_outputs=encoder_outputs, labels=labels, **kwargs
-        )
+        return super().forward(attention_mask=attention_mask, encoder_outputs=encoder_outputs, labels=labels, **kwargs)
 
     def _encoder_attention_mask(self, attention_mask, encoder_states):
         """The text mask, with one attended position in front when the fused state was prepended."""

@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 
 from prodcat import LEVELS
+from prodcat.data.target_text import format_target, parse_target
+from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
 from prodcat.runtime.checkpoints import last_checkpoint_of_run, run_signature
 from prodcat.runtime.device import describe_device, pick_device
 from prodcat.runtime.efficiency import count_flops, count_parameters, report_only, training_step_flops
-from prodcat.runtime.profiling import StepProfiler, trainer_callback as profiler_callback
-from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
-from prodcat.data.target_text import format_target, parse_target
+from prodcat.runtime.profiling import StepProfiler
+from prodcat.runtime.profiling import trainer_callback as profiler_callback
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,16 @@ def encode_rows(tokenizer, rows: pd.DataFrame, source_column: str) -> dict:
     return encoded
 
 
-def make_examples(tokenizer, rows: pd.DataFrame, source_column: str, *, max_source_length: int,
-                  max_target_length: int, side=None, encoded: dict | None = None) -> list[dict]:
+def make_examples(
+    tokenizer,
+    rows: pd.DataFrame,
+    source_column: str,
+    *,
+    max_source_length: int,
+    max_target_length: int,
+    side=None,
+    encoded: dict | None = None,
+) -> list[dict]:
     """Tokenised examples (from `encoded`, `encode_rows`' ids of these rows, when given). A source
     longer than max_source_length is cut (with a warning); a target longer than max_target_length
     is an error, not a silent cut: a truncated target would teach the model to stop mid-label."""
@@ -78,8 +87,12 @@ def make_examples(tokenizer, rows: pd.DataFrame, source_column: str, *, max_sour
         cut = tokenizer([sources[i] for i in too_long], max_length=max_source_length, truncation=True)["input_ids"]
         for i, ids in zip(too_long, cut):
             source_ids[i] = ids
-        log.warning("%d of %d sources are longer than max_source_length=%d and are cut", len(too_long),
-                    len(source_ids), max_source_length)
+        log.warning(
+            "%d of %d sources are longer than max_source_length=%d and are cut",
+            len(too_long),
+            len(source_ids),
+            max_source_length,
+        )
     examples = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in source_ids]
     if "targets" in encoded:
         labels = encoded["targets"]
@@ -115,8 +128,9 @@ def auto_length(longest: int, limit: int | None) -> int:
     return min(length, limit) if limit else length
 
 
-def resolve_training_lengths(tokenizer, model, frames: list[pd.DataFrame], source_column: str, params: dict,
-                             encoded: list[dict] | None = None) -> dict:
+def resolve_training_lengths(
+    tokenizer, model, frames: list[pd.DataFrame], source_column: str, params: dict, encoded: list[dict] | None = None
+) -> dict:
     """max_source_length and max_target_length as numbers: "auto" becomes the longest tokenised
     source / target text over `frames` (or their `encode_rows` ids) plus the margin, within the
     model's limit (logged)."""
@@ -131,8 +145,14 @@ def resolve_training_lengths(tokenizer, model, frames: list[pd.DataFrame], sourc
             encoded = [encode_rows(tokenizer, frame, source_column) for frame in frames]
         longest = max(len(ids) for enc in encoded for ids in enc.get(part, []))
         resolved[key] = auto_length(longest, limit)
-        log.info("%s auto: the longest training %s is %d tokens; with the margin %d (model limit: %s)", key,
-                 part[:-1], longest, resolved[key], limit or "none")
+        log.info(
+            "%s auto: the longest training %s is %d tokens; with the margin %d (model limit: %s)",
+            key,
+            part[:-1],
+            longest,
+            resolved[key],
+            limit or "none",
+        )
     return resolved
 
 
@@ -143,13 +163,17 @@ def resolve_prediction_lengths(model_dir, params: dict) -> tuple[int, int]:
     if AUTO in needs.values():
         summary_path = Path(model_dir) / "train_summary.json"
         trained = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        from_training = {"max_source_length": trained.get("max_source_length"),
-                         "max_new_tokens": trained.get("max_target_length")}
+        from_training = {
+            "max_source_length": trained.get("max_source_length"),
+            "max_new_tokens": trained.get("max_target_length"),
+        }
         for key, value in needs.items():
             if value == AUTO:
                 if from_training[key] is None:
-                    raise ValueError(f"{key}: auto needs the lengths the model was trained with, which "
-                                     f"{summary_path} does not record (a model from before auto lengths): set a number")
+                    raise ValueError(
+                        f"{key}: auto needs the lengths the model was trained with, which "
+                        f"{summary_path} does not record (a model from before auto lengths): set a number"
+                    )
                 needs[key] = int(from_training[key])
                 log.info("%s auto: %d, as in training", key, needs[key])
     return int(needs["max_source_length"]), int(needs["max_new_tokens"])
@@ -224,9 +248,19 @@ def _run_signature(base_dir, rows: list[pd.DataFrame], source_column: str, kind:
     return run_signature({"params": params, "kind": kind, "source": source_column}, base_dir, frames)
 
 
-def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, out_dir, checkpoint_dir,
-                  params: dict, *, source_column: str = "description", kind: str = TEXT,
-                  extra_callbacks=(), profile: dict | None = None) -> TrainingSummary:
+def train_labeler(
+    base_dir,
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    out_dir,
+    checkpoint_dir,
+    params: dict,
+    *,
+    source_column: str = "description",
+    kind: str = TEXT,
+    extra_callbacks=(),
+    profile: dict | None = None,
+) -> TrainingSummary:
     """Fine-tune a seq2seq labeler; the best checkpoint (lowest validation loss) is saved to out_dir
     with its TrainingSummary (train_summary.json; `trainer_seconds` is the Trainer's train() call).
 
@@ -247,10 +281,12 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
     side = (lambda rows: side_features(model, rows)) if kind == MULTIMODAL else (lambda rows: None)
     encoded = [encode_rows(tokenizer, frame, source_column) for frame in (train_rows, val_rows)]
     lengths = resolve_training_lengths(tokenizer, model, [train_rows, val_rows], source_column, params, encoded=encoded)
-    train_set = ExampleDataset(make_examples(tokenizer, train_rows, source_column, side=side(train_rows),
-                                             encoded=encoded[0], **lengths))
-    val_set = ExampleDataset(make_examples(tokenizer, val_rows, source_column, side=side(val_rows),
-                                           encoded=encoded[1], **lengths))
+    train_set = ExampleDataset(
+        make_examples(tokenizer, train_rows, source_column, side=side(train_rows), encoded=encoded[0], **lengths)
+    )
+    val_set = ExampleDataset(
+        make_examples(tokenizer, val_rows, source_column, side=side(val_rows), encoded=encoded[1], **lengths)
+    )
     log.info("training %s labeler on %d rows (validation %d) from %s", kind, len(train_set), len(val_set), base_dir)
 
     signature = _run_signature(base_dir, [train_rows, val_rows], source_column, kind, params)
@@ -282,14 +318,22 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         dataloader_num_workers=0,
         disable_tqdm=True,  # one log line every logging_steps instead (prodcat.runtime.progress)
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=int(params["early_stopping_patience"])),
-                 trainer_log_lines(), *extra_callbacks]
+    callbacks = [
+        EarlyStoppingCallback(early_stopping_patience=int(params["early_stopping_patience"])),
+        trainer_log_lines(),
+        *extra_callbacks,
+    ]
     profiler = StepProfiler(profile, out_dir) if profile is not None else None
     if profiler is not None and profiler.enabled:
         callbacks.append(profiler_callback(profiler))
     trainer = Seq2SeqTrainer(
-        model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
-        data_collator=_collator(tokenizer, model, kind), processing_class=tokenizer, callbacks=callbacks,
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=_collator(tokenizer, model, kind),
+        processing_class=tokenizer,
+        callbacks=callbacks,
     )
     quiet_trainer(trainer)
     started = time.time()
@@ -305,7 +349,9 @@ def train_labeler(base_dir, train_rows: pd.DataFrame, val_rows: pd.DataFrame, ou
         device=describe_device(),
         parameters=count_parameters(trainer.model),
         trainer_seconds=seconds,
-        train_gflops_per_step=_gflops(report_only("the training-step FLOPs", training_step_flops, trainer.model, batch)),
+        train_gflops_per_step=_gflops(
+            report_only("the training-step FLOPs", training_step_flops, trainer.model, batch)
+        ),
         details={
             "source_column": source_column,
             "base_model": str(base_dir),
@@ -333,9 +379,17 @@ def _gflops(flops):
 
 
 # ---- prediction -------------------------------------------------------------------------
-def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_column: str = "description",
-                    hierarchy=None, constrained: bool = False, count_batch_flops: bool = False,
-                    loaded=None) -> tuple[pd.DataFrame, PredictionSummary]:
+def predict_labeler(
+    model_dir,
+    rows: pd.DataFrame,
+    params: dict,
+    *,
+    source_column: str = "description",
+    hierarchy=None,
+    constrained: bool = False,
+    count_batch_flops: bool = False,
+    loaded=None,
+) -> tuple[pd.DataFrame, PredictionSummary]:
     """Generate, parse and return the predictions table (labels None where the parse failed) and
     a summary (parse failures, unfinished generations, seconds and, with `count_batch_flops`, the
     FLOPs of generating the first (longest) batch, counted on an extra untimed pass: torch's FLOP
@@ -382,11 +436,16 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     logprob = np.zeros(len(sources))
     logprob_min = np.zeros(len(sources))
     n_tokens = np.zeros(len(sources), dtype=np.int64)
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    eos = (
+        model.generation_config.eos_token_id
+        if model.generation_config.eos_token_id is not None
+        else tokenizer.eos_token_id
+    )
 
     def batch_inputs(idx):
-        enc = tokenizer([sources[i] for i in idx], max_length=max_source_length,
-                        truncation=True, padding=True, return_tensors="pt").to(device)
+        enc = tokenizer(
+            [sources[i] for i in idx], max_length=max_source_length, truncation=True, padding=True, return_tensors="pt"
+        ).to(device)
         kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
         if side is not None:
             kwargs["retailer_ids"] = side[0][idx].to(device)
@@ -398,12 +457,14 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
     batch_flops = None
     if count_batch_flops and len(order):
         with torch.inference_mode():
-            counted = report_only("the prediction-batch FLOPs", count_flops, model.generate, **batch_inputs(order[:batch_size]))
+            counted = report_only(
+                "the prediction-batch FLOPs", count_flops, model.generate, **batch_inputs(order[:batch_size])
+            )
             batch_flops = counted[0] if counted else None
     started = time.time()
     with torch.inference_mode():
         for start in log_progress(range(0, len(order), batch_size), "predict"):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             out = model.generate(**batch_inputs(idx), return_dict_in_generate=True, output_logits=True)
             sequences = out.sequences
             token_logprobs, counted = generated_token_logprobs(model, out, eos)
@@ -439,11 +500,19 @@ def predict_labeler(model_dir, rows: pd.DataFrame, params: dict, *, source_colum
         batch_size=batch_size,
         device=describe_device(),
         predict_gflops_per_batch=batch_flops / 1e9 if batch_flops is not None else None,
-        details={"unfinished": int((~table["finished"]).sum()), "num_beams": num_beams,
-                 "parameters": count_parameters(model)},
+        details={
+            "unfinished": int((~table["finished"]).sum()),
+            "num_beams": num_beams,
+            "parameters": count_parameters(model),
+        },
     )
-    log.info("predicted %d rows in %.1f s; %d parse failures, %d unfinished generations",
-             len(table), seconds, summary.parse_failures, summary["unfinished"])
+    log.info(
+        "predicted %d rows in %.1f s; %d parse failures, %d unfinished generations",
+        len(table),
+        seconds,
+        summary.parse_failures,
+        summary["unfinished"],
+    )
     return table, summary
 
 
@@ -460,7 +529,7 @@ def generated_token_logprobs(model, out, eos: int):
     logits = tuple(step.float() for step in out.logits)
     beam_indices = getattr(out, "beam_indices", None)
     scores = model.compute_transition_scores(out.sequences, logits, beam_indices=beam_indices, normalize_logits=True)
-    generated = out.sequences[:, out.sequences.shape[1] - scores.shape[1]:]
+    generated = out.sequences[:, out.sequences.shape[1] - scores.shape[1] :]
     is_eos = generated == eos
     # a token counts when no end-of-sequence token came before it
     counted = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) == 0
@@ -470,8 +539,9 @@ def generated_token_logprobs(model, out, eos: int):
     return scores.cpu(), counted.cpu()
 
 
-def score_paths(model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict, *, source_column: str = "description",
-                loaded=None) -> pd.DataFrame:
+def score_paths(
+    model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict, *, source_column: str = "description", loaded=None
+) -> pd.DataFrame:
     """The model's log-probability of given label paths (teacher forcing: one decoder pass, no
     generation), for reranking: `paths` has indoml_id and the four levels, any number of rows per
     id; the result is `paths` (same order) with `logprob` (the target text's tokens, end-of-sequence
@@ -486,8 +556,11 @@ def score_paths(model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict
     kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
     position = pd.Index(rows["indoml_id"].to_numpy()).get_indexer(paths["indoml_id"].to_numpy())
     if (position < 0).any():
-        raise InputError("paths", f"indoml_id {paths['indoml_id'].iloc[int(np.argmax(position < 0))]} is not among the rows",
-                         column="indoml_id")
+        raise InputError(
+            "paths",
+            f"indoml_id {paths['indoml_id'].iloc[int(np.argmax(position < 0))]} is not among the rows",
+            column="indoml_id",
+        )
     sources = rows[source_column].astype(str).to_numpy()[position]
     targets = [format_target(labels) for labels in paths[list(LEVELS)].itertuples(index=False, name=None)]
     target_ids = tokenizer(text_target=targets)["input_ids"]
@@ -499,9 +572,14 @@ def score_paths(model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict
     order = np.argsort(-n_tokens, kind="stable")
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([sources[i] for i in idx], max_length=max_source_length, truncation=True,
-                            padding=True, return_tensors="pt").to(device)
+            idx = order[start : start + batch_size]
+            enc = tokenizer(
+                [sources[i] for i in idx],
+                max_length=max_source_length,
+                truncation=True,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
             longest = int(n_tokens[idx].max())
             labels = torch.full((len(idx), longest), -100, dtype=torch.long)
             for j, i in enumerate(idx):
@@ -509,8 +587,10 @@ def score_paths(model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict
             labels = labels.to(device)
             kwargs = {}
             if side is not None:
-                kwargs = {"retailer_ids": side[0][position[idx]].to(device),
-                          "prices": side[1][position[idx]].to(device=device, dtype=dtype)}
+                kwargs = {
+                    "retailer_ids": side[0][position[idx]].to(device),
+                    "prices": side[1][position[idx]].to(device=device, dtype=dtype),
+                }
             logits = model(**enc, labels=labels, **kwargs).logits.float()
             token = torch.log_softmax(logits, dim=-1).gather(2, labels.clamp(min=0)[:, :, None])[:, :, 0]
             logprob[idx] = (token * (labels >= 0)).sum(dim=1).cpu().numpy()

@@ -66,7 +66,7 @@ class TrainingSummary:
         return path
 
     @classmethod
-    def read(cls, model_dir_or_file) -> "TrainingSummary":
+    def read(cls, model_dir_or_file) -> TrainingSummary:
         from prodcat.data.io import read_json
 
         path = Path(model_dir_or_file)
@@ -111,7 +111,7 @@ class PredictionSummary:
         write_json(self.to_dict(), path)
 
     @classmethod
-    def read(cls, path) -> "PredictionSummary":
+    def read(cls, path) -> PredictionSummary:
         from prodcat.data.io import read_json
 
         return cls(**_split(cls, read_json(path, "a prediction summary"), path))

@@ -43,7 +43,9 @@ def _check_supported(adapter_config: dict, adapter_dir) -> None:
     if adapter_config.get("fan_in_fan_out"):
         problems.append("fan_in_fan_out")
     if problems:
-        raise ValueError(f"{adapter_dir}: the streaming merge supports plain LoRA on linear layers, not {', '.join(problems)}")
+        raise ValueError(
+            f"{adapter_dir}: the streaming merge supports plain LoRA on linear layers, not {', '.join(problems)}"
+        )
 
 
 def base_weight_files(base_dir) -> list[Path]:
@@ -66,7 +68,7 @@ def load_lora_pairs(adapter_dir) -> dict[str, tuple]:
     for key, tensor in tensors.items():
         if not key.startswith(ADAPTER_PREFIX) or not key.endswith((".lora_A.weight", ".lora_B.weight")):
             raise ValueError(f"{adapter_dir}: unexpected adapter tensor {key!r} (plain LoRA weights only)")
-        module, which = key[len(ADAPTER_PREFIX):].rsplit(".lora_", 1)
+        module, which = key[len(ADAPTER_PREFIX) :].rsplit(".lora_", 1)
         pairs.setdefault(module + ".weight", [None, None])["AB".index(which[0])] = tensor
     incomplete = [name for name, (a, b) in pairs.items() if a is None or b is None]
     if incomplete:
@@ -114,7 +116,10 @@ def merge_lora(base_dir, adapter_dir, out_dir, *, dtype: str = "bfloat16", max_s
                 if name in pairs:
                     a, b = pairs[name]
                     if tuple(tensor.shape) != (b.shape[0], a.shape[1]):
-                        raise ValueError(f"{adapter_dir}: LoRA for {name} is {b.shape[0]}x{a.shape[1]}, the base weight {tuple(tensor.shape)}")
+                        raise ValueError(
+                            f"{adapter_dir}: LoRA for {name} is {b.shape[0]}x{a.shape[1]}, the base weight "
+                            f"{tuple(tensor.shape)}"
+                        )
                     tensor = tensor.float().add_(b.float() @ a.float(), alpha=scaling)
                     merged.add(name)
                 if tensor.is_floating_point():
@@ -141,8 +146,9 @@ def merge_lora(base_dir, adapter_dir, out_dir, *, dtype: str = "bfloat16", max_s
             weight_map[key] = name
             total_size += tensor.numel() * tensor.element_size()
     if n > 1:
-        (tmp / WEIGHTS_INDEX).write_text(json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map},
-                                                    indent=2) + "\n")
+        (tmp / WEIGHTS_INDEX).write_text(
+            json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map}, indent=2) + "\n"
+        )
     for name in CONFIG_FILES:
         if (base_dir / name).exists():
             shutil.copy2(base_dir / name, tmp / name)
@@ -155,6 +161,13 @@ def merge_lora(base_dir, adapter_dir, out_dir, *, dtype: str = "bfloat16", max_s
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
-    log.info("merged %d LoRA weights (scaling %.4g) into %d tensors, %d shard(s), %s, at %s",
-             len(merged), scaling, total, n, dtype, out_dir)
+    log.info(
+        "merged %d LoRA weights (scaling %.4g) into %d tensors, %d shard(s), %s, at %s",
+        len(merged),
+        scaling,
+        total,
+        n,
+        dtype,
+        out_dir,
+    )
     return {"merged_tensors": len(merged), "tensors": total, "shards": n}

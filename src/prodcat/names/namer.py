@@ -10,7 +10,6 @@ stand-in from `tiny_llama`, on a CPU.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import os
@@ -23,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from prodcat import LEVELS
-from prodcat.runtime.checkpoints import last_checkpoint_of_run, run_signature
 from prodcat.data.io import write_json
 from prodcat.names.prompts import ANSWER_STATUSES, clean_answer, student_messages, teacher_messages
+from prodcat.runtime.checkpoints import last_checkpoint_of_run, run_signature
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +91,9 @@ def load_causal_lm(path, *, load_in_8bit: bool = False, device: str | None = Non
     # Straight to the device in the target dtype (device_map): no full host copy first, no
     # fp32 intermediate; for the 8B model that is the difference between 16 and 32+ GB.
     quantization = BitsAndBytesConfig(load_in_8bit=True) if load_in_8bit else None
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quantization,
-                                                 device_map={"": device})
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, quantization_config=quantization, device_map={"": device}
+    )
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
@@ -101,7 +101,13 @@ def load_causal_lm(path, *, load_in_8bit: bool = False, device: str | None = Non
         # Llama-3.1 ships no pad token but reserves one for fine-tuning.
         reserved = "<|finetune_right_pad_id|>"
         tokenizer.pad_token = reserved if reserved in tokenizer.get_vocab() else tokenizer.eos_token
-    log.info("loaded %s on %s, %s%s", path, device, str(dtype).removeprefix("torch."), ", 8-bit linear layers" if load_in_8bit else "")
+    log.info(
+        "loaded %s on %s, %s%s",
+        path,
+        device,
+        str(dtype).removeprefix("torch."),
+        ", 8-bit linear layers" if load_in_8bit else "",
+    )
     return model, tokenizer
 
 
@@ -174,8 +180,17 @@ def shard_batches(lengths, batch_size: int, shard: int = 0, shards: int = 1) -> 
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)][shard::shards]
 
 
-def iter_generated(model, tokenizer, chats: Sequence, *, batch_size: int, max_new_tokens: int, num_beams: int = 1,
-                   shard: int = 0, shards: int = 1):
+def iter_generated(
+    model,
+    tokenizer,
+    chats: Sequence,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    num_beams: int = 1,
+    shard: int = 0,
+    shards: int = 1,
+):
     """Yields (row positions, generated token ids) per batch of one shard (see `shard_batches`).
 
     Greedy (or beam) search, deterministic; each token list excludes the prompt and is cut at the
@@ -208,23 +223,33 @@ def iter_generated(model, tokenizer, chats: Sequence, *, batch_size: int, max_ne
             encoded = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
             output = model.generate(**encoded, generation_config=config)
             new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
-            yield batch, [tokens[: next((k for k, t in enumerate(tokens) if t in stop), len(tokens))] for tokens in new_tokens]
+            yield (
+                batch,
+                [tokens[: next((k for k, t in enumerate(tokens) if t in stop), len(tokens))] for tokens in new_tokens],
+            )
 
 
-def generate_token_ids(model, tokenizer, messages_list, *, batch_size: int, max_new_tokens: int, num_beams: int = 1) -> list[list[int]]:
+def generate_token_ids(
+    model, tokenizer, messages_list, *, batch_size: int, max_new_tokens: int, num_beams: int = 1
+) -> list[list[int]]:
     """The generated token ids for each chat (prompt excluded, cut at the first stop token), in the
     input order; batched by prompt length as `iter_generated` does."""
     results: list[list[int] | None] = [None] * len(messages_list)
-    for batch, ids in iter_generated(model, tokenizer, messages_list, batch_size=batch_size,
-                                     max_new_tokens=max_new_tokens, num_beams=num_beams):
+    for batch, ids in iter_generated(
+        model, tokenizer, messages_list, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams
+    ):
         for i, tokens in zip(batch, ids):
             results[i] = tokens
     return results
 
 
-def generate_names(model, tokenizer, messages_list, *, batch_size: int, max_new_tokens: int, num_beams: int = 1) -> list[str]:
+def generate_names(
+    model, tokenizer, messages_list, *, batch_size: int, max_new_tokens: int, num_beams: int = 1
+) -> list[str]:
     """The raw answer text for each chat, in input order (batched, left-padded, greedy by default)."""
-    ids = generate_token_ids(model, tokenizer, messages_list, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    ids = generate_token_ids(
+        model, tokenizer, messages_list, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams
+    )
     return [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in ids]
 
 
@@ -261,19 +286,31 @@ def _named(rows: pd.DataFrame, answers: list[tuple[str, bool]]) -> pd.DataFrame:
     )
 
 
-def _run_chats(model_dir, chats: Sequence, gen_params: dict, *, shard: int = 0, shards: int = 1) -> dict[int, tuple[str, bool]]:
+def _run_chats(
+    model_dir, chats: Sequence, gen_params: dict, *, shard: int = 0, shards: int = 1
+) -> dict[int, tuple[str, bool]]:
     """Row position → (answer text, whether it hit max_new_tokens), for the rows of one shard.
     Answers are decoded batch by batch, so no token ids are held beyond a batch."""
     params = _merge_params(DEFAULT_GEN_PARAMS, gen_params, "generation parameters")
     model, tokenizer = load_causal_lm(model_dir, load_in_8bit=params["load_in_8bit"])
     answers: dict[int, tuple[str, bool]] = {}
     try:
-        for batch, ids in iter_generated(model, tokenizer, chats, batch_size=params["batch_size"],
-                                         max_new_tokens=params["max_new_tokens"], num_beams=params["num_beams"],
-                                         shard=shard, shards=shards):
+        for batch, ids in iter_generated(
+            model,
+            tokenizer,
+            chats,
+            batch_size=params["batch_size"],
+            max_new_tokens=params["max_new_tokens"],
+            num_beams=params["num_beams"],
+            shard=shard,
+            shards=shards,
+        ):
             for i, tokens in zip(batch, ids):
                 # A stop token is cut off, so an answer as long as max_new_tokens never reached one.
-                answers[int(i)] = (tokenizer.decode(tokens, skip_special_tokens=True), len(tokens) >= params["max_new_tokens"])
+                answers[int(i)] = (
+                    tokenizer.decode(tokens, skip_special_tokens=True),
+                    len(tokens) >= params["max_new_tokens"],
+                )
     finally:
         del model
         gc.collect()
@@ -288,8 +325,9 @@ def _shard_names(rows: pd.DataFrame, chats: Sequence, model_dir, gen_params: dic
     return mine, _named(mine, [answers[i] for i in positions])
 
 
-def synthesize_names(model_dir, rows: pd.DataFrame, templates: dict, gen_params: dict, *,
-                     shard: int = 0, shards: int = 1) -> pd.DataFrame:
+def synthesize_names(
+    model_dir, rows: pd.DataFrame, templates: dict, gen_params: dict, *, shard: int = 0, shards: int = 1
+) -> pd.DataFrame:
     """Teacher names for labelled rows: indoml_id, name, status, the raw answer and the prompt's
     source fields.
 
@@ -301,24 +339,45 @@ def synthesize_names(model_dir, rows: pd.DataFrame, templates: dict, gen_params:
     rows = rows.reset_index(drop=True)
     price = rows["price"] if "price" in rows else pd.Series(math.nan, index=rows.index, dtype="float64")
     rows = rows.assign(price=price)
-    mine, names = _shard_names(rows, Chats(rows[["description", "price", *LEVELS]], teacher_messages, templates),
-                               model_dir, gen_params, shard, shards)
+    mine, names = _shard_names(
+        rows,
+        Chats(rows[["description", "price", *LEVELS]], teacher_messages, templates),
+        model_dir,
+        gen_params,
+        shard,
+        shards,
+    )
     names = pd.concat([names, mine[["description", "price", *LEVELS]]], axis=1)
-    log.info("teacher names, shard %d of %d (%d of %d rows): %s", shard + 1, shards, len(names), len(rows),
-             status_counts(names))
+    log.info(
+        "teacher names, shard %d of %d (%d of %d rows): %s",
+        shard + 1,
+        shards,
+        len(names),
+        len(rows),
+        status_counts(names),
+    )
     return names
 
 
-def infer_names(merged_dir, rows: pd.DataFrame, templates: dict, gen_params: dict, *,
-                shard: int = 0, shards: int = 1) -> pd.DataFrame:
+def infer_names(
+    merged_dir, rows: pd.DataFrame, templates: dict, gen_params: dict, *, shard: int = 0, shards: int = 1
+) -> pd.DataFrame:
     """Student (namer) names from description and price alone: indoml_id, name, status, answer (with
     `shards` > 1, the rows of shard `shard` only, as in `synthesize_names`)."""
     _require(rows, ("indoml_id", "description"), "infer_names rows")
     rows = rows.reset_index(drop=True)
     fields = ["description", *(["price"] if "price" in rows else [])]
-    _, names = _shard_names(rows, Chats(rows[fields], student_messages, templates), merged_dir, gen_params, shard, shards)
-    log.info("inferred names, shard %d of %d (%d of %d rows): %s", shard + 1, shards, len(names), len(rows),
-             status_counts(names))
+    _, names = _shard_names(
+        rows, Chats(rows[fields], student_messages, templates), merged_dir, gen_params, shard, shards
+    )
+    log.info(
+        "inferred names, shard %d of %d (%d of %d rows): %s",
+        shard + 1,
+        shards,
+        len(names),
+        len(rows),
+        status_counts(names),
+    )
     return names
 
 
@@ -383,9 +442,11 @@ def lora_config(params: dict):
     )
 
 
-TRAINING_FLOPS_METHOD = ("counted on the meta device: the base built from its config without memory, LoRA attached, "
-                         "one forward + backward of the first training batch (frozen base: no weight gradients; "
-                         "gradient checkpointing's recomputation included when on)")
+TRAINING_FLOPS_METHOD = (
+    "counted on the meta device: the base built from its config without memory, LoRA attached, "
+    "one forward + backward of the first training batch (frozen base: no weight gradients; "
+    "gradient checkpointing's recomputation included when on)"
+)
 
 
 def training_step_costs(base_model_dir, rows: pd.DataFrame, templates: dict, params: dict | None = None) -> dict:
@@ -408,8 +469,9 @@ def training_step_costs(base_model_dir, rows: pd.DataFrame, templates: dict, par
     length = max(_sequence_lengths(tokenizer, _training_records(batch_rows, templates)))
     with torch.device("meta"):
         # eager attention: its matmuls are counted as such (a fused kernel may hide them from the counter)
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base), dtype=torch.bfloat16,
-                                                 attn_implementation="eager")
+        model = AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(base), dtype=torch.bfloat16, attn_implementation="eager"
+        )
     model = get_peft_model(model, lora_config(params))
     if params["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -423,13 +485,25 @@ def training_step_costs(base_model_dir, rows: pd.DataFrame, templates: dict, par
         model(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False).loss.backward()
 
     flops, _ = count_flops(step)
-    return {"parameters": count_parameters(model), "train_gflops_per_step": flops / 1e9,
-            "train_batch_size": len(batch_rows), "train_step_tokens": len(batch_rows) * length,
-            "train_flops_method": TRAINING_FLOPS_METHOD}
+    return {
+        "parameters": count_parameters(model),
+        "train_gflops_per_step": flops / 1e9,
+        "train_batch_size": len(batch_rows),
+        "train_step_tokens": len(batch_rows) * length,
+        "train_flops_method": TRAINING_FLOPS_METHOD,
+    }
 
 
-def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, params: dict | None = None, *,
-                templates: dict | None = None, checkpoint_dir=None, profile: dict | None = None) -> dict:
+def train_namer(
+    base_model_dir,
+    train_rows_with_names: pd.DataFrame,
+    out_dir,
+    params: dict | None = None,
+    *,
+    templates: dict | None = None,
+    checkpoint_dir=None,
+    profile: dict | None = None,
+) -> dict:
     """LoRA fine-tune of the namer on (student prompt → synthesized name), then a merged 16-bit model.
 
     Writes out_dir/adapter (LoRA weights + tokenizer), out_dir/merged (base with the adapter merged
@@ -438,11 +512,18 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
     output directory, which Snakemake deletes before a rerun) and a rerun of the same run resumes
     from the newest one. Returns the metrics written to trainer_log.json.
     """
-    from prodcat.runtime.hub import local_model_dir
     from prodcat.names.merge import merge_lora
+    from prodcat.runtime.hub import local_model_dir
 
-    metrics = train_adapter(base_model_dir, train_rows_with_names, out_dir, params, templates=templates,
-                            checkpoint_dir=checkpoint_dir, profile=profile)
+    metrics = train_adapter(
+        base_model_dir,
+        train_rows_with_names,
+        out_dir,
+        params,
+        templates=templates,
+        checkpoint_dir=checkpoint_dir,
+        profile=profile,
+    )
     # Merged tensor by tensor from the base's safetensors (prodcat.names.merge): exact (fp32 sum, one
     # rounding to bf16), and it never holds the whole model, on the GPU or off it.
     merge_lora(local_model_dir(base_model_dir), Path(out_dir) / "adapter", Path(out_dir) / "merged")
@@ -450,8 +531,16 @@ def train_namer(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, pa
     return metrics
 
 
-def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, params: dict | None = None, *,
-                  templates: dict | None = None, checkpoint_dir=None, profile: dict | None = None) -> dict:
+def train_adapter(
+    base_model_dir,
+    train_rows_with_names: pd.DataFrame,
+    out_dir,
+    params: dict | None = None,
+    *,
+    templates: dict | None = None,
+    checkpoint_dir=None,
+    profile: dict | None = None,
+) -> dict:
     """The LoRA training of `train_namer`, without the merge: writes out_dir/adapter and
     out_dir/trainer_log.json. `profile`: settings of prodcat.runtime.profiling (a few steps profiled,
     written to out_dir/profile, summarised under "profile")."""
@@ -460,9 +549,10 @@ def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, 
     from peft import prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
 
-    from prodcat.runtime.profiling import StepProfiler, trainer_callback as profiler_callback
-    from prodcat.runtime.progress import quiet_trainer, trainer_log_lines
     from prodcat.names.prompts import DEFAULT_TEMPLATES
+    from prodcat.runtime.profiling import StepProfiler
+    from prodcat.runtime.profiling import trainer_callback as profiler_callback
+    from prodcat.runtime.progress import quiet_trainer, trainer_log_lines
 
     params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
     templates = dict(templates or DEFAULT_TEMPLATES)
@@ -478,7 +568,8 @@ def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, 
     if params["load_in_8bit"]:
         model, tokenizer = load_causal_lm(base_model_dir, load_in_8bit=True)
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=params["gradient_checkpointing"],
+            model,
+            use_gradient_checkpointing=params["gradient_checkpointing"],
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     else:
@@ -538,9 +629,16 @@ def train_adapter(base_model_dir, train_rows_with_names: pd.DataFrame, out_dir, 
     )
     quiet_trainer(trainer)  # their print()s and bars: the log lines replace them
     if len(trainer.train_dataset) != len(records):
-        raise RuntimeError(f"trl kept {len(trainer.train_dataset)} of {len(records)} training rows (max_length {max_length})")
-    log.info("namer: %d rows, longest %d tokens, gradient checkpointing %s, resume from %s", len(records), longest,
-             "on" if params["gradient_checkpointing"] else "off", resume_from or "nothing")
+        raise RuntimeError(
+            f"trl kept {len(trainer.train_dataset)} of {len(records)} training rows (max_length {max_length})"
+        )
+    log.info(
+        "namer: %d rows, longest %d tokens, gradient checkpointing %s, resume from %s",
+        len(records),
+        longest,
+        "on" if params["gradient_checkpointing"] else "off",
+        resume_from or "nothing",
+    )
     result = trainer.train(resume_from_checkpoint=resume_from)
 
     tmp_adapter = out_dir / "adapter.tmp"

@@ -28,15 +28,25 @@ def align(truth: pd.DataFrame, predictions: pd.DataFrame, name: str = "predictio
     duplicated = ids.duplicated().to_numpy()
     if duplicated.any():
         i = int(duplicated.argmax())
-        raise InputError(name, f"duplicate indoml_id {ids.iloc[i]}: one prediction per row", column="indoml_id", row=i + 1)
+        raise InputError(
+            name, f"duplicate indoml_id {ids.iloc[i]}: one prediction per row", column="indoml_id", row=i + 1
+        )
     merged = truth[["indoml_id", *LEVELS]].merge(
-        predictions[["indoml_id", *LEVELS]], on="indoml_id", how="left", suffixes=("_true", "_pred"), indicator=True,
+        predictions[["indoml_id", *LEVELS]],
+        on="indoml_id",
+        how="left",
+        suffixes=("_true", "_pred"),
+        indicator=True,
         validate="one_to_one",
     )
     missing = merged["_merge"] != "both"
     if missing.any():
-        raise InputError(name, f"no prediction for {int(missing.sum())} of the {len(truth)} truth rows, e.g. indoml_id "
-                               f"{merged.loc[missing, 'indoml_id'].iloc[0]}", column="indoml_id")
+        raise InputError(
+            name,
+            f"no prediction for {int(missing.sum())} of the {len(truth)} truth rows, e.g. indoml_id "
+            f"{merged.loc[missing, 'indoml_id'].iloc[0]}",
+            column="indoml_id",
+        )
     return merged
 
 
@@ -47,7 +57,13 @@ def score(truth: pd.DataFrame, predictions: pd.DataFrame, name: str = "predictio
     all_right = np.ones(len(merged), dtype=bool)
     for level in LEVELS:
         y_true = merged[f"{level}_true"].astype(str).to_numpy()
-        y_pred = merged[f"{level}_pred"].astype(object).where(merged[f"{level}_pred"].notna(), MISSING).astype(str).to_numpy()
+        y_pred = (
+            merged[f"{level}_pred"]
+            .astype(object)
+            .where(merged[f"{level}_pred"].notna(), MISSING)
+            .astype(str)
+            .to_numpy()
+        )
         all_right &= y_true == y_pred
         result[f"f1_{level}"] = float(f1_score(y_true, y_pred, average="macro", zero_division=1.0))
         result[f"accuracy_{level}"] = float(np.mean(y_true == y_pred)) if len(merged) else float("nan")

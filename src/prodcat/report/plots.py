@@ -45,8 +45,13 @@ def f1_by_level(metrics: pd.DataFrame, out_path, split: str = "val") -> None:
     width = 0.8 / len(LEVELS)
     for k, level in enumerate(LEVELS):
         ax.bar([i + k * width for i in range(len(part))], part[f"f1_{level}"], width=width, label=level)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(part))],
-                  [f"{m} · {s}" for m, s in zip(part["model"], part["stage"])], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(part))],
+        [f"{m} · {s}" for m, s in zip(part["model"], part["stage"])],
+        rotation=60,
+        ha="right",
+        fontsize=7,
+    )
     ax.set_ylim(0, 1)
     ax.set_title(f"macro F1 per level ({split})")
     ax.legend(fontsize=8)
@@ -88,5 +93,10 @@ def read_history(model_dir) -> list[dict]:
 
 
 def _stage_colour(stage: str) -> str:
-    return {"raw": "#bbbbbb", "corrected": "#4c72b0", "joint": "#55a868", "constrained": "#c44e52",
-            "baseline": "#8172b2"}.get(stage, "#dd8452")
+    return {
+        "raw": "#bbbbbb",
+        "corrected": "#4c72b0",
+        "joint": "#55a868",
+        "constrained": "#c44e52",
+        "baseline": "#8172b2",
+    }.get(stage, "#dd8452")

@@ -9,24 +9,54 @@ from pathlib import Path
 
 import pandas as pd
 
+from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
 from prodcat.runtime.efficiency import read_benchmark
 from prodcat.runtime.profiling import STEP_RANGE
-from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
 
-METRICS_COLUMNS = ["model", "stage", "split", "n", "item_accuracy", "item_accuracy_unseen_retailer", "f1_supergroup",
-                   "f1_group", "f1_module", "f1_brand", "parse_failures"]
+METRICS_COLUMNS = [
+    "model",
+    "stage",
+    "split",
+    "n",
+    "item_accuracy",
+    "item_accuracy_unseen_retailer",
+    "f1_supergroup",
+    "f1_group",
+    "f1_module",
+    "f1_brand",
+    "parse_failures",
+]
 # The paper's Table 2 columns (parameters, self CPU and self CUDA time, training GFLOPs, inference
 # time, testing GFLOPs) beside the rules' wall time and memory. train_wall_seconds is the training
 # job's wall time (its benchmark file) less the profiling (train_profiling_seconds says how much);
 # trainer_seconds is the training loop's own time from the model's training summary.
-EFFICIENCY_COLUMNS = ["model", "parameters", "train_wall_seconds", "trainer_seconds", "train_profiling_seconds",
-                      "train_max_rss_mb",
-                      "train_step_self_cpu_ms", "train_step_self_cuda_ms", "train_gflops_per_step",
-                      "predict_seconds_per_batch", "predict_gflops_per_batch", "predict_seconds_per_1k",
-                      "constrained_predict_seconds_per_1k", "device"]
+EFFICIENCY_COLUMNS = [
+    "model",
+    "parameters",
+    "train_wall_seconds",
+    "trainer_seconds",
+    "train_profiling_seconds",
+    "train_max_rss_mb",
+    "train_step_self_cpu_ms",
+    "train_step_self_cuda_ms",
+    "train_gflops_per_step",
+    "predict_seconds_per_batch",
+    "predict_gflops_per_batch",
+    "predict_seconds_per_1k",
+    "constrained_predict_seconds_per_1k",
+    "device",
+]
 # Table 3: the paper's columns, per profiled training step.
-OPERATOR_COLUMNS = ["model", "operator", "self_cpu_percent", "self_cpu_ms", "cpu_total_ms", "cuda_total_ms", "calls",
-                    "mflops"]
+OPERATOR_COLUMNS = [
+    "model",
+    "operator",
+    "self_cpu_percent",
+    "self_cpu_ms",
+    "cpu_total_ms",
+    "cuda_total_ms",
+    "calls",
+    "mflops",
+]
 NO_TORCH_STEP, PROFILING_OFF, NO_CUDA = "n/a", "off", "no CUDA device"
 VALIDATION_CAVEAT = (
     "Validation rows come from the same distribution as training (a group-stratified split of it); "
@@ -54,8 +84,10 @@ def unseen_retailer_note(metrics_files) -> str:
         for record in json.loads(Path(path).read_text()):
             counts.setdefault(record["split"], record.get("n_unseen_retailer"))
     listed = ", ".join(f"{split} {n}" for split, n in counts.items() if n is not None)
-    return (f"item_accuracy_unseen_retailer is the item accuracy on the rows whose retailer never occurs in the "
-            f"training rows ({listed or 'not measured'}; empty when there are none).")
+    return (
+        f"item_accuracy_unseen_retailer is the item accuracy on the rows whose retailer never occurs in the "
+        f"training rows ({listed or 'not measured'}; empty when there are none)."
+    )
 
 
 def profile_columns(train: dict) -> dict:
@@ -63,16 +95,24 @@ def profile_columns(train: dict) -> dict:
     step (no "profile" key), "off" when profiling was off, empty (None) when it failed (the
     training log says why), "no CUDA device" for CUDA time without a GPU."""
     if "profile" not in train:
-        return {"train_profiling_seconds": NO_TORCH_STEP, "train_step_self_cpu_ms": NO_TORCH_STEP,
-                "train_step_self_cuda_ms": NO_TORCH_STEP}
+        return {
+            "train_profiling_seconds": NO_TORCH_STEP,
+            "train_step_self_cpu_ms": NO_TORCH_STEP,
+            "train_step_self_cuda_ms": NO_TORCH_STEP,
+        }
     profile = train["profile"] or {"enabled": False}
     if not profile.get("enabled"):
-        return {"train_profiling_seconds": 0.0, "train_step_self_cpu_ms": PROFILING_OFF,
-                "train_step_self_cuda_ms": PROFILING_OFF}
+        return {
+            "train_profiling_seconds": 0.0,
+            "train_step_self_cpu_ms": PROFILING_OFF,
+            "train_step_self_cuda_ms": PROFILING_OFF,
+        }
     cuda = profile.get("self_cuda_ms_per_step") if "cuda" in profile.get("activities", []) else NO_CUDA
-    return {"train_profiling_seconds": profile.get("overhead_seconds"),
-            "train_step_self_cpu_ms": profile.get("self_cpu_ms_per_step") if not profile.get("error") else None,
-            "train_step_self_cuda_ms": cuda if not profile.get("error") else None}
+    return {
+        "train_profiling_seconds": profile.get("overhead_seconds"),
+        "train_step_self_cpu_ms": profile.get("self_cpu_ms_per_step") if not profile.get("error") else None,
+        "train_step_self_cuda_ms": cuda if not profile.get("error") else None,
+    }
 
 
 def seconds_per_batch(predict: PredictionSummary):
@@ -92,24 +132,29 @@ def efficiency_table(entries) -> pd.DataFrame:
         measured = read_benchmark(bench)
         profiled = profile_columns(train.to_dict())
         profiling_seconds = profiled["train_profiling_seconds"]
-        rows.append({
-            "model": model,
-            # None where a report-only count failed (logged in the training rule's log)
-            "parameters": _number(train.parameters),
-            # the training job's wall time without what profiling added to it
-            "train_wall_seconds": measured["seconds"] - (profiling_seconds if isinstance(profiling_seconds, (int, float)) else 0),
-            "trainer_seconds": _number(train.trainer_seconds),
-            **profiled,
-            "train_max_rss_mb": measured["max_rss_mb"],
-            "predict_seconds_per_batch": seconds_per_batch(predict),
-            "predict_seconds_per_1k": predict.predict_seconds_per_1k,
-            "train_gflops_per_step": _number(train.train_gflops_per_step),
-            "predict_gflops_per_batch": _number(predict.predict_gflops_per_batch),
-            "device": train.device,
-            "constrained_predict_seconds_per_1k": (
-                PredictionSummary.read(constrained_json).predict_seconds_per_1k if constrained_json else float("nan")
-            ),
-        })
+        rows.append(
+            {
+                "model": model,
+                # None where a report-only count failed (logged in the training rule's log)
+                "parameters": _number(train.parameters),
+                # the training job's wall time without what profiling added to it
+                "train_wall_seconds": measured["seconds"]
+                - (profiling_seconds if isinstance(profiling_seconds, (int, float)) else 0),
+                "trainer_seconds": _number(train.trainer_seconds),
+                **profiled,
+                "train_max_rss_mb": measured["max_rss_mb"],
+                "predict_seconds_per_batch": seconds_per_batch(predict),
+                "predict_seconds_per_1k": predict.predict_seconds_per_1k,
+                "train_gflops_per_step": _number(train.train_gflops_per_step),
+                "predict_gflops_per_batch": _number(predict.predict_gflops_per_batch),
+                "device": train.device,
+                "constrained_predict_seconds_per_1k": (
+                    PredictionSummary.read(constrained_json).predict_seconds_per_1k
+                    if constrained_json
+                    else float("nan")
+                ),
+            }
+        )
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
 
 
@@ -127,7 +172,9 @@ def operators_table(entries, top: int) -> pd.DataFrame:
         table = table[table["operator"] != STEP_RANGE].nlargest(top, "self_cpu_ms")
         table.insert(0, "model", model)
         table["self_cpu_percent"] = 100.0 * table["self_cpu_ms"] / profile["self_cpu_ms_per_step"]
-        table["calls"] = [int(c) if float(c).is_integer() else c for c in table["calls"]]  # per step: whole when steps agree
+        table["calls"] = [
+            int(c) if float(c).is_integer() else c for c in table["calls"]
+        ]  # per step: whole when steps agree
         if "cuda" not in profile.get("activities", []):
             table["cuda_total_ms"] = NO_CUDA
         frames.append(table[OPERATOR_COLUMNS])
@@ -148,12 +195,19 @@ def profile_note(summaries: dict) -> str:
         elif profile.get("error"):
             failed.append(model)
         else:
-            key = (profile["recorded_steps"], profile["skipped_steps"], profile["warmup_steps"],
-                   "+".join(profile["activities"]).upper(), summary.get("device"))
+            key = (
+                profile["recorded_steps"],
+                profile["skipped_steps"],
+                profile["warmup_steps"],
+                "+".join(profile["activities"]).upper(),
+                summary.get("device"),
+            )
             groups.setdefault(key, []).append(model)
-    lines = [f"{', '.join(models)}: mean of {steps} optimizer step(s) recorded by torch.profiler ({activities} "
-             f"activities) after {skipped} skipped and {warm} warm-up step(s), on {device}"
-             for (steps, skipped, warm, activities, device), models in groups.items()]
+    lines = [
+        f"{', '.join(models)}: mean of {steps} optimizer step(s) recorded by torch.profiler ({activities} "
+        f"activities) after {skipped} skipped and {warm} warm-up step(s), on {device}"
+        for (steps, skipped, warm, activities, device), models in groups.items()
+    ]
     if failed:
         lines.append(f"{', '.join(failed)}: profiling failed (the training log says why), cells left empty")
     if off:
@@ -190,8 +244,17 @@ def write_table(table: pd.DataFrame, csv_path, md_path, title: str, note: str = 
     write_text(to_markdown(table, title, note) + extra_markdown, md_path)
 
 
-ENSEMBLE_COLUMNS = ["ensemble", "stage", "split", "best_member", "best_member_accuracy", "vote", "stack",
-                    "stack_minus_best_member", "stack_minus_vote"]
+ENSEMBLE_COLUMNS = [
+    "ensemble",
+    "stage",
+    "split",
+    "best_member",
+    "best_member_accuracy",
+    "vote",
+    "stack",
+    "stack_minus_best_member",
+    "stack_minus_vote",
+]
 
 
 def ensemble_comparison(metrics: pd.DataFrame, comparisons: list[dict]) -> pd.DataFrame:
@@ -209,9 +272,19 @@ def ensemble_comparison(metrics: pd.DataFrame, comparisons: list[dict]) -> pd.Da
             if not member or vote is None or stack is None:
                 continue
             best = max(member, key=lambda m: (member[m], -list(member).index(m)))
-            rows.append({"ensemble": item["ensemble"], "stage": item["stage"], "split": split, "best_member": best,
-                         "best_member_accuracy": member[best], "vote": vote, "stack": stack,
-                         "stack_minus_best_member": stack - member[best], "stack_minus_vote": stack - vote})
+            rows.append(
+                {
+                    "ensemble": item["ensemble"],
+                    "stage": item["stage"],
+                    "split": split,
+                    "best_member": best,
+                    "best_member_accuracy": member[best],
+                    "vote": vote,
+                    "stack": stack,
+                    "stack_minus_best_member": stack - member[best],
+                    "stack_minus_vote": stack - vote,
+                }
+            )
     return pd.DataFrame(rows, columns=ENSEMBLE_COLUMNS)
 
 
@@ -225,7 +298,8 @@ def ensemble_section(comparison: pd.DataFrame, submission: dict) -> str:
         "Item accuracy of each ensemble combined by the paper's hard vote and by the learned arbiter "
         "(`prodcat.ensemble.stack`: a pairwise logistic ranker over the paths the members propose, with charngram's "
         "ranked alternatives when it is a member, from who proposed them, the members' confidence and their "
-        "scores of every candidate, agreement, path frequency and the match with the description; where it cannot beat the best member in an inner cross-validation it "
+        "scores of every candidate, agreement, path frequency and the match with the description; where it "
+        "cannot beat the best member in an inner cross-validation it "
         "keeps the best member's answer), beside the ensemble's best member at the same stage. The stack is "
         "fit on validation predictions: its validation numbers are cross-fitted (each row scored by a model "
         "fit on the other folds), its test numbers come from the model fit on all validation rows.",

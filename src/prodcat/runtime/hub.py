@@ -53,27 +53,44 @@ def fetch_model(repo_id: str, revision: str, out_dir, *, token=None, cache_dir=N
 
     out_dir = Path(out_dir)
     try:
-        snapshot = Path(snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILE_PATTERNS,
-                                          ignore_patterns=IGNORED_PATTERNS, token=token, cache_dir=cache_dir))
+        snapshot = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=MODEL_FILE_PATTERNS,
+                ignore_patterns=IGNORED_PATTERNS,
+                token=token,
+                cache_dir=cache_dir,
+            )
+        )
     except GatedRepoError as error:
         raise HubError(GATED_HELP.format(repo=repo_id) + f" (hub said: {error})") from error
     except RepositoryNotFoundError as error:
-        raise HubError(f"{repo_id}: no such model on the hub, or it is private/gated and no valid token was given "
-                       f"({GATED_HELP.format(repo=repo_id)})") from error
+        raise HubError(
+            f"{repo_id}: no such model on the hub, or it is private/gated and no valid token was given "
+            f"({GATED_HELP.format(repo=repo_id)})"
+        ) from error
     except LocalEntryNotFoundError as error:
-        raise HubError(f"{repo_id} at revision {revision} is not in the local hub cache "
-                       f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}) "
-                       f"and the hub cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): "
-                       "run the download_model rule once where there is internet, or put a local folder under "
-                       f"base_models ({error})") from error
+        raise HubError(
+            f"{repo_id} at revision {revision} is not in the local hub cache "
+            f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}) "
+            f"and the hub cannot be reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): "
+            "run the download_model rule once where there is internet, or put a local folder under "
+            f"base_models ({error})"
+        ) from error
     except HfHubHTTPError as error:
         if error.response is not None and error.response.status_code in (401, 403):
             raise HubError(GATED_HELP.format(repo=repo_id) + f" (hub said: {error})") from error
         raise
     # offline, snapshot_download returns the cached snapshot whole: filter it the same way
-    files = sorted(filter_repo_objects([p.relative_to(snapshot) for p in snapshot.rglob("*") if p.is_file()],
-                                       allow_patterns=MODEL_FILE_PATTERNS, ignore_patterns=IGNORED_PATTERNS,
-                                       key=str))
+    files = sorted(
+        filter_repo_objects(
+            [p.relative_to(snapshot) for p in snapshot.rglob("*") if p.is_file()],
+            allow_patterns=MODEL_FILE_PATTERNS,
+            ignore_patterns=IGNORED_PATTERNS,
+            key=str,
+        )
+    )
     names = {str(f) for f in files}
     if "config.json" not in names:
         raise HubError(f"{repo_id}@{revision}: no config.json in {snapshot}; not a transformers model")
@@ -95,8 +112,10 @@ def fetch_model(repo_id: str, revision: str, out_dir, *, token=None, cache_dir=N
         except OSError:
             shutil.copy2(source, target)
     commit = snapshot.name if COMMIT.match(snapshot.name) else None
-    (tmp / SOURCE_FILE).write_text(json.dumps({"repo_id": repo_id, "revision": revision, "commit": commit,
-                                               "files": sorted(names)}, indent=1) + "\n")
+    (tmp / SOURCE_FILE).write_text(
+        json.dumps({"repo_id": repo_id, "revision": revision, "commit": commit, "files": sorted(names)}, indent=1)
+        + "\n"
+    )
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
@@ -111,8 +130,11 @@ def local_model_dir(name_or_path, revision: str | None = None) -> Path:
         return Path(name_or_path)
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(name_or_path), revision=revision, allow_patterns=MODEL_FILE_PATTERNS,
-                                  ignore_patterns=IGNORED_PATTERNS))
+    return Path(
+        snapshot_download(
+            str(name_or_path), revision=revision, allow_patterns=MODEL_FILE_PATTERNS, ignore_patterns=IGNORED_PATTERNS
+        )
+    )
 
 
 def hub_cache_dir(hf_home) -> Path:

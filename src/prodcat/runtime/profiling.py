@@ -47,10 +47,18 @@ STEP_RANGE = "prodcat::training_step"
 DEFAULT_SETTINGS = {"enabled": True, "skip_first": 5, "warmup": 2, "steps": 3}
 OPERATOR_COLUMNS = ["operator", "self_cpu_ms", "cpu_total_ms", "self_cuda_ms", "cuda_total_ms", "calls", "mflops"]
 # torch leaves these out of its tables (profiler bookkeeping and trivial tensor queries)
-_IGNORED_NAMES = frozenset({
-    "[memory]", "[OutOfMemory]", "profiler::_record_function_enter", "profiler::_record_function_enter_new",
-    "profiler::_record_function_exit", "aten::is_leaf", "aten::output_nr", "aten::_version",
-})
+_IGNORED_NAMES = frozenset(
+    {
+        "[memory]",
+        "[OutOfMemory]",
+        "profiler::_record_function_enter",
+        "profiler::_record_function_enter_new",
+        "profiler::_record_function_exit",
+        "aten::is_leaf",
+        "aten::output_nr",
+        "aten::_version",
+    }
+)
 
 
 def plan_window(remaining_steps: int, skip_first: int, warmup: int, steps: int) -> tuple[int, int, int]:
@@ -88,7 +96,9 @@ class Event:
 
     @property
     def self_cpu(self) -> int:
-        return self.cpu_total - sum(child.cpu_total for child in self.children) if self.on_cpu and not self.is_async else 0
+        return (
+            self.cpu_total - sum(child.cpu_total for child in self.children) if self.on_cpu and not self.is_async else 0
+        )
 
     @property
     def cuda_total(self) -> int:
@@ -117,12 +127,19 @@ def kineto_events(kineto_results) -> list[Event]:
         name = raw.name()
         if name in _IGNORED_NAMES or raw.is_hidden_event():
             continue
-        events.append(Event(
-            name=name, start=raw.start_ns(), end=raw.end_ns(), thread=raw.start_thread_id(),
-            on_cpu=raw.device_type() == DeviceType.CPU,
-            is_async=raw.is_async() or raw.start_thread_id() != raw.end_thread_id(),
-            id=raw.correlation_id(), linked_id=raw.linked_correlation_id(), flops=raw.flops() or 0,
-        ))
+        events.append(
+            Event(
+                name=name,
+                start=raw.start_ns(),
+                end=raw.end_ns(),
+                thread=raw.start_thread_id(),
+                on_cpu=raw.device_type() == DeviceType.CPU,
+                is_async=raw.is_async() or raw.start_thread_id() != raw.end_thread_id(),
+                id=raw.correlation_id(),
+                linked_id=raw.linked_correlation_id(),
+                flops=raw.flops() or 0,
+            )
+        )
     return link_events(events)
 
 
@@ -200,8 +217,10 @@ def operator_table(events: list[Event], steps: int = 1) -> pd.DataFrame:
 def step_totals(events: list[Event], steps: int = 1) -> dict:
     """Self CPU and self CUDA time per step (ms), as torch's table footer sums them: every CPU
     event's self time; every device event's time."""
-    return {"self_cpu_ms_per_step": sum(e.self_cpu for e in events) / 1e6 / steps,
-            "self_cuda_ms_per_step": sum(e.self_cuda for e in events if not e.on_cpu) / 1e6 / steps}
+    return {
+        "self_cpu_ms_per_step": sum(e.self_cpu for e in events) / 1e6 / steps,
+        "self_cuda_ms_per_step": sum(e.self_cuda for e in events if not e.on_cpu) / 1e6 / steps,
+    }
 
 
 # ---- the profiler around training steps ------------------------------------------------------
@@ -272,8 +291,12 @@ class StepProfiler:
             return
         s = self.settings
         self.plan = plan_window(remaining_steps, s["skip_first"], s["warmup"], s["steps"])
-        log.info("profiling: %d steps skipped, %d warm-up, %d recorded (of %d steps in this run)%s",
-                 *self.plan, remaining_steps, ", CUDA too" if self.use_cuda else "")
+        log.info(
+            "profiling: %d steps skipped, %d warm-up, %d recorded (of %d steps in this run)%s",
+            *self.plan,
+            remaining_steps,
+            ", CUDA too" if self.use_cuda else "",
+        )
 
     def step_begin(self) -> None:
         now = time.perf_counter()
@@ -360,8 +383,10 @@ class StepProfiler:
     def finish(self) -> dict:
         """After training: the per-step figures for Table 2, the operator table and the Chrome
         trace written under out_dir; never raises (a failure is logged and returned as `error`)."""
-        summary = {**{k: self.settings[k] for k in ("enabled", "skip_first", "warmup", "steps")},
-                   "activities": ["cpu", "cuda"] if self.use_cuda else ["cpu"]}
+        summary = {
+            **{k: self.settings[k] for k in ("enabled", "skip_first", "warmup", "steps")},
+            "activities": ["cpu", "cuda"] if self.use_cuda else ["cpu"],
+        }
         if not self.settings["enabled"]:
             return summary
         started = time.perf_counter()
@@ -373,15 +398,25 @@ class StepProfiler:
         finally:
             self.profiler = None
         after = time.perf_counter() - started
-        summary.update({
-            "skipped_steps": self.plan[0], "warmup_steps": self.plan[1], "recorded_steps": self.recorded,
-            "in_loop_seconds": self.in_loop_seconds(), "after_training_seconds": after,
-            "error": self.error,
-        })
+        summary.update(
+            {
+                "skipped_steps": self.plan[0],
+                "warmup_steps": self.plan[1],
+                "recorded_steps": self.recorded,
+                "in_loop_seconds": self.in_loop_seconds(),
+                "after_training_seconds": after,
+                "error": self.error,
+            }
+        )
         summary["overhead_seconds"] = summary["in_loop_seconds"] + after
         if self.error is None:
-            log.info("profiling: %d steps, %.1f ms self CPU a step; it added %.2f s in the loop and %.2f s after",
-                     self.recorded, summary["self_cpu_ms_per_step"], summary["in_loop_seconds"], after)
+            log.info(
+                "profiling: %d steps, %.1f ms self CPU a step; it added %.2f s in the loop and %.2f s after",
+                self.recorded,
+                summary["self_cpu_ms_per_step"],
+                summary["in_loop_seconds"],
+                after,
+            )
         return summary
 
     def _write(self) -> dict:

@@ -69,6 +69,13 @@ def log_progress(items, desc: str, *, total: int | None = None, unit: str = "bat
         now = time.monotonic()
         if now - last >= seconds:
             last = now
-            log.info("%s: %d/%s %s (%.2f %s/s)", desc, done, total if total is not None else "?", unit,
-                     done / max(now - started, 1e-9), unit)
+            log.info(
+                "%s: %d/%s %s (%.2f %s/s)",
+                desc,
+                done,
+                total if total is not None else "?",
+                unit,
+                done / max(now - started, 1e-9),
+                unit,
+            )
     log.info("%s: %d %s in %.1f s", desc, done, unit, time.monotonic() - started)

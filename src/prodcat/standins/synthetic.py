@@ -56,63 +56,204 @@ PRODUCT_ZIPF = 0.3
 VARIANTS = {
     "milk": ("whole", "semi skimmed", "skimmed", "organic", "lactose free", "filtered", "jersey"),
     "alt": ("original", "unsweetened", "barista", "organic", "chocolate", "light"),
-    "fruit": ("strawberry", "raspberry", "peach", "mango", "blueberry", "cherry", "apricot", "lemon",
-              "vanilla", "mixed berry"),
-    "dairy": ("mature", "mild", "extra mature", "reduced fat", "smoked", "garlic & herb", "original",
-              "light"),
+    "fruit": (
+        "strawberry",
+        "raspberry",
+        "peach",
+        "mango",
+        "blueberry",
+        "cherry",
+        "apricot",
+        "lemon",
+        "vanilla",
+        "mixed berry",
+    ),
+    "dairy": ("mature", "mild", "extra mature", "reduced fat", "smoked", "garlic & herb", "original", "light"),
     "butter": ("salted", "unsalted", "lighter", "organic", "slightly salted", "british"),
     "eggs": ("free range", "organic", "large", "medium", "mixed weight", "barn"),
     "bread": ("white", "wholemeal", "seeded", "sourdough", "multigrain", "malted", "rye", "brown"),
-    "cake": ("chocolate", "lemon", "carrot", "victoria", "coffee & walnut", "red velvet", "madeira",
-             "cherry bakewell"),
+    "cake": ("chocolate", "lemon", "carrot", "victoria", "coffee & walnut", "red velvet", "madeira", "cherry bakewell"),
     "pastry": ("all butter", "mini", "chocolate", "almond", "apple", "large"),
-    "sweet": ("milk chocolate", "dark chocolate", "white chocolate", "caramel", "hazelnut", "mint",
-              "orange", "toffee", "honeycomb", "cookie dough"),
+    "sweet": (
+        "milk chocolate",
+        "dark chocolate",
+        "white chocolate",
+        "caramel",
+        "hazelnut",
+        "mint",
+        "orange",
+        "toffee",
+        "honeycomb",
+        "cookie dough",
+    ),
     "chew": ("fruit", "sour", "cola", "strawberry", "tropical", "spearmint", "peppermint", "cherry"),
-    "savoury": ("ready salted", "salt & vinegar", "cheese & onion", "sour cream & chive", "smoky bacon",
-                "paprika", "sweet chilli", "prawn cocktail", "sea salt"),
+    "savoury": (
+        "ready salted",
+        "salt & vinegar",
+        "cheese & onion",
+        "sour cream & chive",
+        "smoky bacon",
+        "paprika",
+        "sweet chilli",
+        "prawn cocktail",
+        "sea salt",
+    ),
     "nut": ("salted", "roasted", "honey roast", "unsalted", "chilli", "mixed"),
-    "soft": ("original", "diet", "zero sugar", "cherry", "lemon & lime", "orange", "tropical",
-             "raspberry", "vanilla"),
-    "juice": ("orange", "apple", "pineapple", "cranberry", "tomato", "grapefruit",
-              "mango & passion fruit", "smooth orange", "orange with bits"),
-    "water": ("still", "sparkling", "lightly sparkling", "lemon", "lime", "strawberry",
-              "natural mineral"),
-    "hot": ("original", "decaf", "gold", "rich roast", "breakfast", "earl grey", "green", "peppermint",
-            "instant", "ground"),
-    "beer": ("premium", "pale", "golden", "amber", "session", "extra strong", "alcohol free", "craft",
-             "export"),
-    "wine": ("merlot", "shiraz", "cabernet sauvignon", "pinot grigio", "sauvignon blanc", "chardonnay",
-             "rioja", "malbec", "rose", "tempranillo"),
-    "spirit": ("london dry", "pink", "blended", "single malt", "triple distilled", "spiced", "premium",
-               "citrus"),
-    "produce": ("braeburn", "gala", "conference", "organic", "british", "large", "baby", "red", "green",
-                "sweet", "ripe", "easy peeler"),
-    "meat": ("british", "free range", "organic", "smoked", "unsmoked", "lean", "thick cut", "diced",
-             "minced", "breaded"),
-    "fish": ("atlantic", "scottish", "skinless", "boneless", "smoked", "lightly dusted", "wild",
-             "battered"),
-    "meal": ("chicken tikka", "lasagne", "cottage pie", "macaroni cheese", "chilli con carne",
-             "sweet & sour", "korma", "margherita", "pepperoni", "four cheese"),
+    "soft": ("original", "diet", "zero sugar", "cherry", "lemon & lime", "orange", "tropical", "raspberry", "vanilla"),
+    "juice": (
+        "orange",
+        "apple",
+        "pineapple",
+        "cranberry",
+        "tomato",
+        "grapefruit",
+        "mango & passion fruit",
+        "smooth orange",
+        "orange with bits",
+    ),
+    "water": ("still", "sparkling", "lightly sparkling", "lemon", "lime", "strawberry", "natural mineral"),
+    "hot": (
+        "original",
+        "decaf",
+        "gold",
+        "rich roast",
+        "breakfast",
+        "earl grey",
+        "green",
+        "peppermint",
+        "instant",
+        "ground",
+    ),
+    "beer": ("premium", "pale", "golden", "amber", "session", "extra strong", "alcohol free", "craft", "export"),
+    "wine": (
+        "merlot",
+        "shiraz",
+        "cabernet sauvignon",
+        "pinot grigio",
+        "sauvignon blanc",
+        "chardonnay",
+        "rioja",
+        "malbec",
+        "rose",
+        "tempranillo",
+    ),
+    "spirit": ("london dry", "pink", "blended", "single malt", "triple distilled", "spiced", "premium", "citrus"),
+    "produce": (
+        "braeburn",
+        "gala",
+        "conference",
+        "organic",
+        "british",
+        "large",
+        "baby",
+        "red",
+        "green",
+        "sweet",
+        "ripe",
+        "easy peeler",
+    ),
+    "meat": (
+        "british",
+        "free range",
+        "organic",
+        "smoked",
+        "unsmoked",
+        "lean",
+        "thick cut",
+        "diced",
+        "minced",
+        "breaded",
+    ),
+    "fish": ("atlantic", "scottish", "skinless", "boneless", "smoked", "lightly dusted", "wild", "battered"),
+    "meal": (
+        "chicken tikka",
+        "lasagne",
+        "cottage pie",
+        "macaroni cheese",
+        "chilli con carne",
+        "sweet & sour",
+        "korma",
+        "margherita",
+        "pepperoni",
+        "four cheese",
+    ),
     "frozen": ("garden", "petit", "crinkle cut", "steam", "mixed", "country", "golden"),
-    "ice": ("vanilla", "chocolate", "strawberry", "cookie dough", "salted caramel", "mint choc chip",
-            "raspberry ripple", "neapolitan"),
-    "sauce": ("tomato", "bolognese", "tikka masala", "korma", "sweet chilli", "garlic", "barbecue",
-              "pesto", "sweet & sour"),
-    "cereal": ("honey", "chocolate", "fruit & fibre", "bran", "golden", "multigrain", "oat",
-               "apple & cinnamon", "original"),
+    "ice": (
+        "vanilla",
+        "chocolate",
+        "strawberry",
+        "cookie dough",
+        "salted caramel",
+        "mint choc chip",
+        "raspberry ripple",
+        "neapolitan",
+    ),
+    "sauce": (
+        "tomato",
+        "bolognese",
+        "tikka masala",
+        "korma",
+        "sweet chilli",
+        "garlic",
+        "barbecue",
+        "pesto",
+        "sweet & sour",
+    ),
+    "cereal": (
+        "honey",
+        "chocolate",
+        "fruit & fibre",
+        "bran",
+        "golden",
+        "multigrain",
+        "oat",
+        "apple & cinnamon",
+        "original",
+    ),
     "baking": ("plain", "self raising", "caster", "granulated", "icing", "strong white", "dark brown"),
-    "clean": ("original", "lemon", "lavender", "ocean", "fresh linen", "sensitive", "antibacterial",
-              "bio", "non bio", "spring"),
+    "clean": (
+        "original",
+        "lemon",
+        "lavender",
+        "ocean",
+        "fresh linen",
+        "sensitive",
+        "antibacterial",
+        "bio",
+        "non bio",
+        "spring",
+    ),
     "paper": ("soft", "quilted", "ultra soft", "recycled", "strong", "white", "extra long"),
-    "beauty": ("sensitive", "fresh", "moisturising", "men", "original", "coconut", "argan oil",
-               "anti dandruff", "volume", "extra strength", "whitening", "cool mint"),
-    "medicine": ("extra", "original", "max strength", "soluble", "rapid", "night", "day & night",
-                 "honey & lemon"),
-    "baby": ("newborn", "sensitive", "stage 1", "stage 2", "first", "fragrance free", "junior",
-             "organic"),
-    "pet": ("chicken", "beef", "salmon", "lamb", "turkey", "adult", "senior", "puppy", "kitten", "gravy",
-            "jelly", "ocean fish"),
+    "beauty": (
+        "sensitive",
+        "fresh",
+        "moisturising",
+        "men",
+        "original",
+        "coconut",
+        "argan oil",
+        "anti dandruff",
+        "volume",
+        "extra strength",
+        "whitening",
+        "cool mint",
+    ),
+    "medicine": ("extra", "original", "max strength", "soluble", "rapid", "night", "day & night", "honey & lemon"),
+    "baby": ("newborn", "sensitive", "stage 1", "stage 2", "first", "fragrance free", "junior", "organic"),
+    "pet": (
+        "chicken",
+        "beef",
+        "salmon",
+        "lamb",
+        "turkey",
+        "adult",
+        "senior",
+        "puppy",
+        "kitten",
+        "gravy",
+        "jelly",
+        "ocean fish",
+    ),
     "auto": ("all season", "winter", "diesel", "synthetic", "concentrated", "universal"),
     "generic": ("assorted", "mixed", "large", "small", "value", "multi purpose"),
 }
@@ -193,16 +334,29 @@ TAXONOMY = {
             "muffins & doughnuts": (("muffins", "doughnuts", "cookies"), "cake", "each", 1.6),
         },
         "breakfast bakery": {
-            "crumpets & pancakes": (("crumpets", "pancakes", "scotch pancakes", "pikelets"),
-                                    ("original", "buttermilk", "sultana", "golden", "mini", "toasting"), "each", 1.0),
-            "bagels & teacakes": (("bagels", "english muffins", "teacakes"),
-                                  ("plain", "sesame", "cinnamon & raisin", "multiseed", "onion", "fruity"), "each", 1.3),
+            "crumpets & pancakes": (
+                ("crumpets", "pancakes", "scotch pancakes", "pikelets"),
+                ("original", "buttermilk", "sultana", "golden", "mini", "toasting"),
+                "each",
+                1.0,
+            ),
+            "bagels & teacakes": (
+                ("bagels", "english muffins", "teacakes"),
+                ("plain", "sesame", "cinnamon & raisin", "multiseed", "onion", "fruity"),
+                "each",
+                1.3,
+            ),
         },
     },
     "biscuits & confectionery & snacks": {
         "chocolate": {
             "chocolate bars": (("chocolate bar", "wafer bar", "caramel bar"), "sweet", "bar", 0.9),
-            "chocolate novelties": (("creme egg", "chocolate buttons", "chocolate coins", "chocolate lolly"), "sweet", "bar", 1.5),
+            "chocolate novelties": (
+                ("creme egg", "chocolate buttons", "chocolate coins", "chocolate lolly"),
+                "sweet",
+                "bar",
+                1.5,
+            ),
             "boxed chocolates": (("chocolates", "truffles", "pralines", "selection box"), "sweet", "box", 5.0),
         },
         "sugar confectionery": {
@@ -211,14 +365,27 @@ TAXONOMY = {
         },
         "crisps & snacks": {
             "crisps": (("crisps", "potato crisps", "tortilla chips", "hand cooked crisps"), "savoury", "bag", 1.4),
-            "popcorn & pretzels": (("popcorn", "pretzels", "rice cakes"),
-                                   ("sweet & salty", "salted", "toffee", "sour cream", "sea salt", "butter"), "bag", 1.5),
+            "popcorn & pretzels": (
+                ("popcorn", "pretzels", "rice cakes"),
+                ("sweet & salty", "salted", "toffee", "sour cream", "sea salt", "butter"),
+                "bag",
+                1.5,
+            ),
             "nuts & seeds": (("peanuts", "cashews", "mixed nuts", "sunflower seeds"), "nut", "bag", 2.0),
         },
         "biscuits": {
-            "sweet biscuits": (("biscuits", "cookies", "digestives", "shortbread", "cream biscuits"), "sweet", "bag", 1.2),
-            "crackers & crispbreads": (("crackers", "crispbread", "oatcakes", "cream crackers"),
-                                       ("original", "wholemeal", "multigrain", "rye", "sea salt", "cracked pepper"), "box", 1.3),
+            "sweet biscuits": (
+                ("biscuits", "cookies", "digestives", "shortbread", "cream biscuits"),
+                "sweet",
+                "bag",
+                1.2,
+            ),
+            "crackers & crispbreads": (
+                ("crackers", "crispbread", "oatcakes", "cream crackers"),
+                ("original", "wholemeal", "multigrain", "rye", "sea salt", "cracked pepper"),
+                "box",
+                1.3,
+            ),
         },
     },
     "beverages soft": {
@@ -237,8 +404,12 @@ TAXONOMY = {
         "hot drinks": {
             "coffee": (("coffee", "instant coffee", "coffee pods", "ground coffee"), "hot", "jar", 4.5),
             "tea": (("tea bags", "tea", "herbal tea"), "hot", "jar", 2.8),
-            "hot chocolate": (("hot chocolate", "malted drink", "cocoa"),
-                              ("original", "luxury", "instant", "hazelnut", "salted caramel", "light"), "jar", 2.5),
+            "hot chocolate": (
+                ("hot chocolate", "malted drink", "cocoa"),
+                ("original", "luxury", "instant", "hazelnut", "salted caramel", "light"),
+                "jar",
+                2.5,
+            ),
         },
         "energy & sports drinks": {
             "energy drinks": (("energy drink", "energy shot"), "soft", "can", 1.4),
@@ -249,14 +420,22 @@ TAXONOMY = {
         "beer & cider": {
             "lager": (("lager", "pilsner", "beer"), "beer", "beer", 6.5),
             "ale & stout": (("ale", "ipa", "stout", "bitter"), "beer", "beer", 5.5),
-            "cider": (("cider", "fruit cider", "apple cider"),
-                      ("apple", "pear", "strawberry & lime", "mixed fruit", "dry", "medium", "cloudy"), "beer", 5.0),
+            "cider": (
+                ("cider", "fruit cider", "apple cider"),
+                ("apple", "pear", "strawberry & lime", "mixed fruit", "dry", "medium", "cloudy"),
+                "beer",
+                5.0,
+            ),
         },
         "wine": {
             "red wine": (("red wine", "wine"), "wine", "wine", 7.5),
             "white wine": (("white wine", "wine"), "wine", "wine", 7.0),
-            "sparkling wine": (("sparkling wine", "prosecco", "cava", "fizz"),
-                               ("brut", "extra dry", "rose", "vintage", "spumante", "demi sec"), "wine", 11.0),
+            "sparkling wine": (
+                ("sparkling wine", "prosecco", "cava", "fizz"),
+                ("brut", "extra dry", "rose", "vintage", "spumante", "demi sec"),
+                "wine",
+                11.0,
+            ),
         },
         "spirits": {
             "vodka": (("vodka",), "spirit", "spirit", 16.0),
@@ -280,7 +459,12 @@ TAXONOMY = {
             "potatoes": (("potatoes", "baking potatoes", "new potatoes", "sweet potatoes"), "produce", "loose", 1.5),
         },
         "meat & poultry": {
-            "chicken": (("chicken breast fillets", "chicken thighs", "whole chicken", "chicken drumsticks"), "meat", "meat", 4.5),
+            "chicken": (
+                ("chicken breast fillets", "chicken thighs", "whole chicken", "chicken drumsticks"),
+                "meat",
+                "meat",
+                4.5,
+            ),
             "beef & lamb": (("beef mince", "steak", "lamb chops", "beef burgers"), "meat", "meat", 5.5),
             "pork & bacon": (("bacon rashers", "pork sausages", "pork chops", "gammon steaks"), "meat", "meat", 3.5),
             "cooked meats": (("ham", "chicken slices", "salami", "chorizo"), "meat", "slices", 2.2),
@@ -294,54 +478,119 @@ TAXONOMY = {
         "frozen foods": {
             "frozen pizza": (("pizza", "stonebaked pizza", "thin & crispy pizza"), "meal", "meal", 3.0),
             "ice cream": (("ice cream", "ice cream tub", "ice lollies", "cones"), "ice", "tub", 3.0),
-            "frozen vegetables": (("peas", "chips", "oven chips", "mixed vegetables", "sweetcorn"), "frozen", "pack", 1.8),
+            "frozen vegetables": (
+                ("peas", "chips", "oven chips", "mixed vegetables", "sweetcorn"),
+                "frozen",
+                "pack",
+                1.8,
+            ),
             "frozen ready meals": (("ready meal", "pie", "roast dinner"), "meal", "meal", 2.5),
         },
         "chilled meals": {
             "ready meals": (("ready meal", "meal for one", "pasta bake"), "meal", "meal", 3.5),
-            "fresh pasta": (("fresh pasta", "tortelloni", "ravioli", "gnocchi"),
-                            ("spinach & ricotta", "four cheese", "tomato & mozzarella", "mushroom", "beef", "classic"), "meal", 2.5),
-            "dips": (("houmous", "coleslaw", "guacamole", "potato salad", "salsa"),
-                     ("classic", "reduced fat", "caramelised onion", "red pepper", "chunky", "spicy"), "pot", 1.5),
+            "fresh pasta": (
+                ("fresh pasta", "tortelloni", "ravioli", "gnocchi"),
+                ("spinach & ricotta", "four cheese", "tomato & mozzarella", "mushroom", "beef", "classic"),
+                "meal",
+                2.5,
+            ),
+            "dips": (
+                ("houmous", "coleslaw", "guacamole", "potato salad", "salsa"),
+                ("classic", "reduced fat", "caramelised onion", "red pepper", "chunky", "spicy"),
+                "pot",
+                1.5,
+            ),
         },
         "food to go": {
-            "sandwiches": (("sandwich", "wrap", "sub roll", "baguette"),
-                           ("chicken & bacon", "egg mayo", "ham & cheese", "tuna & sweetcorn", "blt", "prawn mayo",
-                            "cheese & pickle"), "each", 3.0),
+            "sandwiches": (
+                ("sandwich", "wrap", "sub roll", "baguette"),
+                (
+                    "chicken & bacon",
+                    "egg mayo",
+                    "ham & cheese",
+                    "tuna & sweetcorn",
+                    "blt",
+                    "prawn mayo",
+                    "cheese & pickle",
+                ),
+                "each",
+                3.0,
+            ),
             "snack pots": (("pasta salad", "noodle salad", "fruit pot", "protein pot"), "generic", "each", 2.2),
         },
     },
     "store cupboard": {
         "pasta rice & noodles": {
-            "dry pasta": (("pasta", "spaghetti", "penne", "fusilli"),
-                          ("durum wheat", "wholewheat", "gluten free", "egg", "organic", "quick cook"), "pack", 1.0),
-            "rice": (("rice", "microwave rice", "risotto rice"),
-                     ("basmati", "long grain", "jasmine", "brown", "wholegrain", "egg fried", "pilau"), "pack", 1.8),
-            "noodles": (("noodles", "instant noodles", "noodle pot"),
-                        ("chicken", "beef", "chow mein", "sweet & sour", "curry", "egg", "rice"), "pack", 1.1),
+            "dry pasta": (
+                ("pasta", "spaghetti", "penne", "fusilli"),
+                ("durum wheat", "wholewheat", "gluten free", "egg", "organic", "quick cook"),
+                "pack",
+                1.0,
+            ),
+            "rice": (
+                ("rice", "microwave rice", "risotto rice"),
+                ("basmati", "long grain", "jasmine", "brown", "wholegrain", "egg fried", "pilau"),
+                "pack",
+                1.8,
+            ),
+            "noodles": (
+                ("noodles", "instant noodles", "noodle pot"),
+                ("chicken", "beef", "chow mein", "sweet & sour", "curry", "egg", "rice"),
+                "pack",
+                1.1,
+            ),
         },
         "tinned foods": {
-            "tinned beans & vegetables": (("baked beans", "chickpeas", "kidney beans", "chopped tomatoes", "sweetcorn"),
-                                          ("in tomato sauce", "reduced sugar", "organic", "in water", "whole"), "tin", 0.8),
-            "soup": (("soup", "cup soup", "broth"),
-                     ("tomato", "chicken", "vegetable", "mushroom", "minestrone", "lentil", "pea & ham"), "tin", 1.2),
-            "tinned fish & meat": (("tuna chunks", "sardines", "mackerel fillets", "corned beef", "salmon"),
-                                   ("in brine", "in sunflower oil", "in spring water", "in tomato sauce", "skinless"), "tin", 1.6),
+            "tinned beans & vegetables": (
+                ("baked beans", "chickpeas", "kidney beans", "chopped tomatoes", "sweetcorn"),
+                ("in tomato sauce", "reduced sugar", "organic", "in water", "whole"),
+                "tin",
+                0.8,
+            ),
+            "soup": (
+                ("soup", "cup soup", "broth"),
+                ("tomato", "chicken", "vegetable", "mushroom", "minestrone", "lentil", "pea & ham"),
+                "tin",
+                1.2,
+            ),
+            "tinned fish & meat": (
+                ("tuna chunks", "sardines", "mackerel fillets", "corned beef", "salmon"),
+                ("in brine", "in sunflower oil", "in spring water", "in tomato sauce", "skinless"),
+                "tin",
+                1.6,
+            ),
         },
         "sauces & condiments": {
-            "cooking sauces": (("cooking sauce", "pasta sauce", "curry sauce", "stir fry sauce"), "sauce", "sauce", 1.8),
-            "table sauces": (("ketchup", "mayonnaise", "brown sauce", "mustard", "salad cream"),
-                             ("tomato", "light", "squeezy", "original", "wholegrain", "english", "dijon"), "sauce", 1.9),
+            "cooking sauces": (
+                ("cooking sauce", "pasta sauce", "curry sauce", "stir fry sauce"),
+                "sauce",
+                "sauce",
+                1.8,
+            ),
+            "table sauces": (
+                ("ketchup", "mayonnaise", "brown sauce", "mustard", "salad cream"),
+                ("tomato", "light", "squeezy", "original", "wholegrain", "english", "dijon"),
+                "sauce",
+                1.9,
+            ),
         },
         "breakfast cereals": {
             "cereals": (("cereal", "flakes", "granola", "muesli", "hoops"), "cereal", "box", 2.5),
-            "porridge & oats": (("porridge oats", "porridge pots", "oat sachets"),
-                                ("original", "golden syrup", "apple & blueberry", "jumbo", "scottish", "rolled"), "box", 1.9),
+            "porridge & oats": (
+                ("porridge oats", "porridge pots", "oat sachets"),
+                ("original", "golden syrup", "apple & blueberry", "jumbo", "scottish", "rolled"),
+                "box",
+                1.9,
+            ),
         },
         "baking & sugar": {
             "flour & sugar": (("flour", "sugar", "bread flour"), "baking", "pack", 1.2),
-            "home baking": (("baking powder", "cake mix", "vanilla extract", "cocoa powder", "sprinkles"),
-                            ("chocolate", "vanilla", "gluten free", "madagascan", "rainbow", "classic"), "jar", 1.8),
+            "home baking": (
+                ("baking powder", "cake mix", "vanilla extract", "cocoa powder", "sprinkles"),
+                ("chocolate", "vanilla", "gluten free", "madagascan", "rainbow", "classic"),
+                "jar",
+                1.8,
+            ),
         },
     },
     "household": {
@@ -350,16 +599,31 @@ TAXONOMY = {
             "fabric conditioner": (("fabric conditioner", "fabric softener"), "clean", "wash", 3.5),
         },
         "cleaning": {
-            "surface cleaners": (("surface spray", "multi purpose cleaner", "kitchen cleaner", "bathroom cleaner"), "clean", "spray", 2.0),
+            "surface cleaners": (
+                ("surface spray", "multi purpose cleaner", "kitchen cleaner", "bathroom cleaner"),
+                "clean",
+                "spray",
+                2.0,
+            ),
             "toilet care": (("toilet cleaner", "bleach", "toilet rim block"), "clean", "spray", 1.6),
             "dishwashing": (("washing up liquid", "dishwasher tablets", "rinse aid"), "clean", "tabs", 3.0),
         },
         "paper products": {
             "toilet tissue": (("toilet tissue", "toilet roll"), "paper", "roll", 4.0),
-            "kitchen roll & tissues": (("kitchen roll", "tissues", "facial tissues", "paper towels"), "paper", "roll", 2.5),
+            "kitchen roll & tissues": (
+                ("kitchen roll", "tissues", "facial tissues", "paper towels"),
+                "paper",
+                "roll",
+                2.5,
+            ),
         },
         "household detail unknown total": {
-            "household": (("bin bags", "batteries", "light bulb", "foil", "cling film", "candles"), "generic", "each", 3.0),
+            "household": (
+                ("bin bags", "batteries", "light bulb", "foil", "cling film", "candles"),
+                "generic",
+                "each",
+                3.0,
+            ),
         },
     },
     "health & beauty": {
@@ -370,14 +634,22 @@ TAXONOMY = {
         },
         "oral care": {
             "toothpaste": (("toothpaste",), "beauty", "tube", 2.0),
-            "toothbrushes": (("toothbrush", "toothbrush heads", "interdental brushes"),
-                             ("medium", "soft", "firm", "sensitive", "whitening", "kids"), "each", 3.0),
+            "toothbrushes": (
+                ("toothbrush", "toothbrush heads", "interdental brushes"),
+                ("medium", "soft", "firm", "sensitive", "whitening", "kids"),
+                "each",
+                3.0,
+            ),
             "mouthwash": (("mouthwash", "mouth rinse"), "beauty", "care", 3.0),
         },
         "skin care": {
             "moisturisers": (("moisturiser", "body lotion", "face cream", "hand cream"), "beauty", "care", 5.0),
-            "sun care": (("sun cream", "after sun", "sun spray"),
-                         ("spf 30", "spf 50", "spf 15", "kids spf 50", "aloe vera", "sensitive"), "care", 7.0),
+            "sun care": (
+                ("sun cream", "after sun", "sun spray"),
+                ("spf 30", "spf 50", "spf 15", "kids spf 50", "aloe vera", "sensitive"),
+                "care",
+                7.0,
+            ),
         },
         "bath & shower": {
             "shower gel": (("shower gel", "body wash", "shower cream"), "beauty", "care", 2.0),
@@ -386,7 +658,12 @@ TAXONOMY = {
         },
         "medicines": {
             "pain relief": (("paracetamol", "ibuprofen", "pain relief tablets", "aspirin"), "medicine", "tabs", 2.0),
-            "cold & flu": (("cold & flu capsules", "cough syrup", "throat lozenges", "decongestant"), "medicine", "tabs", 4.0),
+            "cold & flu": (
+                ("cold & flu capsules", "cough syrup", "throat lozenges", "decongestant"),
+                "medicine",
+                "tabs",
+                4.0,
+            ),
         },
     },
     "baby care": {
@@ -411,8 +688,12 @@ TAXONOMY = {
         "cat": {
             "wet cat food": (("cat food", "cat food pouches", "cat food tins"), "pet", "petwet", 3.5),
             "dry cat food": (("dry cat food", "cat biscuits"), "pet", "petdry", 5.0),
-            "cat litter": (("cat litter", "clumping litter"),
-                           ("clumping", "lightweight", "scented", "natural", "wood based"), "litter", 5.0),
+            "cat litter": (
+                ("cat litter", "clumping litter"),
+                ("clumping", "lightweight", "scented", "natural", "wood based"),
+                "litter",
+                5.0,
+            ),
         },
     },
     "automotive": {
@@ -428,33 +709,162 @@ CATCH_ALL_SUPERGROUPS = frozenset({"fresh produce & meat"})
 
 # ---- word material for invented names ------------------------------------------------------------
 # Pack wording a few products carry in their full name (it makes the long tail of line lengths).
-_PACK_WORDS = ("multipack", "price marked", "family size", "value pack", "twin pack", "limited edition",
-               "new recipe", "bumper pack", "special edition", "big pack")
+_PACK_WORDS = (
+    "multipack",
+    "price marked",
+    "family size",
+    "value pack",
+    "twin pack",
+    "limited edition",
+    "new recipe",
+    "bumper pack",
+    "special edition",
+    "big pack",
+)
 _BRAND_HEADS = (
-    "glen", "brack", "sun", "oak", "marl", "kel", "tor", "fen", "ash", "bel", "cor", "dun", "el", "far",
-    "hal", "kin", "lor", "mer", "nor", "pen", "quin", "ros", "sal", "tam", "ul", "ven", "wil", "yar",
-    "bram", "cal", "dor", "eld", "gar", "hol", "jun", "lang", "mor", "nev", "ors", "pol", "ral", "stan",
-    "tre", "vel", "wex", "cro", "fal", "har", "bex", "lin",
+    "glen",
+    "brack",
+    "sun",
+    "oak",
+    "marl",
+    "kel",
+    "tor",
+    "fen",
+    "ash",
+    "bel",
+    "cor",
+    "dun",
+    "el",
+    "far",
+    "hal",
+    "kin",
+    "lor",
+    "mer",
+    "nor",
+    "pen",
+    "quin",
+    "ros",
+    "sal",
+    "tam",
+    "ul",
+    "ven",
+    "wil",
+    "yar",
+    "bram",
+    "cal",
+    "dor",
+    "eld",
+    "gar",
+    "hol",
+    "jun",
+    "lang",
+    "mor",
+    "nev",
+    "ors",
+    "pol",
+    "ral",
+    "stan",
+    "tre",
+    "vel",
+    "wex",
+    "cro",
+    "fal",
+    "har",
+    "bex",
+    "lin",
 )
 _BRAND_TAILS = (
-    "moor", "well", "vale", "field", "ton", "by", "ford", "wick", "mere", "dale", "ly", "ia", "o", "ex",
-    "ara", "ino", "ster", "bury", "leigh", "worth", "hurst", "combe", "ella", "ana", "ix", "on", "ett",
-    "ore", "ish", "away",
+    "moor",
+    "well",
+    "vale",
+    "field",
+    "ton",
+    "by",
+    "ford",
+    "wick",
+    "mere",
+    "dale",
+    "ly",
+    "ia",
+    "o",
+    "ex",
+    "ara",
+    "ino",
+    "ster",
+    "bury",
+    "leigh",
+    "worth",
+    "hurst",
+    "combe",
+    "ella",
+    "ana",
+    "ix",
+    "on",
+    "ett",
+    "ore",
+    "ish",
+    "away",
 )
-_SUB_BRAND_WORDS = ("organic", "kids", "gold", "light", "naturals", "extra", "classic", "select",
-                    "free from", "finest")
+_SUB_BRAND_WORDS = ("organic", "kids", "gold", "light", "naturals", "extra", "classic", "select", "free from", "finest")
 _BRAND_ADJECTIVES = ("pure", "little", "golden", "happy", "wild", "old", "true", "simply", "big", "green")
 _BRAND_TITLES = ("dr", "mr", "ma", "uncle", "aunt")
 _STORE_BRAND_HEADS = ("verde", "nouri", "crisp", "value", "every", "home", "basic", "fresh")
 _STORE_BRAND_TAILS = ("mart", "fy", "corner", "choice", "day", "best", "way", "shop")
 _RETAILER_ROOTS = (
-    "organi", "green", "herb", "produ", "nosh", "fresh", "pantri", "basket", "harvest", "crumb", "grocer",
-    "larder", "orchard", "meadow", "thrift", "bargain", "urban", "village", "daily", "kwik", "sun", "maple",
-    "cedar", "willow", "river", "stone", "golden", "silver", "happy", "smart", "prime", "little", "home",
-    "field", "market",
+    "organi",
+    "green",
+    "herb",
+    "produ",
+    "nosh",
+    "fresh",
+    "pantri",
+    "basket",
+    "harvest",
+    "crumb",
+    "grocer",
+    "larder",
+    "orchard",
+    "meadow",
+    "thrift",
+    "bargain",
+    "urban",
+    "village",
+    "daily",
+    "kwik",
+    "sun",
+    "maple",
+    "cedar",
+    "willow",
+    "river",
+    "stone",
+    "golden",
+    "silver",
+    "happy",
+    "smart",
+    "prime",
+    "little",
+    "home",
+    "field",
+    "market",
 )
-_RETAILER_SUFFIXES = ("ify", "corner", "zen", "grove", "mart", "ly", "hub", "box", "stop", "fare", "nest",
-                      "way", "shop", "store", "co", "isle")
+_RETAILER_SUFFIXES = (
+    "ify",
+    "corner",
+    "zen",
+    "grove",
+    "mart",
+    "ly",
+    "hub",
+    "box",
+    "stop",
+    "fare",
+    "nest",
+    "way",
+    "shop",
+    "store",
+    "co",
+    "isle",
+)
 
 # Shorthand a receipt printer uses for a unit word; each retailer sticks to one of them.
 UNIT_SHORTHAND = {
@@ -475,9 +885,26 @@ UNIT_SHORTHAND = {
 }
 # Character substitutions a "mutated" receipt line may carry (visual or phonetic neighbours).
 _MUTATION_CANDIDATES = (
-    ("a", "e"), ("e", "a"), ("i", "y"), ("o", "0"), ("l", "1"), ("s", "z"), ("c", "k"), ("k", "c"),
-    ("u", "v"), ("m", "n"), ("n", "m"), ("t", "f"), ("b", "d"), ("g", "q"), ("r", "n"), ("w", "v"),
-    ("h", "n"), ("e", "3"), ("a", "4"), ("i", "1"),
+    ("a", "e"),
+    ("e", "a"),
+    ("i", "y"),
+    ("o", "0"),
+    ("l", "1"),
+    ("s", "z"),
+    ("c", "k"),
+    ("k", "c"),
+    ("u", "v"),
+    ("m", "n"),
+    ("n", "m"),
+    ("t", "f"),
+    ("b", "d"),
+    ("g", "q"),
+    ("r", "n"),
+    ("w", "v"),
+    ("h", "n"),
+    ("e", "3"),
+    ("a", "4"),
+    ("i", "1"),
 )
 _RECEIPT_WIDTHS = (12, 14, 16, 18, 18, 20, 20, 22, 22, 24, 26, 28, 30, 34, 48, 68)
 _VOWELS = frozenset("aeiou")
@@ -583,7 +1010,9 @@ class Product:
     @property
     def name(self) -> str:
         """The full product name, as a namer should write it."""
-        return " ".join(part for part in (" ".join(self.brand_words), self.variant, self.noun, self.pack, self.size) if part)
+        return " ".join(
+            part for part in (" ".join(self.brand_words), self.variant, self.noun, self.pack, self.size) if part
+        )
 
 
 @dataclass(frozen=True)
@@ -721,14 +1150,16 @@ def _invent_retailers(rng: _Rng, supergroups: list[str]) -> tuple[Retailer, ...]
             mutation_rate=0.0 if rng.chance(0.4) else rng.between(0.02, 0.15),
             substitutions=tuple(table) + own,
         )
-        retailers.append(Retailer(
-            name=name,
-            weight=1.0 / (rank + 1) ** 0.8,
-            supergroups=stocked,
-            coverage=rng.between(0.5, 1.0),
-            test_only=rank >= N_RETAILERS - N_TEST_ONLY_RETAILERS,
-            style=style,
-        ))
+        retailers.append(
+            Retailer(
+                name=name,
+                weight=1.0 / (rank + 1) ** 0.8,
+                supergroups=stocked,
+                coverage=rng.between(0.5, 1.0),
+                test_only=rank >= N_RETAILERS - N_TEST_ONLY_RETAILERS,
+                style=style,
+            )
+        )
     return tuple(retailers)
 
 
@@ -767,17 +1198,19 @@ def generate_catalogue(seed: int = 20241, *, n_brands: int = 330, n_store_brands
             product_weights = [1.0 / (rank + 1) ** PRODUCT_ZIPF for rank in range(len(names))]
             product_total = sum(product_weights)
             for (variant, noun, pack, size), product_weight in zip(sorted(names), product_weights):
-                products.append(Product(
-                    product_id=len(products),
-                    path=(supergroup, group, module, brand),
-                    brand_words=() if brand == CATCH_ALL_BRAND else tuple(brand.split(" ")),
-                    variant=variant,
-                    noun=noun,
-                    pack=pack,
-                    size=size,
-                    base_price=module_price * brand_premium[brand] * rng.lognormal(0.3),
-                    weight=module_weight[module] * brand_weight / brand_total * product_weight / product_total,
-                ))
+                products.append(
+                    Product(
+                        product_id=len(products),
+                        path=(supergroup, group, module, brand),
+                        brand_words=() if brand == CATCH_ALL_BRAND else tuple(brand.split(" ")),
+                        variant=variant,
+                        noun=noun,
+                        pack=pack,
+                        size=size,
+                        base_price=module_price * brand_premium[brand] * rng.lognormal(0.3),
+                        weight=module_weight[module] * brand_weight / brand_total * product_weight / product_total,
+                    )
+                )
     paths = tuple(sorted({product.path for product in products}))
     retailers = _invent_retailers(rng, list(TAXONOMY))
     return Catalogue(seed=seed, paths=paths, products=tuple(products), retailers=retailers)
@@ -883,8 +1316,13 @@ class _Printer:
     def _join(words: list[str], retailer: Retailer, rng: _Rng) -> list[str]:
         out: list[str] = []
         for word in words:
-            if out and len(out[-1]) <= 5 and len(word) <= 6 and "&" not in (out[-1], word) \
-                    and rng.chance(retailer.style.join):
+            if (
+                out
+                and len(out[-1]) <= 5
+                and len(word) <= 6
+                and "&" not in (out[-1], word)
+                and rng.chance(retailer.style.join)
+            ):
                 out[-1] += word
             else:
                 out.append(word)
@@ -892,8 +1330,9 @@ class _Printer:
 
 
 # ---- rows -----------------------------------------------------------------------------------------
-def generate_rows(catalogue: Catalogue, *, n_train: int, n_test: int, seed: int,
-                  stream: str = "rows") -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_rows(
+    catalogue: Catalogue, *, n_train: int, n_test: int, seed: int, stream: str = "rows"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and test rows drawn from one distribution (test also has 2 % of rows from retailers
     never seen in training). Columns: indoml_id, description, retailer, price (float, NaN when
     missing), price_quoted (the receipt gave the price as text), *LEVELS, name. Train is sorted by
@@ -914,7 +1353,8 @@ def generate_rows(catalogue: Catalogue, *, n_train: int, n_test: int, seed: int,
     def stockists_of(product: Product):
         if product.product_id not in stockists:
             sellers = [
-                r for r in regular
+                r
+                for r in regular
                 if product.path[0] in r.supergroups
                 and _unit(catalogue.seed, "stock", r.name, product.product_id) < r.coverage
             ] or regular
@@ -937,15 +1377,17 @@ def generate_rows(catalogue: Catalogue, *, n_train: int, n_test: int, seed: int,
             price *= rng.between(0.5, 0.85)
         missing = rng.chance(MISSING_PRICE_SHARE)
         quoted = rng.chance(QUOTED_PRICE_SHARE)
-        records.append({
-            "indoml_id": ids[i],
-            "description": printer.describe(product, retailer, rng),
-            "retailer": retailer.name,
-            "price": math.nan if missing else max(round(price, 2), 0.05),
-            "price_quoted": quoted and not missing,
-            **dict(zip(LEVELS, product.path)),
-            "name": product.name,
-        })
+        records.append(
+            {
+                "indoml_id": ids[i],
+                "description": printer.describe(product, retailer, rng),
+                "retailer": retailer.name,
+                "price": math.nan if missing else max(round(price, 2), 0.05),
+                "price_quoted": quoted and not missing,
+                **dict(zip(LEVELS, product.path)),
+                "name": product.name,
+            }
+        )
     frame = pd.DataFrame.from_records(records)
     frame["indoml_id"] = frame["indoml_id"].astype("int64")
     train = frame.iloc[:n_train].sort_values([*LEVELS, "description", "indoml_id"], kind="mergesort")
@@ -991,8 +1433,15 @@ def pretraining_rows(catalogue_seed: int, n: int, *, seed: int, run_rows: pd.Dat
 
 
 # ---- files ----------------------------------------------------------------------------------------
-def write_sample(out_dir, *, n_train: int = 5000, n_test: int = 1000, seed: int = 20241,
-                 fmt: str = "parquet", test_ids_from: int | None = None) -> list[Path]:
+def write_sample(
+    out_dir,
+    *,
+    n_train: int = 5000,
+    n_test: int = 1000,
+    seed: int = 20241,
+    fmt: str = "parquet",
+    test_ids_from: int | None = None,
+) -> list[Path]:
     """Write a synthetic train/test sample and return the files written.
 
     parquet: train.parquet (features + labels), test.parquet (features), test.labels.parquet,
@@ -1062,8 +1511,15 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     """Fixed writer options and no pandas metadata, so that the bytes depend on the data only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp, compression="zstd", compression_level=3, use_dictionary=True,
-                       write_statistics=True, version="2.6")
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=3,
+            use_dictionary=True,
+            write_statistics=True,
+            version="2.6",
+        )
         tmp.replace(path)
     finally:
         if tmp.exists():

@@ -38,20 +38,21 @@ CHAT_HEADER_TEXT = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 20
 # the tool-calling branches that this project never uses.
 LLAMA31_CHAT_TEMPLATE = (
     "{{- bos_token }}\n"
-    "{%- if not date_string is defined %}{%- set date_string = \"26 Jul 2024\" %}{%- endif %}\n"
+    '{%- if not date_string is defined %}{%- set date_string = "26 Jul 2024" %}{%- endif %}\n'
     "{%- if messages[0]['role'] == 'system' %}\n"
     "    {%- set system_message = messages[0]['content'] | trim %}\n"
     "    {%- set messages = messages[1:] %}\n"
     "{%- else %}\n"
-    "    {%- set system_message = \"\" %}\n"
+    '    {%- set system_message = "" %}\n'
     "{%- endif %}\n"
-    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n"
-    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n"
-    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}\n"
+    '{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}\n'
+    '{{- "Cutting Knowledge Date: December 2023\\n" }}\n'
+    '{{- "Today Date: " + date_string + "\\n\\n" }}\n'
     "{{- system_message }}\n"
-    "{{- \"<|eot_id|>\" }}\n"
+    '{{- "<|eot_id|>" }}\n'
     "{%- for message in messages %}\n"
-    "    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}\n"
+    "    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim "
+    "+ '<|eot_id|>' }}\n"
     "{%- endfor %}\n"
     "{%- if add_generation_prompt %}\n"
     "    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n"
@@ -140,8 +141,14 @@ def build_tiny_llama(
 # A random-init stand-in knows no products, so as a teacher it could only echo the receipt line. A
 # short warm-up on (teacher prompt → true product name) pairs gives it what the real Llama brings
 # from pretraining. Defaults: what config.yaml's tiny.llama.warmup holds.
-DEFAULT_PRETRAINING: dict = {"steps": 300, "batch_size": 32, "learning_rate": 5e-3, "warmup_steps": 20,
-                             "student_share": 0.0, "seed": 0}
+DEFAULT_PRETRAINING: dict = {
+    "steps": 300,
+    "batch_size": 32,
+    "learning_rate": 5e-3,
+    "warmup_steps": 20,
+    "student_share": 0.0,
+    "seed": 0,
+}
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:
@@ -181,8 +188,14 @@ def answer_loss(model, prompts: list[list[int]], answers: list[list[int]], *, pa
         cache.batch_repeat_interleave(rows)
         attention = torch.cat([torch.ones((rows, shared), dtype=torch.long), attention], dim=1)
     # the last keep + 1 positions: each predicts the next token; the final one has none
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, cache=cache,
-                   use_cache=cache is not None, logits_to_keep=keep + 1).logits[:, :-1]
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        cache=cache,
+        use_cache=cache is not None,
+        logits_to_keep=keep + 1,
+    ).logits[:, :-1]
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
@@ -206,7 +219,9 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
     params = {**DEFAULT_PRETRAINING, **(params or {})}
     unknown = sorted(set(params) - set(DEFAULT_PRETRAINING))
     if unknown:
-        raise ValueError(f"pretraining: unknown parameter(s) {unknown}; known: {', '.join(sorted(DEFAULT_PRETRAINING))}")
+        raise ValueError(
+            f"pretraining: unknown parameter(s) {unknown}; known: {', '.join(sorted(DEFAULT_PRETRAINING))}"
+        )
     missing = [c for c in ("description", "name", *LEVELS) if c not in rows.columns]
     if missing:
         raise ValueError(f"pretraining rows: missing column(s) {missing}")
@@ -220,13 +235,20 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
     # A share of the rows in the student's prompt (no labels): a pretrained LLM reads receipt lines
     # without labels too, only less well.
     n_student = round(float(params["student_share"]) * len(records))
-    as_student = set(torch.randperm(len(records), generator=torch.Generator().manual_seed(int(params["seed"]) + 1))
-                     [:n_student].tolist())
-    chats = [(student_messages if i in as_student else teacher_messages)(row, templates) for i, row in enumerate(records)]
+    as_student = set(
+        torch.randperm(len(records), generator=torch.Generator().manual_seed(int(params["seed"]) + 1))[
+            :n_student
+        ].tolist()
+    )
+    chats = [
+        (student_messages if i in as_student else teacher_messages)(row, templates) for i, row in enumerate(records)
+    ]
     prompts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     eot = tokenizer.convert_tokens_to_ids(EOT)
-    answer_ids = [ids + [eot] for ids in tokenizer([str(r["name"]) for r in records], add_special_tokens=False)["input_ids"]]
+    answer_ids = [
+        ids + [eot] for ids in tokenizer([str(r["name"]) for r in records], add_special_tokens=False)["input_ids"]
+    ]
     shared = _common_prefix_length(prompt_ids)
 
     steps, batch_size = int(params["steps"]), int(params["batch_size"])
@@ -238,13 +260,19 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(params["learning_rate"]), weight_decay=0.0)
     warmup = max(int(params["warmup_steps"]), 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, 1.0 - step / steps))
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, 1.0 - step / steps)
+    )
     losses = []
     model.train()
     for step in range(steps):
         batch = order[step * batch_size : (step + 1) * batch_size]
-        loss = answer_loss(model, [prompt_ids[i] for i in batch], [answer_ids[i] for i in batch],
-                           pad_id=tokenizer.pad_token_id, shared=shared)
+        loss = answer_loss(
+            model,
+            [prompt_ids[i] for i in batch],
+            [answer_ids[i] for i in batch],
+            pad_id=tokenizer.pad_token_id,
+            shared=shared,
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -256,9 +284,16 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
     model.eval()
     model.to(torch.bfloat16).save_pretrained(model_dir)
     tail = losses[-min(20, len(losses)) :]
-    summary = {"rows": len(records), "steps": steps, "batch_size": batch_size,
-               "learning_rate": float(params["learning_rate"]), "student_prompts": n_student,
-               "shared_prompt_tokens": shared,
-               "loss_first": losses[0], "loss_last": sum(tail) / len(tail), "seconds": round(time.time() - started, 1)}
+    summary = {
+        "rows": len(records),
+        "steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": float(params["learning_rate"]),
+        "student_prompts": n_student,
+        "shared_prompt_tokens": shared,
+        "loss_first": losses[0],
+        "loss_last": sum(tail) / len(tail),
+        "seconds": round(time.time() - started, 1),
+    }
     log.info("tiny llama pretrained: %s", summary)
     return summary

@@ -70,9 +70,18 @@ def build_tiny_flant5(out_dir, texts: list[str], dims: dict, vocab_size: int = 8
         corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
         prefix = str(Path(tmp) / "spm")
         spm.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
-            pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0,
-            hard_vocab_limit=False, num_threads=1, seed_sentencepiece_size=200000,
+            input=str(corpus),
+            model_prefix=prefix,
+            vocab_size=vocab_size,
+            model_type="unigram",
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+            character_coverage=1.0,
+            hard_vocab_limit=False,
+            num_threads=1,
+            seed_sentencepiece_size=200000,
             minloglevel=2,
         )
         proto = model_pb2.ModelProto()
@@ -101,16 +110,29 @@ def _save(model, tokenizer, out_dir) -> Path:
 # <|finetune_right_pad_id|> (prodcat.standins.tiny_llama).
 HUB_STANDIN_DIMS = {
     "byt5": {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0},
-    "flant5": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0},
-    "llama": {"vocab_size": 400, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
-              "intermediate_size": 64},
+    "flant5": {
+        "d_model": 32,
+        "d_ff": 64,
+        "num_layers": 1,
+        "num_decoder_layers": 1,
+        "num_heads": 2,
+        "dropout_rate": 0.0,
+    },
+    "llama": {
+        "vocab_size": 400,
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "num_kv_heads": 1,
+        "intermediate_size": 64,
+    },
 }
 
 
 def build_hub_standin(arch: str, out_dir, texts: list[str], *, seed: int = 0) -> Path:
     """A tiny random-init stand-in for the paper's `arch` (byt5, flant5 or llama), saved like the real one."""
     import torch
-    from transformers import AutoTokenizer, ByT5Tokenizer, T5ForConditionalGeneration
+    from transformers import ByT5Tokenizer, T5ForConditionalGeneration
 
     dims = dict(HUB_STANDIN_DIMS[arch])
     if arch == "byt5":
