@@ -114,6 +114,9 @@ rule plots:
     params:
         code=package_code("workflow:plots"),
         models=TRAINER_MODELS,
+        # the item-accuracy figure's ensemble panel (votes and stacks) and its outlined submission bar
+        ensembles=list(ENSEMBLES) + list(STACKED),
+        submitted=[SUBMIT_MODEL, SUBMIT_STAGE],
     log:
         f"{RESULTS}/logs/plots.log",
     conda:

@@ -579,7 +579,12 @@ def plots(smk) -> None:
 
     with logging_to(smk.log[0]):
         metrics = pd.read_csv(smk.input.metrics)
-        accuracy_bars(metrics, smk.output.accuracy)
+        accuracy_bars(
+            metrics,
+            smk.output.accuracy,
+            ensembles=list(smk.params.ensembles),
+            submitted=tuple(smk.params.submitted),
+        )
         f1_by_level(metrics, smk.output.f1)
         training_curves(
             {model: read_history(path) for model, path in zip(smk.params.models, smk.input.models)}, smk.output.curves
