@@ -1,11 +1,14 @@
 """The report's front page names what ran: a banner for tiny stand-ins, or the real models with
-their pinned revisions, rendered as Snakemake renders it (Jinja2, then reStructuredText)."""
+their pinned revisions, and the labelers, stages, ensembles and submitted model of the config;
+rendered as Snakemake renders it (Jinja2, then reStructuredText), here with undefined names an error."""
 
+import copy
 from pathlib import Path
 
+import pytest
 import yaml
 from docutils.core import publish_parts
-from jinja2 import Environment
+from jinja2 import Environment, StrictUndefined
 from tests.test_rebuilds import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,7 +20,8 @@ def front_page(config: dict) -> str:
 
     Snakemake.config = config
     text = (REPO / "report" / "workflow.rst").read_text()
-    rst = Environment(trim_blocks=True, lstrip_blocks=True).from_string(text).render(snakemake=Snakemake)
+    env = Environment(trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+    rst = env.from_string(text).render(snakemake=Snakemake)
     html = publish_parts(rst, writer="html", settings_overrides={"halt_level": 2, "report_level": 2})["html_body"]
     return " ".join(html.split())
 
@@ -49,3 +53,62 @@ def test_local_model_folders_are_named_and_stand_ins_say_what_they_stand_in_for(
     assert 'byt5: <tt class="docutils literal">/models/byt5</tt> (a local folder)' in front_page(cfg)
     cfg["tiny"]["enabled"] = True
     assert 'for byt5 (<tt class="docutils literal">/models/byt5</tt> (a local folder)), flant5 (' in front_page(cfg)
+
+
+def literal(text: str) -> str:
+    return f'<tt class="docutils literal">{text}</tt>'
+
+
+def submitted(cfg: dict) -> str:
+    """The submitted model, as rules/common.smk's SUBMIT_MODEL."""
+    ensemble = cfg["ensemble"]
+    return {"vote": ensemble["submit"], "stack": f"{ensemble['submit']}_stack"}[ensemble.get("method", "vote")]
+
+
+@pytest.mark.parametrize(
+    ("files", "model", "stage"),
+    [
+        (["config.yaml"], "ensemble_stack", "corrected"),
+        (["config.yaml", "configs/paper.yaml"], "ensemble", "corrected"),
+    ],
+)
+def test_description_names_every_labeler_ensemble_and_the_submitted_model(files, model, stage):
+    cfg = config_of(*files)
+    page = front_page(cfg)
+    assert submitted(cfg) == model  # the configs still submit what this test expects
+    for name in cfg["labelers"]:
+        assert f"<strong>{name}</strong>:" in page
+    assert f'(<tt class="docutils literal">labelers</tt>, {len(cfg["labelers"])})' in page
+    for name, members in cfg["ensemble"]["members"].items():
+        assert f"<strong>{name}</strong> ({', '.join(members)})" in page
+        assert f"as {literal(name)}, and by the learned arbiter as {literal(name + '_stack')}" in page
+    assert f"<strong>Submitted:</strong> {literal(model)} at stage {literal(stage)}" in page
+    assert literal(f"submission/{model}.predict") in page
+    assert "charngram</strong>: character n-gram" in page
+    assert "byt5, mmbyt5, flant5 decoding under a prefix trie" in page
+    assert "three seq2seq labelers" not in page
+    assert "mailto" not in page  # Datathon@IndoML is no e-mail address
+    method = "the learned arbiter" if model.endswith("_stack") else "the hard vote"
+    assert f"combined by {method} (" in page
+    splits = "on validation and test" if cfg["data"]["test_labels"] else "on validation only"
+    assert f"Table 1, {splits}" in page
+
+
+def test_description_hard_codes_no_labeler_the_config_lacks():
+    cfg = copy.deepcopy(config_of("config.yaml", "configs/paper.yaml"))
+    cfg["labelers"] = {"bytes": cfg["labelers"]["byt5"]}
+    cfg["base_models"] = {"byt5": cfg["base_models"]["byt5"]}
+    cfg["ensemble"] = {"members": {"solo": ["bytes"]}, "submit": "solo"}  # method: the schema's default, vote
+    cfg["decoding"]["constrained"] = False
+    cfg["correction"] = {"method": "joint"}
+    page = front_page(cfg)
+    lowered = page.lower()
+    for absent in ("flant5", "flan-t5", "mmbyt5", "multimodal", "charngram", "n-gram", "llama", "namer", "teacher"):
+        assert absent not in lowered, absent
+    assert "constrained" not in lowered and "ensemble_" not in lowered
+    assert "<strong>bytes</strong>: ByT5 (seq2seq) on the description." in page
+    assert f"<strong>Submitted:</strong> {literal('solo')} at stage {literal('joint')}" in page
+    assert "combined by the hard vote (" in page
+    assert "salvage" not in lowered and "malformed" not in page
+    cfg["ensemble"]["weighted"] = True
+    assert "combined by the weighted vote (by each member" in front_page(cfg)
