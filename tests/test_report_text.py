@@ -1,6 +1,7 @@
 """The report's front page names what ran: a banner for tiny stand-ins, or the real models with
-their pinned revisions, and the labelers, stages, ensembles and submitted model of the config;
-rendered as Snakemake renders it (Jinja2, then reStructuredText), here with undefined names an error."""
+their pinned revisions, and the labelers, stages, ensembles and submitted model of the config; so do
+the captions that name models. Rendered as Snakemake renders them (Jinja2, then reStructuredText),
+here with undefined names an error."""
 
 import copy
 from pathlib import Path
@@ -15,11 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def front_page(config: dict) -> str:
-    class Snakemake:  # what Snakemake hands the workflow description
+    return rendered("workflow.rst", config)
+
+
+def rendered(name: str, config: dict) -> str:
+    """report/NAME as HTML; the workflow description and the captions both get `snakemake.config`."""
+
+    class Snakemake:  # what Snakemake hands the workflow description (a caption's has more)
         pass
 
     Snakemake.config = config
-    text = (REPO / "report" / "workflow.rst").read_text()
+    text = (REPO / "report" / name).read_text()
     env = Environment(trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
     rst = env.from_string(text).render(snakemake=Snakemake)
     html = publish_parts(rst, writer="html", settings_overrides={"halt_level": 2, "report_level": 2})["html_body"]
@@ -112,3 +119,35 @@ def test_description_hard_codes_no_labeler_the_config_lacks():
     assert "salvage" not in lowered and "malformed" not in page
     cfg["ensemble"]["weighted"] = True
     assert "combined by the weighted vote (by each member" in front_page(cfg)
+
+
+@pytest.mark.parametrize("files", [["config.yaml"], ["config.yaml", "configs/paper.yaml"]])
+def test_captions_name_the_configured_models_and_the_submission(files):
+    cfg = config_of(*files)
+    captions = {path.name: rendered(path.name, cfg) for path in sorted((REPO / "report").glob("*.rst"))}
+    assert {"accuracy.rst", "metrics.rst", "curves.rst", "workflow.rst"} <= set(captions)
+    for name in ("accuracy.rst", "metrics.rst"):
+        page = captions[name]
+        assert ", ".join(cfg["labelers"]) in page
+        assert all(ensemble in page for ensemble in cfg["ensemble"]["members"])
+        assert literal(submitted(cfg)) in page and f"ensemble.method: {cfg['ensemble']['method']}" in page
+        assert ("validation and test" if cfg["data"]["test_labels"] else "the test labels are hidden") in page
+    assert "constrained" in captions["accuracy.rst"] and "hard vote (NAME) beside" in captions["accuracy.rst"]
+    assert "per-level accuracy" not in captions["metrics.rst"]  # Table 1 has macro F1 per level, no accuracy
+    assert (
+        "(byt5, mmbyt5, flant5, namer)" in captions["curves.rst"] and "n-gram labeler has no" in captions["curves.rst"]
+    )
+    for page in captions.values():
+        assert "three" not in page and "mailto" not in page
+
+
+def test_captions_follow_a_config_without_constrained_decoding_charngram_or_names():
+    cfg = copy.deepcopy(config_of("config.yaml"))
+    cfg["labelers"] = {"byt5": cfg["labelers"]["byt5"]}
+    cfg["ensemble"].update(members={"solo": ["byt5"]}, submit="solo", method="vote", weighted=True)
+    cfg["decoding"]["constrained"] = False
+    accuracy, metrics, curves = (rendered(name, cfg) for name in ("accuracy.rst", "metrics.rst", "curves.rst"))
+    for page in (accuracy, metrics):
+        assert "constrained" not in page and "flant5" not in page and "charngram" not in page
+        assert literal("solo") in page and "weighted vote" in page
+    assert "(byt5)" in curves and "namer" not in curves and "n-gram" not in curves
