@@ -22,12 +22,29 @@ FLOPS_SPLIT = "test"
 
 @contextlib.contextmanager
 def logging_to(path):
+    """Everything the process writes goes to the log file at `path` for the block: Python's stdout,
+    stderr and logging, and also the OS-level file descriptors 1 and 2, which C and C++ code (torch's
+    kineto profiler, CUDA, tokenizers) writes to directly, past sys.stderr; all restored after."""
+    import os
+    import sys
+
     from prodcat.runtime.progress import no_progress_bars
 
     no_progress_bars()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", buffering=1) as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+    with open(path, "w", buffering=1) as handle, contextlib.ExitStack() as stack:
+        for stream in (sys.stdout, sys.stderr):  # what Python holds for the console goes there first
+            if stream is not None:
+                stream.flush()
+        for fd in (1, 2):
+            saved = os.dup(fd)
+            stack.callback(os.close, saved)
+            stack.callback(os.dup2, saved, fd)
+            stack.callback(handle.flush)  # Python's writes reach the file before fd gets the console back
+            os.dup2(handle.fileno(), fd)
+        stack.enter_context(contextlib.redirect_stdout(handle))
+        stack.enter_context(contextlib.redirect_stderr(handle))
         root = logging.getLogger()
         handler = logging.StreamHandler(handle)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
