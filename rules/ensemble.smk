@@ -197,6 +197,7 @@ rule apply_stack:
 
 rule manifest:
     # What `prodcat predict` needs to label new files with this run's models, without retraining.
+    # The manifest records the hierarchy, accuracy and stack paths as given here (relative to RESULTS).
     input:
         models=[f"{RESULTS}/models/{m}" for m in config["ensemble"]["members"][config["ensemble"]["submit"]]],
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{SUBMIT_STAGE}.json",

@@ -607,7 +607,14 @@ def manifest(smk) -> None:
     from .predict import write_manifest
 
     with logging_to(smk.log[0]):
-        write_manifest(smk.params.config, smk.params.stage, smk.output[0])
+        write_manifest(
+            smk.params.config,
+            smk.params.stage,
+            smk.output[0],
+            hierarchy=smk.input.hierarchy,
+            level_accuracy=smk.input.accuracy,
+            stack_model=smk.input.stack[0] if smk.input.stack else None,
+        )
 
 
 def score_candidates(smk) -> None:
