@@ -42,7 +42,7 @@ LABELER_CLASSES = {
 def package_code(entry, labeler=None):
     """The hash of the package code that entry ("module:function", e.g. "cli:_cmd_correct") runs.
     With a labeler: the code it runs for that labeler's kind only (the other kinds' Labeler classes
-    are not followed), so editing charngram.py does not retrain the seq2seq labelers."""
+    are not followed), so editing labelers/charngram.py does not retrain the seq2seq labelers."""
     skip = []
     if labeler is not None:
         mine = LABELER_CLASSES[config["labelers"][labeler]["kind"]]
