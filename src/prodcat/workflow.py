@@ -251,6 +251,7 @@ def report_tables(smk) -> None:
     from prodcat.labelers.summaries import TrainingSummary
     from prodcat.report.tables import (
         VALIDATION_CAVEAT,
+        efficiency_note,
         efficiency_table,
         ensemble_comparison,
         ensemble_section,
@@ -289,18 +290,7 @@ def report_tables(smk) -> None:
             smk.output.efficiency_csv,
             smk.output.efficiency_md,
             "Table 2: efficiency per model",
-            "train_wall_seconds and train_max_rss_mb come from the training rule's benchmark file (wall time "
-            "and peak memory of the whole job: loading, tokenising and saving included), the wall time less "
-            "train_profiling_seconds, what profiling added to it; trainer_seconds is the training loop's own "
-            "time (the Trainer's train() call; charngram: its fit), from the model's train_summary.json. "
-            "train_step_self_cpu_ms and train_step_self_cuda_ms are torch.profiler's self CPU and self CUDA "
-            "time of one optimizer step (forward, backward, optimizer; the sum over every operator, as the "
-            f"profiler's table footer): {profiled} "
-            "FLOPs are counted by torch's FlopCounterMode for one training step and one prediction batch; the "
-            "namer's step (a LoRA step: frozen base, no weight gradients) is counted on the meta device, from "
-            "the model's configuration, with no memory. predict_seconds_per_batch is the generation time of "
-            "the test split over its batches (namer: summed over shards). "
-            "constrained_predict_seconds_per_1k is the same prediction decoded under the hierarchy trie.",
+            efficiency_note(profiled),
         )
         operators = operators_table(
             [(model, model_dir) for model, model_dir in zip(smk.params.models, smk.input.models)],
