@@ -9,7 +9,7 @@ follow a skewed (log-normal) distribution, retailers lean towards a per-brand fa
 prices follow a per-module log-normal, with some missing. Accuracy here says the labeler
 learns substrings at this scale; it says nothing about the hidden test set.
 
-    python bench/charngram_scale.py --hierarchy /work/shared/indoml2024/hierarchy.json
+    python bench/charngram_scale.py --hierarchy ../shared/indoml2024/hierarchy.json
 
 prints a Markdown table (training wall time, peak RSS of the process, prediction rows/s, item and
 per-level accuracy on held-out synthetic rows) and writes it as JSON with --out. With --val-rows N,

@@ -8,7 +8,7 @@ constraint a batch stops at its longest chosen path; ms per step; seconds spent 
 constraint, which transformers' own per-row masking for prefix_allowed_tokens_fn comes on top of;
 share of outputs that are known paths). Usage:
 
-    python bench/constrained.py --hierarchy /work/shared/indoml2024/hierarchy.json [--rows 256]
+    python bench/constrained.py --hierarchy ../shared/indoml2024/hierarchy.json [--rows 256]
         [--batch-size 64] [--beams 1 3] [--threads 1] [--out result.json]
 """
 

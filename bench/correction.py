@@ -4,7 +4,7 @@ Times `correct_predictions` (topdown and joint) on all rows, and the paper's app
 top-down, difflib.get_close_matches) on a subset, extrapolated per row. Compares how often each
 recovers the true labels. Usage:
 
-    python bench/correction.py --hierarchy /work/shared/indoml2024/hierarchy.json [--out result.json]
+    python bench/correction.py --hierarchy ../shared/indoml2024/hierarchy.json [--out result.json]
 """
 
 from __future__ import annotations

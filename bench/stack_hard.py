@@ -23,7 +23,7 @@ For the paper's three (the stand-ins) and for the three + charngram, it reports 
 each member, the hard vote and the stack, on validation (stack cross-fitted) and on test (stack
 fit on all validation rows), and whether the stack reaches its best member.
 
-    .venv/bin/python bench/stack_hard.py --hierarchy /work/shared/indoml2024/hierarchy.json \\
+    .venv/bin/python bench/stack_hard.py --hierarchy ../shared/indoml2024/hierarchy.json \\
         [--train-rows 60000] [--val-rows 3000] [--test-rows 3000] [--accuracy 0.55 0.40 0.30] \\
         [--shared-error 0.5] [--confidence-noise 1.0] [--no-descriptions] [--alternatives 5] [--seed 0] \\
         [--out stack_hard.json]

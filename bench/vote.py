@@ -9,7 +9,7 @@ which levels are right, so, as with a real labeler, a wrong level is mostly foll
 deeper levels; the damaged labels themselves are drawn independently, so many predicted paths do
 not fit the hierarchy and every voting rule is used.
 
-    python bench/vote.py --hierarchy /work/shared/indoml2024/hierarchy.json [--rows 184664]
+    python bench/vote.py --hierarchy ../shared/indoml2024/hierarchy.json [--rows 184664]
         [--models 3] [--reference-rows N] [--weighted] [--repeats 3] [--seed 0] [--out vote.json]
 
 The reference runs on the same full input unless --reference-rows limits it to the first N rows;

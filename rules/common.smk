@@ -42,7 +42,7 @@ LABELER_CLASSES = {
 def package_code(entry, labeler=None):
     """The hash of the package code that entry ("module:function", e.g. "cli:_cmd_correct") runs.
     With a labeler: the code it runs for that labeler's kind only (the other kinds' Labeler classes
-    are not followed), so editing charngram.py does not retrain the seq2seq labelers."""
+    are not followed), so editing labelers/charngram.py does not retrain the seq2seq labelers."""
     skip = []
     if labeler is not None:
         mine = LABELER_CLASSES[config["labelers"][labeler]["kind"]]
@@ -53,6 +53,8 @@ def package_code(entry, labeler=None):
 
 
 RESULTS = config["results"]
+# The label hierarchy (rules/data.smk, hierarchy): every path a correction, vote or stack may output.
+HIERARCHY = f"{RESULTS}/data/hierarchy.json"
 LABELERS = list(config["labelers"])
 SEQ2SEQ = [name for name, cfg in config["labelers"].items() if cfg["kind"] != "charngram"]
 CHARNGRAM = [name for name, cfg in config["labelers"].items() if cfg["kind"] == "charngram"]
@@ -74,6 +76,8 @@ CONSTRAINED_LABELERS = SEQ2SEQ if "constrained" in DECODINGS else []
 # The stages every ensemble votes on: both corrections and, when the seq2seq labelers decode
 # constrained, that too (charngram's raw output is already constrained).
 VOTE_STAGES = CORRECTED_STAGES + (["constrained"] if "constrained" in DECODINGS else [])
+# Every stage a prediction file can have (Table 1's stages), whatever the config runs.
+STAGES = ["raw", *CORRECTED_STAGES, "constrained"]
 SUBMIT_STAGE = {"topdown": "corrected", "joint": "joint"}[config["correction"]["method"]]
 # Every ensemble is combined both ways: the hard vote (model = the ensemble's name, the paper) and
 # the learned arbiter (model = NAME_stack); ensemble.method picks the one `prodcat predict`
@@ -119,7 +123,7 @@ wildcard_constraints:
     labeler="|".join(LABELERS),
     split="train|val|test",
     dataset="train|test",
-    stage="raw|corrected|joint|constrained",
+    stage="|".join(STAGES),
     model="|".join([*ENSEMBLES, *STACKED, *LABELERS]),
     arch="|".join(sorted(set(config["base_models"]) | {k for k in config["tiny"] if k not in ("enabled", "seed")})),
 
@@ -203,7 +207,7 @@ def labeler_train_inputs(wildcards):
 def labeler_predict_inputs(wildcards):
     inputs = {"model": f"{RESULTS}/models/{wildcards.labeler}", "rows": rows_for_split(wildcards.split)}
     if "constrained" in DECODINGS:
-        inputs["hierarchy"] = f"{RESULTS}/data/hierarchy.json"
+        inputs["hierarchy"] = HIERARCHY
     if config["labelers"][wildcards.labeler].get("source") == "name":
         inputs["names"] = names_for_split(wildcards.split, "student")
     return inputs
@@ -279,7 +283,7 @@ def candidate_scoring_inputs(wildcards):
     cfg = config["labelers"][wildcards.labeler]
     inputs = {
         "model": f"{RESULTS}/models/{wildcards.labeler}",
-        "hierarchy": f"{RESULTS}/data/hierarchy.json",
+        "hierarchy": HIERARCHY,
         "rows": rows_for_split(wildcards.split),
         "proposals": sorted(
             {predictions(m, wildcards.split, stage) for m in ENSEMBLE_MEMBERS for stage in VOTE_STAGES}
@@ -362,10 +366,7 @@ def labeler_config(labeler, task):
 def voters(stage):
     """Every labeler that votes in some ensemble at this stage (their validation accuracy per level
     breaks ties)."""
-    if stage not in VOTE_STAGES:
-        return []
-    members = {m for ensemble_members in ENSEMBLES.values() for m in ensemble_members}
-    return [m for m in LABELERS if m in members]
+    return ENSEMBLE_MEMBERS if stage in VOTE_STAGES else []
 
 
 def job_resources(rule):

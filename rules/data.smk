@@ -59,7 +59,7 @@ rule hierarchy:
     input:
         f"{RESULTS}/data/train.parquet",
     output:
-        f"{RESULTS}/data/hierarchy.json",
+        HIERARCHY,
     params:
         code=package_code("cli:_cmd_hierarchy"),
     log:

@@ -22,7 +22,7 @@ rule level_accuracy:
 
 rule vote:
     input:
-        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        hierarchy=HIERARCHY,
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{{stage}}.json",
         predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, wildcards.split, wildcards.stage),
     output:
@@ -38,7 +38,7 @@ rule vote:
         f"{RESULTS}/benchmarks/vote/{{ensemble}}.{{split}}.{{stage}}.tsv"
     wildcard_constraints:
         ensemble="|".join(ENSEMBLES),
-        stage="corrected|joint|constrained",
+        stage="|".join(VOTE_STAGES),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -133,7 +133,7 @@ rule fit_stack:
     # cross-fitted (each row scored by a model fit on the other folds); the saved model, fit on all
     # validation rows, scores the test split and new files.
     input:
-        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        hierarchy=HIERARCHY,
         truth=rows_for_split("val"),
         predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "val", wildcards.stage),
         scores=lambda wildcards: candidate_scores(wildcards.ensemble, "val"),
@@ -157,7 +157,7 @@ rule fit_stack:
         f"{RESULTS}/benchmarks/fit_stack/{{ensemble}}.{{stage}}.tsv"
     wildcard_constraints:
         ensemble="|".join(ENSEMBLES),
-        stage="corrected|joint|constrained",
+        stage="|".join(VOTE_STAGES),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -169,7 +169,7 @@ rule fit_stack:
 rule apply_stack:
     input:
         model=f"{RESULTS}/ensemble/{{ensemble}}.{{stage}}.stack.json",
-        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        hierarchy=HIERARCHY,
         rows=rows_for_split("test"),
         predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "test", wildcards.stage),
         scores=lambda wildcards: candidate_scores(wildcards.ensemble, "test"),
@@ -187,7 +187,7 @@ rule apply_stack:
         f"{RESULTS}/benchmarks/apply_stack/{{ensemble}}.test.{{stage}}.tsv"
     wildcard_constraints:
         ensemble="|".join(ENSEMBLES),
-        stage="corrected|joint|constrained",
+        stage="|".join(VOTE_STAGES),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -197,10 +197,11 @@ rule apply_stack:
 
 rule manifest:
     # What `prodcat predict` needs to label new files with this run's models, without retraining.
+    # The manifest records the hierarchy, accuracy and stack paths as given here (relative to RESULTS).
     input:
         models=[f"{RESULTS}/models/{m}" for m in config["ensemble"]["members"][config["ensemble"]["submit"]]],
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{SUBMIT_STAGE}.json",
-        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        hierarchy=HIERARCHY,
         # the arbiter, when ensemble.method is stack
         stack=(
             [f"{RESULTS}/ensemble/{config['ensemble']['submit']}.{SUBMIT_STAGE}.stack.json"]

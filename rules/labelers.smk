@@ -69,7 +69,7 @@ rule train_charngram:
     input:
         train=rows_for_split("train"),
         val=rows_for_split("val"),
-        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        hierarchy=HIERARCHY,
     output:
         directory(f"{RESULTS}/models/{{labeler}}"),
     params:
@@ -121,7 +121,7 @@ rule correct:
     # Both corrections run (they take seconds); correction.method picks the one that feeds the
     # submission, and Table 1 shows both: stage "corrected" (top-down, the paper) and "joint".
     input:
-        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        hierarchy=HIERARCHY,
         predictions=f"{RESULTS}/predictions/{{labeler}}/{{split}}.raw.parquet",
     output:
         f"{RESULTS}/predictions/{{labeler}}/{{split}}.{{stage}}.parquet",
@@ -134,7 +134,7 @@ rule correct:
     benchmark:
         f"{RESULTS}/benchmarks/correct/{{labeler}}.{{split}}.{{stage}}.tsv"
     wildcard_constraints:
-        stage="corrected|joint",
+        stage="|".join(CORRECTED_STAGES),
     conda:
         "../envs/cpu.yaml"
     shell:

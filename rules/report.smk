@@ -6,7 +6,7 @@ rule evaluate:
         truth=lambda wildcards: rows_for_split(wildcards.split),
         # the retailers seen in training: Table 1's accuracy on rows with an unseen one
         train=rows_for_split("train"),
-        hierarchy=f"{RESULTS}/data/hierarchy.json",
+        hierarchy=HIERARCHY,
         predictions=lambda wildcards: [path for _, path in table1_entries(wildcards.split)],
     output:
         f"{RESULTS}/metrics/{{split}}.json",

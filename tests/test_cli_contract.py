@@ -261,3 +261,46 @@ def test_a_manifest_gets_the_defaults_of_its_schema(run_dir):
     manifest = load_manifest(run)
     assert manifest["correction"]["salvage"] is False
     assert (manifest["ensemble"]["method"], manifest["ensemble"]["weighted"]) == ("vote", False)
+
+
+MANIFEST_CONFIG = {
+    "labelers": {"a": {"kind": "charngram"}, "b": {"kind": "charngram"}, "c": {"kind": "charngram"}},
+    "namer": {"templates": {"t": "x"}, "student": {"num_beams": 1}},
+    "correction": {"method": "joint", "salvage": True},
+    "ensemble": {"members": {"ab": ["a", "b"]}, "submit": "ab", "method": "stack", "weighted": False},
+}
+
+
+@pytest.mark.parametrize("results", ["results", "absolute"])
+def test_the_manifest_records_the_files_the_rule_passes_relative_to_the_results_folder(tmp_path, monkeypatch, results):
+    """The manifest rule's inputs are the one spelling of the run's paths (rules/ensemble.smk):
+    write_manifest records them as given, relative to the manifest's folder, for `prodcat predict`."""
+    from prodcat.predict import load_manifest, write_manifest
+
+    monkeypatch.chdir(tmp_path)
+    from pathlib import Path
+
+    run = tmp_path / "results" if results == "absolute" else Path("results")
+    write_manifest(
+        MANIFEST_CONFIG,
+        "joint",
+        run / "manifest.json",
+        hierarchy=run / "data" / "labels.json",
+        level_accuracy=f"{run}/ensemble/acc.joint.json",
+        stack_model=run / "ensemble" / "ab.joint.stack.json",
+    )
+    manifest = load_manifest(run)
+    assert (manifest["hierarchy"], manifest["level_accuracy"], manifest["stack_model"]) == (
+        "data/labels.json",
+        "ensemble/acc.joint.json",
+        "ensemble/ab.joint.stack.json",
+    )
+    assert list(manifest["labelers"]) == ["a", "b"]
+    assert manifest["correction"] == {"method": "joint", "salvage": True, "stage": "joint"}
+    assert manifest["namer"] == {"templates": {"t": "x"}, "generate": {"num_beams": 1}}
+
+    vote = {**MANIFEST_CONFIG, "ensemble": {**MANIFEST_CONFIG["ensemble"], "method": "vote"}}
+    write_manifest(vote, "joint", run / "manifest.json", hierarchy=run / "h.json", level_accuracy=run / "a.json")
+    assert load_manifest(run)["stack_model"] is None
+    with pytest.raises(ValueError, match="stack model"):  # the rule's inputs and the method disagree
+        write_manifest(MANIFEST_CONFIG, "joint", run / "manifest.json", hierarchy="h", level_accuracy="a")

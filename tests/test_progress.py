@@ -97,3 +97,35 @@ def test_rule_log_of_training_has_a_line_every_logging_steps_and_no_bars(tmp_pat
         len(re.findall(r"prodcat.runtime.progress: step \d+/9: \{\"eval_loss\"", text)) == 3
     )  # an evaluation an epoch
     assert "prodcat.runtime.progress: predict: 2 batch in" in text
+
+
+def test_rule_log_gets_what_c_code_writes_to_file_descriptors_1_and_2(tmp_path):
+    """torch.profiler's C++ layer (kineto's `USDT ... profiler_start` lines) writes to the process's
+    fd 2, past sys.stderr: logging_to redirects the descriptors too, and gives them back after."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import prodcat
+
+    log_file = tmp_path / "logs" / "rule.log"
+    script = (
+        "import os, sys\n"
+        "from prodcat.workflow import logging_to\n"
+        "print('console before', flush=True)\n"
+        f"with logging_to({str(log_file)!r}):\n"
+        "    print('python stdout')\n"
+        "    print('python stderr', file=sys.stderr)\n"
+        "    os.write(1, b'fd 1\\n')\n"
+        "    os.write(2, b'fd 2\\n')\n"
+        "os.write(2, b'console after 2\\n')\n"
+        "print('console after 1')\n"
+    )
+    src = str(Path(prodcat.__file__).parents[1])  # the package these tests import
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    text = log_file.read_text()
+    assert text.splitlines() == ["python stdout", "python stderr", "fd 1", "fd 2"], text
+    assert proc.stdout.splitlines() == ["console before", "console after 1"]
+    assert proc.stderr.splitlines() == ["console after 2"]

@@ -1,4 +1,10 @@
-"""`prodcat` command line: the non-neural stages of the workflow, usable on their own.
+"""`prodcat` command line: the workflow's shell-rule stages and `predict`, usable on their own.
+
+The stages: ingest, split, hierarchy, correct, vote, evaluate, submission, and stack-fit and
+stack-apply (registered from stack_cli); make-sample writes the synthetic data. `predict` labels a
+new file with a finished run's trained namer and labelers, its correction and its vote or stack
+(prodcat.predict). Inside the workflow, the models train and predict from the rules' scripts
+(prodcat.workflow).
 
 Bad input exits with status 2 and a message naming the file, column/row and what was expected;
 no output file is written then (every write goes through a temporary file). Bad arguments exit

@@ -20,23 +20,35 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-def write_manifest(config: dict, stage: str, path) -> None:
-    """What `predict_new_rows` needs from the run's configuration (paths relative to the results folder)."""
+def write_manifest(config: dict, stage: str, path, hierarchy, level_accuracy, stack_model=None) -> None:
+    """What `predict_new_rows` needs from the run's configuration, with the run's files as the
+    manifest rule receives them (its inputs: the hierarchy, the submitted stage's level accuracy and,
+    when ensemble.method is stack, the arbiter fit on all validation rows), recorded relative to the
+    manifest's folder, the results folder."""
+    import os
+
     from prodcat.data.io import write_json
+
+    folder = Path(path).parent
+
+    def relative(file) -> str:
+        return Path(os.path.relpath(file, folder)).as_posix()
 
     submit = config["ensemble"]["submit"]
     labelers = config["ensemble"]["members"][submit]
     method = config["ensemble"]["method"]
+    if (method == "stack") != (stack_model is not None):
+        raise ValueError(f"ensemble.method is {method}: a stack model is needed exactly when it is stack")
     write_json(
         {
             "labelers": {name: config["labelers"][name] for name in labelers},
             "namer": {"templates": config["namer"]["templates"], "generate": config["namer"]["student"]},
             "correction": {**config["correction"], "stage": stage},
             "ensemble": {**config["ensemble"], "method": method},
-            "hierarchy": "data/hierarchy.json",
-            "level_accuracy": f"ensemble/level_accuracy.{stage}.json",
-            # the learned arbiter (prodcat.ensemble.stack), fit on all validation rows; used when method is stack
-            "stack_model": f"ensemble/{submit}.{stage}.stack.json" if method == "stack" else None,
+            "hierarchy": relative(hierarchy),
+            "level_accuracy": relative(level_accuracy),
+            # the learned arbiter (prodcat.ensemble.stack); used when method is stack
+            "stack_model": relative(stack_model) if stack_model is not None else None,
         },
         path,
     )

@@ -22,12 +22,29 @@ FLOPS_SPLIT = "test"
 
 @contextlib.contextmanager
 def logging_to(path):
+    """Everything the process writes goes to the log file at `path` for the block: Python's stdout,
+    stderr and logging, and also the OS-level file descriptors 1 and 2, which C and C++ code (torch's
+    kineto profiler, CUDA, tokenizers) writes to directly, past sys.stderr; all restored after."""
+    import os
+    import sys
+
     from prodcat.runtime.progress import no_progress_bars
 
     no_progress_bars()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", buffering=1) as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+    with open(path, "w", buffering=1) as handle, contextlib.ExitStack() as stack:
+        for stream in (sys.stdout, sys.stderr):  # what Python holds for the console goes there first
+            if stream is not None:
+                stream.flush()
+        for fd in (1, 2):
+            saved = os.dup(fd)
+            stack.callback(os.close, saved)
+            stack.callback(os.dup2, saved, fd)
+            stack.callback(handle.flush)  # Python's writes reach the file before fd gets the console back
+            os.dup2(handle.fileno(), fd)
+        stack.enter_context(contextlib.redirect_stdout(handle))
+        stack.enter_context(contextlib.redirect_stderr(handle))
         root = logging.getLogger()
         handler = logging.StreamHandler(handle)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -234,6 +251,7 @@ def report_tables(smk) -> None:
     from prodcat.labelers.summaries import TrainingSummary
     from prodcat.report.tables import (
         VALIDATION_CAVEAT,
+        efficiency_note,
         efficiency_table,
         ensemble_comparison,
         ensemble_section,
@@ -272,18 +290,7 @@ def report_tables(smk) -> None:
             smk.output.efficiency_csv,
             smk.output.efficiency_md,
             "Table 2: efficiency per model",
-            "train_wall_seconds and train_max_rss_mb come from the training rule's benchmark file (wall time "
-            "and peak memory of the whole job: loading, tokenising and saving included), the wall time less "
-            "train_profiling_seconds, what profiling added to it; trainer_seconds is the training loop's own "
-            "time (the Trainer's train() call; charngram: its fit), from the model's train_summary.json. "
-            "train_step_self_cpu_ms and train_step_self_cuda_ms are torch.profiler's self CPU and self CUDA "
-            "time of one optimizer step (forward, backward, optimizer; the sum over every operator, as the "
-            f"profiler's table footer): {profiled} "
-            "FLOPs are counted by torch's FlopCounterMode for one training step and one prediction batch; the "
-            "namer's step (a LoRA step: frozen base, no weight gradients) is counted on the meta device, from "
-            "the model's configuration, with no memory. predict_seconds_per_batch is the generation time of "
-            "the test split over its batches (namer: summed over shards). "
-            "constrained_predict_seconds_per_1k is the same prediction decoded under the hierarchy trie.",
+            efficiency_note(profiled),
         )
         operators = operators_table(
             [(model, model_dir) for model, model_dir in zip(smk.params.models, smk.input.models)],
@@ -595,7 +602,14 @@ def manifest(smk) -> None:
     from .predict import write_manifest
 
     with logging_to(smk.log[0]):
-        write_manifest(smk.params.config, smk.params.stage, smk.output[0])
+        write_manifest(
+            smk.params.config,
+            smk.params.stage,
+            smk.output[0],
+            hierarchy=smk.input.hierarchy,
+            level_accuracy=smk.input.accuracy,
+            stack_model=smk.input.stack[0] if smk.input.stack else None,
+        )
 
 
 def score_candidates(smk) -> None:

@@ -1,4 +1,4 @@
-"""Group-stratified train/validation split (method.md step 1).
+"""Group-stratified train/validation split (README stage `split`).
 
 Rows are shuffled first (the datathon's training file is sorted by label), then grouped by their
 4-label path; from each group of n rows, n·fraction rows go to validation, rounded stochastically

@@ -3,7 +3,7 @@
 A seq2seq labeler may write a label that does not exist (a typo, a truncated or invented brand) or
 a path whose levels do not fit together. Two corrections, both deterministic:
 
-- ``topdown`` (the paper, method.md step 8): level by level, keep a label that is a valid child of
+- ``topdown`` (the paper's; README stage `correct`): level by level, keep a label that is a valid child of
   the labels already chosen above it, else take the most similar such child. A missing label takes
   the most frequent child. Fast because it works per distinct (parent, predicted label) pair.
 - ``joint``: the valid path that maximizes the weighted sum of the per-level similarities to the

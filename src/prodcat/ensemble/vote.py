@@ -1,4 +1,4 @@
-"""Hard voting with hierarchy compliance (method step 9), vectorised over rows.
+"""Hard voting with hierarchy compliance (README stage `vote`), vectorised over rows.
 
 The levels are decided top-down. At each level a model's vote is *valid* when it is a label and
 the path chosen so far extended by it is a known prefix in the hierarchy (for the supergroup:

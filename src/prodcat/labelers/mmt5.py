@@ -1,4 +1,4 @@
-"""Multimodal ByT5 labeler (method step 7, "Labeler 3"): text plus retailer and price.
+"""Multimodal ByT5 labeler (the paper's "Labeler 3"; README stage `train_labeler`): text plus retailer and price.
 
 The retailer id goes through a learned embedding (index 0 is a learned UNKNOWN bucket, so a
 retailer never seen in training does not crash prediction). Training rows all have known

@@ -27,9 +27,7 @@ METRICS_COLUMNS = [
     "parse_failures",
 ]
 # The paper's Table 2 columns (parameters, self CPU and self CUDA time, training GFLOPs, inference
-# time, testing GFLOPs) beside the rules' wall time and memory. train_wall_seconds is the training
-# job's wall time (its benchmark file) less the profiling (train_profiling_seconds says how much);
-# trainer_seconds is the training loop's own time from the model's training summary.
+# time, testing GFLOPs) beside the rules' wall time and memory; efficiency_note says what each is.
 EFFICIENCY_COLUMNS = [
     "model",
     "parameters",
@@ -215,6 +213,26 @@ def profile_note(summaries: dict) -> str:
     if no_step:
         lines.append(f"{', '.join(no_step)}: no torch training step (n/a)")
     return "; ".join(lines) + "." if lines else ""
+
+
+def efficiency_note(profiled: str) -> str:
+    """Table 2's note (efficiency.md), the one description of its columns (the report's caption,
+    report/efficiency.rst, points to it); `profiled` is profile_note's steps and device."""
+    return (
+        "train_wall_seconds and train_max_rss_mb come from the training rule's benchmark file (wall time "
+        "and peak memory of the whole job: loading, tokenising and saving included), the wall time less "
+        "train_profiling_seconds, what profiling added to it; trainer_seconds is the training loop's own "
+        "time (the Trainer's train() call; charngram: its fit), from the model's train_summary.json. "
+        "train_step_self_cpu_ms and train_step_self_cuda_ms are torch.profiler's self CPU and self CUDA "
+        "time of one optimizer step (forward, backward, optimizer; the sum over every operator, as the "
+        f"profiler's table footer; {NO_CUDA!r} without a GPU): {profiled} "
+        "FLOPs are counted by torch's FlopCounterMode for one training step and one prediction batch; the "
+        "namer's step (a LoRA step: frozen base, no weight gradients) is counted on the meta device, from "
+        "the model's configuration, with no memory. predict_seconds_per_batch is the generation time of "
+        "the test split over its batches (namer: summed over shards), predict_seconds_per_1k the same per "
+        "1,000 rows. constrained_predict_seconds_per_1k is the same prediction decoded under the hierarchy "
+        "trie."
+    )
 
 
 def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
