@@ -4,7 +4,7 @@ Random-init models at the real configurations (prodcat.standins.paper_models), t
 code paths, in bf16 on CUDA:
   1. byt5-small and flan-t5-base: bf16-autocast training steps at batch 32 and the paper's lengths
      (seconds a step, peak CUDA memory against bench/paper_shapes.py's plan);
-  2. the 8B-shaped Llama written as a checkpoint, then prodcat.names.namer.train_adapter on it: 8-bit
+  2. the 8B-shaped Llama written as a checkpoint, then prodcat.names.namer.train_lora on it: 8-bit
      base (bitsandbytes), LoRA r 16 on every projection, gradient checkpointing, a few steps;
   3. prodcat.names.merge.merge_lora of that adapter (CPU) and teacher-style generation rows/s with
      prodcat.names.namer.generate_token_ids at batch 64 and 256 (bf16).
@@ -151,7 +151,7 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
     }
     cuda_peak_gib(reset=True)
     started = time.time()
-    metrics = namer.train_adapter(
+    metrics = namer.train_lora(
         base,
         rows,
         work / "namer",

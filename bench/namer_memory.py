@@ -99,7 +99,7 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
     if stage == "imports":
         return
     if stage == "train":
-        namer.train_adapter(
+        namer.train_lora(
             work / "base", rows, work / "namer", params, templates=templates(), checkpoint_dir=work / "checkpoints"
         )
     elif stage == "merge":

@@ -102,7 +102,7 @@ def test_batched_generation_matches_one_at_a_time(base, rows):
 
 
 def test_synthesize_names_keeps_every_row(base, rows):
-    names = namer.synthesize_names(base, rows.drop(columns="name"), TEMPLATES, GEN)
+    names = namer.generate_teacher_names(base, rows.drop(columns="name"), TEMPLATES, GEN)
     assert list(names.columns) == ["indoml_id", "name", "status", "answer", "description", "price", *LEVELS]
     assert names["indoml_id"].tolist() == rows["indoml_id"].tolist()
     assert names["status"].isin(ANSWER_STATUSES).all()
@@ -112,7 +112,7 @@ def test_synthesize_names_keeps_every_row(base, rows):
     counts = namer.status_counts(names)
     assert sum(counts.values()) == len(rows)
     with pytest.raises(ValueError, match="unknown parameter"):
-        namer.synthesize_names(base, rows, TEMPLATES, {"batch_sise": 4})
+        namer.generate_teacher_names(base, rows, TEMPLATES, {"batch_sise": 4})
 
 
 def test_answers_cut_off_by_max_new_tokens_lose_their_unfinished_line():
@@ -128,7 +128,7 @@ def test_train_namer_learns_merges_and_infers(base, rows, tmp_path):
 
     out = tmp_path / "namer"
     params = {**FAST_TRAIN, "max_steps": 12, "save_steps": 100, "gradient_checkpointing": True}
-    metrics = namer.train_namer(base, rows, out, params, templates=TEMPLATES)
+    metrics = namer.train_lora_namer(base, rows, out, params, templates=TEMPLATES)
 
     # Every row is trained on, none truncated: max_length is the longest sequence.
     assert metrics["train_rows"] == len(rows)
@@ -152,7 +152,7 @@ def test_train_namer_learns_merges_and_infers(base, rows, tmp_path):
     q_merged = merged.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(q_merged, original.model.layers[0].self_attn.q_proj.weight)
 
-    inferred = namer.infer_names(merged_dir, rows[["indoml_id", "description", "price"]], TEMPLATES, GEN)
+    inferred = namer.generate_student_names(merged_dir, rows[["indoml_id", "description", "price"]], TEMPLATES, GEN)
     assert list(inferred.columns) == ["indoml_id", "name", "status", "answer"]
     assert inferred["indoml_id"].tolist() == rows["indoml_id"].tolist()
     assert inferred["name"].str.strip().ne("").all()
@@ -160,14 +160,14 @@ def test_train_namer_learns_merges_and_infers(base, rows, tmp_path):
 
 def test_max_length_below_the_longest_sequence_is_refused(base, rows, tmp_path):
     with pytest.raises(ValueError, match="shorter than the longest training sequence"):
-        namer.train_namer(
+        namer.train_lora_namer(
             base, rows, tmp_path / "n", {**FAST_TRAIN, "max_steps": 1, "max_length": 8}, templates=TEMPLATES
         )
 
 
 def test_training_resumes_from_the_last_checkpoint(base, rows, tmp_path):
     out, checkpoints = tmp_path / "namer", tmp_path / "ckpt"
-    first = namer.train_namer(
+    first = namer.train_lora_namer(
         base,
         rows,
         out,
@@ -179,7 +179,7 @@ def test_training_resumes_from_the_last_checkpoint(base, rows, tmp_path):
     assert (checkpoints / "checkpoint-2" / "trainer_state.json").exists()
 
     # A rerun asking for more steps (as after a kill) continues from step 2 instead of starting over.
-    second = namer.train_namer(
+    second = namer.train_lora_namer(
         base,
         rows,
         out,
@@ -206,7 +206,7 @@ def test_8bit_loading_runs_on_cpu(base, rows):
 
 
 def test_8bit_base_trains_and_merges_unquantized(base, rows, tmp_path):
-    metrics = namer.train_namer(
+    metrics = namer.train_lora_namer(
         base, rows, tmp_path / "n", {**FAST_TRAIN, "max_steps": 2, "load_in_8bit": True}, templates=TEMPLATES
     )
     assert metrics["global_step"] == 2

@@ -126,8 +126,8 @@ def _gathered(fn, model_dir, rows, shards):
 
 
 def test_teacher_names_are_identical_from_1_or_3_shards(base, rows):
-    one = namer.synthesize_names(base, rows, TEMPLATES, GEN)
-    three = _gathered(namer.synthesize_names, base, rows, 3)
+    one = namer.generate_teacher_names(base, rows, TEMPLATES, GEN)
+    three = _gathered(namer.generate_teacher_names, base, rows, 3)
     pd.testing.assert_frame_equal(three, one)
     assert list(one.columns) == ["indoml_id", "name", "status", "answer", "description", "price", *LEVELS]
     assert one["indoml_id"].tolist() == rows["indoml_id"].tolist()
@@ -137,12 +137,12 @@ def test_teacher_names_are_identical_from_1_or_3_shards(base, rows):
 
 def test_student_names_are_identical_from_1_or_3_shards(base, rows):
     student_rows = rows[["indoml_id", "description", "price"]]
-    one = namer.infer_names(base, student_rows, TEMPLATES, GEN)
-    three = _gathered(namer.infer_names, base, student_rows, 3)
+    one = namer.generate_student_names(base, student_rows, TEMPLATES, GEN)
+    three = _gathered(namer.generate_student_names, base, student_rows, 3)
     pd.testing.assert_frame_equal(three, one)
     assert one["answer"].nunique() > len(rows) // 2
     # more shards than batches: the extra shards are empty, and still gather to the same table
-    many = _gathered(namer.infer_names, base, student_rows, 9)
+    many = _gathered(namer.generate_student_names, base, student_rows, 9)
     pd.testing.assert_frame_equal(many, one)
 
 

@@ -166,8 +166,7 @@ def train_labeler(smk) -> None:
     """Any labeler kind's training (rules train_labeler and train_charngram), through prodcat.labelers.interface."""
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_rows
-    from prodcat.labelers.interface import labeler_for, with_source
-    from prodcat.labelers.interface import train_labeler as train
+    from prodcat.labelers.interface import labeler_for, train_configured_labeler, with_source
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -177,7 +176,7 @@ def train_labeler(smk) -> None:
         val_rows = with_source(read_rows(smk.input.val, labelled=True), source, smk.input.get("val_names"))
         hierarchy = Hierarchy.from_json(smk.input.hierarchy) if smk.input.get("hierarchy") else None
         profile = smk.params.get("profile")
-        train(
+        train_configured_labeler(
             cfg,
             train_rows,
             val_rows,
@@ -311,13 +310,13 @@ def synthesize_names(smk) -> None:
     import time
 
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.names.namer import synthesize_names as synthesize
+    from prodcat.names.namer import generate_teacher_names
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
         rows, generate = read_rows(smk.input.rows, labelled=True), dict(smk.params.generate)
         started = time.time()
-        names = synthesize(
+        names = generate_teacher_names(
             smk.params.base,
             rows,
             dict(smk.params.templates),
@@ -351,14 +350,14 @@ def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate
 
 def train_namer(smk) -> None:
     from prodcat.data.io import read_table
-    from prodcat.names.namer import train_namer as train
+    from prodcat.names.namer import train_lora_namer
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
         # The teacher table carries the prompt's source fields (description, price) with each name.
         rows = read_table(smk.input.names)
         params, templates = dict(smk.params.train), dict(smk.params.templates)
-        metrics = train(
+        metrics = train_lora_namer(
             smk.params.base,
             rows,
             smk.output[0],
@@ -396,8 +395,7 @@ def infer_names(smk) -> None:
     import time
 
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.names.namer import Chats, generate_token_ids, load_causal_lm
-    from prodcat.names.namer import infer_names as infer
+    from prodcat.names.namer import Chats, generate_student_names, generate_token_ids, load_causal_lm
     from prodcat.names.prompts import student_messages
     from prodcat.runtime.efficiency import count_flops
 
@@ -410,7 +408,9 @@ def infer_names(smk) -> None:
         )
         rows = read_rows(smk.input.rows)
         started = time.time()
-        names = infer(merged, rows, templates, generate, shard=smk.params.shard, shards=smk.params.shards)
+        names = generate_student_names(
+            merged, rows, templates, generate, shard=smk.params.shard, shards=smk.params.shards
+        )
         seconds = time.time() - started
         # FLOPs of one generation batch (Table 2 reads the test split's), counted by the first shard
         # on a separate pass so the timing above is clean.

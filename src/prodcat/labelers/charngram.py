@@ -45,6 +45,7 @@ import scipy.sparse as sp
 from prodcat import LEVELS
 from prodcat.data.hierarchy import Hierarchy
 from prodcat.runtime.errors import InputError
+from prodcat.runtime.params import merge_params
 
 log = logging.getLogger(__name__)
 
@@ -332,11 +333,7 @@ def _accuracy(labeler: CharNgramLabeler, best: np.ndarray, truth: pd.DataFrame) 
 
 
 def _merge_params(params: dict | None) -> dict:
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ValueError(f"unknown charngram params {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    merged = {**DEFAULT_PARAMS, **params}
+    merged = merge_params(DEFAULT_PARAMS, params, "charngram params")
     for key, default in DEFAULT_PARAMS.items():
         merged[key] = type(default)(merged[key])
     merged["alpha_grid"] = [float(a) for a in merged["alpha_grid"]]

@@ -24,7 +24,8 @@ import pandas as pd
 from prodcat import LEVELS
 from prodcat.data.io import write_json
 from prodcat.names.prompts import ANSWER_STATUSES, clean_answer, student_messages, teacher_messages
-from prodcat.runtime.checkpoints import last_checkpoint_of_run, run_signature
+from prodcat.runtime.checkpoints import run_signature
+from prodcat.runtime.params import merge_params
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,9 @@ DEFAULT_TRAIN_PARAMS: dict = {
     "save_total_limit": 2,
     "seed": 42,
 }
+GEN_PARAMS, TRAIN_PARAMS = "parameter(s) of the namer's generation", "parameter(s) of the namer's training"
 # Parameters that may change between a run and its resumption without invalidating its checkpoints.
 RESUMABLE_CHANGES = ("num_train_epochs", "max_steps", "logging_steps", "save_steps", "save_total_limit")
-
-
-def _merge_params(defaults: dict, params: dict | None, what: str) -> dict:
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"{what}: unknown parameter(s) {unknown}; known: {', '.join(sorted(defaults))}")
-    return {**defaults, **params}
 
 
 # ---- loading and generation ---------------------------------------------------------------
@@ -79,15 +73,13 @@ def load_causal_lm(path, *, load_in_8bit: bool = False, device: str | None = Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from prodcat.runtime.device import pick_device
+
+    # a given device keeps its dtype choice: cuda as pick_device decides, the CPU fp32
+    picked, picked_dtype = pick_device(prefer_cuda=device is None or device.startswith("cuda"))
+    device = device or picked
     if dtype is None:
-        if load_in_8bit:
-            dtype = torch.float16
-        elif device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            dtype = torch.bfloat16
-        else:
-            dtype = torch.float32
+        dtype = torch.float16 if load_in_8bit else picked_dtype
     # Straight to the device in the target dtype (device_map): no full host copy first, no
     # fp32 intermediate; for the 8B model that is the difference between 16 and 32+ GB.
     quantization = BitsAndBytesConfig(load_in_8bit=True) if load_in_8bit else None
@@ -291,7 +283,7 @@ def _run_chats(
 ) -> dict[int, tuple[str, bool]]:
     """Row position → (answer text, whether it hit max_new_tokens), for the rows of one shard.
     Answers are decoded batch by batch, so no token ids are held beyond a batch."""
-    params = _merge_params(DEFAULT_GEN_PARAMS, gen_params, "generation parameters")
+    params = merge_params(DEFAULT_GEN_PARAMS, gen_params, GEN_PARAMS)
     model, tokenizer = load_causal_lm(model_dir, load_in_8bit=params["load_in_8bit"])
     answers: dict[int, tuple[str, bool]] = {}
     try:
@@ -325,7 +317,7 @@ def _shard_names(rows: pd.DataFrame, chats: Sequence, model_dir, gen_params: dic
     return mine, _named(mine, [answers[i] for i in positions])
 
 
-def synthesize_names(
+def generate_teacher_names(
     model_dir, rows: pd.DataFrame, templates: dict, gen_params: dict, *, shard: int = 0, shards: int = 1
 ) -> pd.DataFrame:
     """Teacher names for labelled rows: indoml_id, name, status, the raw answer and the prompt's
@@ -359,11 +351,11 @@ def synthesize_names(
     return names
 
 
-def infer_names(
+def generate_student_names(
     merged_dir, rows: pd.DataFrame, templates: dict, gen_params: dict, *, shard: int = 0, shards: int = 1
 ) -> pd.DataFrame:
     """Student (namer) names from description and price alone: indoml_id, name, status, answer (with
-    `shards` > 1, the rows of shard `shard` only, as in `synthesize_names`)."""
+    `shards` > 1, the rows of shard `shard` only, as in `generate_teacher_names`)."""
     _require(rows, ("indoml_id", "description"), "infer_names rows")
     rows = rows.reset_index(drop=True)
     fields = ["description", *(["price"] if "price" in rows else [])]
@@ -462,7 +454,7 @@ def training_step_costs(base_model_dir, rows: pd.DataFrame, templates: dict, par
     from prodcat.runtime.efficiency import count_flops, count_parameters
     from prodcat.runtime.hub import local_model_dir
 
-    params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
+    params = merge_params(DEFAULT_TRAIN_PARAMS, params, TRAIN_PARAMS)
     base = local_model_dir(base_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(base)
     batch_rows = rows.reset_index(drop=True).head(params["per_device_train_batch_size"])
@@ -494,7 +486,7 @@ def training_step_costs(base_model_dir, rows: pd.DataFrame, templates: dict, par
     }
 
 
-def train_namer(
+def train_lora_namer(
     base_model_dir,
     train_rows_with_names: pd.DataFrame,
     out_dir,
@@ -515,7 +507,7 @@ def train_namer(
     from prodcat.names.merge import merge_lora
     from prodcat.runtime.hub import local_model_dir
 
-    metrics = train_adapter(
+    metrics = train_lora(
         base_model_dir,
         train_rows_with_names,
         out_dir,
@@ -531,7 +523,52 @@ def train_namer(
     return metrics
 
 
-def train_adapter(
+# Namer training settings that are not SFTConfig fields, or that the namer reads itself (LoRA,
+# the 8-bit base; gradient_checkpointing is SFTConfig's activation_checkpointing, max_length's
+# null is the longest sequence); every other key goes to SFTConfig by name.
+NAMER_SETTINGS = (
+    "r",
+    "alpha",
+    "dropout",
+    "use_rslora",
+    "target_modules",
+    "load_in_8bit",
+    "gradient_checkpointing",
+    "max_length",
+)
+
+
+def sft_config(params: dict, checkpoint_dir, max_length: int, device: str, dtype):
+    """The namer's SFTConfig: its training parameters by TrainingArguments name (less
+    NAMER_SETTINGS), saving every save_steps, no evaluation, the loss on the completion only, log
+    lines instead of bars, bf16 on a GPU that has it."""
+    import torch
+    from trl import SFTConfig
+
+    from prodcat.runtime.trainer import training_arguments
+
+    return training_arguments(
+        SFTConfig,
+        {key: value for key, value in params.items() if key not in NAMER_SETTINGS},
+        TRAIN_PARAMS,
+        output_dir=str(checkpoint_dir),
+        optim="adamw_torch",
+        activation_checkpointing=params["gradient_checkpointing"],
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=device == "cuda" and dtype == torch.bfloat16,
+        logging_first_step=True,
+        save_strategy="steps",
+        eval_strategy="no",
+        report_to="none",
+        dataloader_pin_memory=device == "cuda",
+        data_seed=params["seed"],
+        max_length=max_length,
+        completion_only_loss=True,
+        disable_tqdm=True,  # progress goes through the logging callback instead
+    )
+
+
+def train_lora(
     base_model_dir,
     train_rows_with_names: pd.DataFrame,
     out_dir,
@@ -541,20 +578,18 @@ def train_adapter(
     checkpoint_dir=None,
     profile: dict | None = None,
 ) -> dict:
-    """The LoRA training of `train_namer`, without the merge: writes out_dir/adapter and
+    """The LoRA training of `train_lora_namer`, without the merge: writes out_dir/adapter and
     out_dir/trainer_log.json. `profile`: settings of prodcat.runtime.profiling (a few steps profiled,
     written to out_dir/profile, summarised under "profile")."""
-    import torch
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from prodcat.names.prompts import DEFAULT_TEMPLATES
-    from prodcat.runtime.profiling import StepProfiler
-    from prodcat.runtime.profiling import trainer_callback as profiler_callback
-    from prodcat.runtime.progress import quiet_trainer, trainer_log_lines
+    from prodcat.runtime.device import pick_device
+    from prodcat.runtime.trainer import run_trainer
 
-    params = _merge_params(DEFAULT_TRAIN_PARAMS, params, "namer training parameters")
+    params = merge_params(DEFAULT_TRAIN_PARAMS, params, TRAIN_PARAMS)
     templates = dict(templates or DEFAULT_TEMPLATES)
     _require(train_rows_with_names, ("indoml_id", "description", "name"), "train_namer rows")
     rows = train_rows_with_names.reset_index(drop=True)
@@ -564,7 +599,7 @@ def train_adapter(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    use_cuda = torch.cuda.is_available()
+    device, dtype = pick_device()
     if params["load_in_8bit"]:
         model, tokenizer = load_causal_lm(base_model_dir, load_in_8bit=True)
         model = prepare_model_for_kbit_training(
@@ -586,61 +621,32 @@ def train_adapter(
             "trl would truncate such rows and drop those left without an answer. Raise max_length or set it to null."
         )
 
-    signature = _run_signature(base_model_dir, rows, templates, params)
-    resume_from = last_checkpoint_of_run(checkpoint_dir, signature)
-    config = SFTConfig(
-        output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=params["per_device_train_batch_size"],
-        gradient_accumulation_steps=params["gradient_accumulation_steps"],
-        learning_rate=params["learning_rate"],
-        lr_scheduler_type=params["lr_scheduler_type"],
-        warmup_steps=params["warmup_steps"],
-        weight_decay=params["weight_decay"],
-        optim="adamw_torch",
-        num_train_epochs=params["num_train_epochs"],
-        max_steps=params["max_steps"],
-        activation_checkpointing=params["gradient_checkpointing"],
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        bf16=use_cuda and torch.cuda.is_bf16_supported(),
-        logging_steps=params["logging_steps"],
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=params["save_steps"],
-        save_total_limit=params["save_total_limit"],
-        eval_strategy="no",
-        report_to="none",
-        dataloader_pin_memory=use_cuda,
-        seed=params["seed"],
-        data_seed=params["seed"],
-        max_length=max_length,
-        completion_only_loss=True,
-        disable_tqdm=True,  # progress goes through the logging callback instead
-    )
-    peft_config = lora_config(params)
-    callback = trainer_log_lines()
-    profiler = StepProfiler(profile, out_dir) if profile is not None else None
-    trainer = SFTTrainer(
+    def check(trainer, resumed_from):
+        if len(trainer.train_dataset) != len(records):
+            raise RuntimeError(
+                f"trl kept {len(trainer.train_dataset)} of {len(records)} training rows (max_length {max_length})"
+            )
+        log.info(
+            "namer: %d rows, longest %d tokens, gradient checkpointing %s, resume from %s",
+            len(records),
+            longest,
+            "on" if params["gradient_checkpointing"] else "off",
+            resumed_from or "nothing",
+        )
+
+    run = run_trainer(
+        SFTTrainer,
+        sft_config(params, checkpoint_dir, max_length, device, dtype),
+        signature=_run_signature(base_model_dir, rows, templates, params),
+        profile=profile,
+        profile_dir=out_dir,
+        before_train=check,
         model=model,
-        args=config,
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[callback] + ([profiler_callback(profiler)] if profiler is not None and profiler.enabled else []),
+        peft_config=lora_config(params),
     )
-    quiet_trainer(trainer)  # their print()s and bars: the log lines replace them
-    if len(trainer.train_dataset) != len(records):
-        raise RuntimeError(
-            f"trl kept {len(trainer.train_dataset)} of {len(records)} training rows (max_length {max_length})"
-        )
-    log.info(
-        "namer: %d rows, longest %d tokens, gradient checkpointing %s, resume from %s",
-        len(records),
-        longest,
-        "on" if params["gradient_checkpointing"] else "off",
-        resume_from or "nothing",
-    )
-    result = trainer.train(resume_from_checkpoint=resume_from)
-
+    trainer = run.trainer
     tmp_adapter = out_dir / "adapter.tmp"
     trainer.model.save_pretrained(tmp_adapter)
     tokenizer.save_pretrained(tmp_adapter)
@@ -649,17 +655,17 @@ def train_adapter(
         "train_rows": len(records),
         "max_length": max_length,
         "longest_sequence": longest,
-        "resumed_from": resume_from,
-        "steps_this_run": callback.steps_run,
+        "resumed_from": run.resumed_from,
+        "steps_this_run": run.steps_run,
         "global_step": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "train_runtime": result.metrics.get("train_runtime"),
+        "train_loss": run.result.training_loss,
+        "train_runtime": run.result.metrics.get("train_runtime"),
         "params": params,
         "log_history": trainer.state.log_history,
-        "profile": profiler.finish() if profiler is not None else None,  # report-only: never raises
+        "profile": run.profile,
     }
     write_json(metrics, out_dir / "trainer_log.json")
-    del trainer, model
+    del trainer, run, model
     gc.collect()
     return metrics
 
