@@ -279,6 +279,7 @@ def stack_fit_options():
     values = {key: ",".join(str(c) for c in value) if key == "C" else value for key, value in STACK.items()}
     return " ".join(f"{flag} {values[key]}" for key, flag in STACK_FIT_OPTIONS.items() if key in values)
 
+
 STACK_SPLITS = ["val", "test"]
 ENSEMBLE_MEMBERS = [m for m in LABELERS if any(m in members for members in ENSEMBLES.values())]
 
