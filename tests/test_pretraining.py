@@ -61,8 +61,9 @@ def test_pretrained_standin_expands_receipt_lines_where_the_random_one_echoes_th
     the true product names than the receipt lines, few fallbacks; the random-init stand-in's answers
     all fall back to the description. One supergroup of the catalogue only, so that a small model
     learns it in seconds (the .test workflow run checks the whole catalogue)."""
-    from prodcat.names.namer import chrf, generate_teacher_names
+    from prodcat.names.generation import generate_teacher_names
     from prodcat.names.prompts import DEFAULT_TEMPLATES
+    from prodcat.names.quality import chrf
     from prodcat.standins.tiny_llama import build_tiny_llama, pretrain_tiny_llama
     from prodcat.workflow import tokenizer_corpus
 

@@ -310,7 +310,7 @@ def test_namer_training_profiles_its_lora_steps(tmp_path):
     """The SFTTrainer path (LoRA on the tiny Llama): the same callback, the profile in the metrics."""
     from tests.test_namer import FAST_TRAIN, PAIRS, TEMPLATES
 
-    from prodcat.names.namer import train_lora
+    from prodcat.names.lora import train_lora
     from prodcat.standins.tiny_llama import build_tiny_llama
 
     base = build_tiny_llama(tmp_path / "llama", [d for pair in PAIRS for d in pair] + list(TEMPLATES.values()))

@@ -102,7 +102,7 @@ def test_labeler_training_arguments_of_the_test_config(name, tmp_path):
 
 
 def test_namer_sft_config_of_the_test_config(tmp_path):
-    from prodcat.names.namer import DEFAULT_TRAIN_PARAMS, TRAIN_PARAMS, sft_config
+    from prodcat.names.lora import DEFAULT_TRAIN_PARAMS, TRAIN_PARAMS, sft_config
 
     params = merge_params(DEFAULT_TRAIN_PARAMS, workflow_config()["namer"]["train"], TRAIN_PARAMS)
     config = sft_config(params, tmp_path / "ckpt", 77, "cpu", torch.float32)
@@ -223,7 +223,7 @@ def test_every_code_default_is_a_schema_key_without_a_second_default():
     DEFAULT_PARAMS): the schema lists exactly those keys and restates none of their values."""
     from prodcat.ensemble.stack import DEFAULT_PARAMS as STACK
     from prodcat.labelers.charngram import DEFAULT_PARAMS as CHARNGRAM
-    from prodcat.names.namer import DEFAULT_TRAIN_PARAMS
+    from prodcat.names.lora import DEFAULT_TRAIN_PARAMS
 
     props = SCHEMA["properties"]
     sections = [

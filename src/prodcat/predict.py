@@ -155,7 +155,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
 
     names = None
     if uses_names:
-        from prodcat.names.namer import generate_student_names
+        from prodcat.names.generation import generate_student_names
 
         names = generate_student_names(
             results_dir / "models" / "namer" / "merged",

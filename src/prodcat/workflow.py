@@ -310,7 +310,7 @@ def synthesize_names(smk) -> None:
     import time
 
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.names.namer import generate_teacher_names
+    from prodcat.names.generation import generate_teacher_names
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -332,7 +332,7 @@ def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate
     """The PredictionSummary of one shard of names; its parse failures are the answers that fell
     back to the description."""
     from prodcat.labelers.summaries import PredictionSummary
-    from prodcat.names.namer import status_counts
+    from prodcat.names.generation import status_counts
     from prodcat.runtime.device import describe_device
 
     return PredictionSummary(
@@ -350,7 +350,7 @@ def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate
 
 def train_namer(smk) -> None:
     from prodcat.data.io import read_table
-    from prodcat.names.namer import train_lora_namer
+    from prodcat.names.lora import train_lora_namer
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -369,7 +369,7 @@ def train_namer(smk) -> None:
         # Table 2's figures: counted on the meta device (no memory), and report-only: a failure here
         # is logged and leaves the trained namer in place.
         from prodcat.labelers.summaries import TrainingSummary
-        from prodcat.names.namer import training_step_costs
+        from prodcat.names.lora import training_step_costs
         from prodcat.runtime.device import describe_device
         from prodcat.runtime.efficiency import report_only
 
@@ -395,7 +395,7 @@ def infer_names(smk) -> None:
     import time
 
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.names.namer import Chats, generate_student_names, generate_token_ids, load_causal_lm
+    from prodcat.names.generation import Chats, generate_student_names, generate_token_ids, load_causal_lm
     from prodcat.names.prompts import student_messages
     from prodcat.runtime.efficiency import count_flops
 
@@ -438,7 +438,7 @@ def gather_names(smk) -> None:
     rows and generation seconds summed over the shards (GPU-seconds when they ran side by side)."""
     from prodcat.data.io import read_rows, read_table, write_parquet
     from prodcat.labelers.summaries import PredictionSummary
-    from prodcat.names.namer import gather_shards
+    from prodcat.names.generation import gather_shards
 
     with logging_to(smk.log[0]):
         names = gather_shards(
@@ -499,7 +499,8 @@ def name_quality(smk) -> None:
     table is matched on (split, indoml_id): a split's names, its rows and the true names of the
     file it comes from."""
     from prodcat.data.io import read_rows, read_table
-    from prodcat.names.namer import chrf, status_counts
+    from prodcat.names.generation import status_counts
+    from prodcat.names.quality import chrf
     from prodcat.report.tables import write_table
     from prodcat.runtime.errors import InputError
 

@@ -262,7 +262,7 @@ def train_charngram(
 ) -> CharNgramLabeler:
     """Fit the featurizer and count n-grams per path; with val_rows, also measure item and
     per-level accuracy on them (kept in `.metrics`; a random split flatters)."""
-    params = _merge_params(params)
+    params = _checked_params(params)
     missing = [c for c in ("description", "retailer", "price", *LEVELS) if c not in train_rows.columns]
     if missing:
         raise InputError("train rows", f"missing columns {missing}")
@@ -332,7 +332,8 @@ def _accuracy(labeler: CharNgramLabeler, best: np.ndarray, truth: pd.DataFrame) 
     return out
 
 
-def _merge_params(params: dict | None) -> dict:
+def _checked_params(params: dict | None) -> dict:
+    """`params` over DEFAULT_PARAMS, each value as its default's type, and checked."""
     merged = merge_params(DEFAULT_PARAMS, params, "charngram params")
     for key, default in DEFAULT_PARAMS.items():
         merged[key] = type(default)(merged[key])
@@ -552,7 +553,7 @@ class CharNgramLabeler:
             raise InputError(
                 directory / CONFIG_FILE, f"format_version {config.get('format_version')!r}, expected {FORMAT_VERSION}"
             )
-        params = _merge_params(config["params"])
+        params = _checked_params(config["params"])
         featurizer = _Featurizer(
             params, arrays["buckets"], arrays["idf"], list(config["retailers"]), arrays["price_edges"]
         )
