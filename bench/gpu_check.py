@@ -4,10 +4,10 @@ Random-init models at the real configurations (prodcat.standins.paper_models), t
 code paths, in bf16 on CUDA:
   1. byt5-small and flan-t5-base: bf16-autocast training steps at batch 32 and the paper's lengths
      (seconds a step, peak CUDA memory against bench/paper_shapes.py's plan);
-  2. the 8B-shaped Llama written as a checkpoint, then prodcat.names.namer.train_adapter on it: 8-bit
+  2. the 8B-shaped Llama written as a checkpoint, then prodcat.names.lora.train_lora on it: 8-bit
      base (bitsandbytes), LoRA r 16 on every projection, gradient checkpointing, a few steps;
   3. prodcat.names.merge.merge_lora of that adapter (CPU) and teacher-style generation rows/s with
-     prodcat.names.namer.generate_token_ids at batch 64 and 256 (bf16).
+     prodcat.names.generation.generate_token_ids at batch 64 and 256 (bf16).
 The namer's training profiles 2 of its 4 steps (prodcat.runtime.profiling, CPU + CUDA activities): its
 self CUDA time per step shows that Table 2's CUDA column fills on a GPU.
 
@@ -132,7 +132,7 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
     import yaml
 
     from prodcat.data.io import ingest
-    from prodcat.names import namer
+    from prodcat.names import generation, lora
 
     templates = yaml.safe_load((REPO / "config.yaml").read_text())["namer"]["templates"]
     rows = ingest(REPO / "data/sample/train.parquet").head(64)
@@ -151,7 +151,7 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
     }
     cuda_peak_gib(reset=True)
     started = time.time()
-    metrics = namer.train_adapter(
+    metrics = lora.train_lora(
         base,
         rows,
         work / "namer",
@@ -182,7 +182,7 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
     started = time.time()
     merge_lora(base, work / "namer" / "adapter", work / "merged")
     merge = {"seconds": time.time() - started}
-    model, tokenizer = namer.load_causal_lm(work / "merged")
+    model, tokenizer = generation.load_causal_lm(work / "merged")
     from prodcat.names.prompts import teacher_messages
 
     chats = [teacher_messages(row, templates) for row in rows.to_dict("records")]
@@ -191,7 +191,7 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
         prompts = (chats * (batch // len(chats) + 1))[:batch]
         cuda_peak_gib(reset=True)
         started = time.time()
-        namer.generate_token_ids(model, tokenizer, prompts, batch_size=batch, max_new_tokens=48)
+        generation.generate_token_ids(model, tokenizer, prompts, batch_size=batch, max_new_tokens=48)
         seconds = time.time() - started
         generation[batch] = {"rows_per_second": batch / seconds, "peak_cuda_gib": cuda_peak_gib(reset=True)}
     return {"train_adapter_8bit": train, "merge": merge, "generation_bf16": generation}

@@ -1,6 +1,6 @@
 """Benchmark and scoring for the name-synthesis branch.
 
-speed: rows/s and tokens/s of batched greedy generation through `prodcat.names.namer` (the code the
+speed: rows/s and tokens/s of batched greedy generation through `prodcat.names.generation` (the code the
 naming rules run: prompts tokenised a batch at a time), at several batch sizes, with the prompts
 sorted by length over the whole split (what the rules do) and, with --unsorted, in input order
 (batches of consecutive rows) for comparison. Prompts are the default config's teacher or student
@@ -14,7 +14,7 @@ the first (greedy must agree), and the prompt padding of each batching is report
     python bench/namer_generation.py speed [--rows 512] [--batch-sizes 64,128,256] [--unsorted]
         [--kind teacher|student] [--max-new-tokens 32] [--threads 1] [--model DIR]
 
-memory: peak Python memory (tracemalloc) of one naming job's generation (`namer._run_chats`, the
+memory: peak Python memory (tracemalloc) of one naming job's generation (`generation._run_chats`, the
 default teacher prompts, 2 new tokens) at several row counts; flat when nothing is held per row
 beyond the answers (token ids live a chunk or a batch at a time).
 
@@ -42,7 +42,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat.data.io import read_rows, read_table  # noqa: E402
-from prodcat.names import namer  # noqa: E402
+from prodcat.names import generation, quality  # noqa: E402
 from prodcat.names.prompts import student_messages, teacher_messages  # noqa: E402
 from prodcat.standins.tiny_llama import build_tiny_llama  # noqa: E402
 from prodcat.workflow import tokenizer_corpus  # noqa: E402
@@ -71,17 +71,17 @@ def run_speed(args) -> None:
         if model_dir is None:
             dims = config["tiny"]["llama"]
             model_dir = build_tiny_llama(Path(tmp) / "tiny", tokenizer_corpus(sample, templates), seed=0, **dims)
-        model, tokenizer = namer.load_causal_lm(model_dir)
-        chats = namer.Chats(rows, build, templates)
-        lengths = namer.prompt_lengths(tokenizer, chats)
-        namer.generate_token_ids(model, tokenizer, chats[:4], batch_size=4, max_new_tokens=4)  # warm-up
+        model, tokenizer = generation.load_causal_lm(model_dir)
+        chats = generation.Chats(rows, build, templates)
+        lengths = generation.prompt_lengths(tokenizer, chats)
+        generation.generate_token_ids(model, tokenizer, chats[:4], batch_size=4, max_new_tokens=4)  # warm-up
         runs, reference = [], None
         for batch_size in args.batch_sizes:
             for order in ["sorted", *(["input order"] if args.unsorted else [])]:
                 start = time.perf_counter()
                 if order == "sorted":
-                    batches = namer.shard_batches(lengths, batch_size)
-                    ids = namer.generate_token_ids(
+                    batches = generation.shard_batches(lengths, batch_size)
+                    ids = generation.generate_token_ids(
                         model, tokenizer, chats, batch_size=batch_size, max_new_tokens=args.max_new_tokens
                     )
                 else:  # consecutive rows, one generate call per batch (sorted within it: same padding)
@@ -89,7 +89,7 @@ def run_speed(args) -> None:
                     ids = [
                         t
                         for b in batches
-                        for t in namer.generate_token_ids(
+                        for t in generation.generate_token_ids(
                             model,
                             tokenizer,
                             chats[int(b[0]) : int(b[-1]) + 1],
@@ -145,10 +145,10 @@ def run_memory(args) -> None:
             Path(tmp) / "tiny", tokenizer_corpus(sample, templates), seed=0, **config["tiny"]["llama"]
         )
         for n in args.rows:
-            chats = namer.Chats(rows_all.head(n), teacher_messages, templates)
+            chats = generation.Chats(rows_all.head(n), teacher_messages, templates)
             gc.collect()
             tracemalloc.start()
-            namer._run_chats(model_dir, chats, {"batch_size": 64, "max_new_tokens": 2})
+            generation._run_chats(model_dir, chats, {"batch_size": 64, "max_new_tokens": 2})
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             print(f"| {n} | {peak / 2**20:.1f} |")
@@ -164,7 +164,7 @@ def run_score(args) -> None:
             raise SystemExit(f"{path}: no indoml_id in common with {args.ref}")
         hyp, ref = joined["hypothesis"].astype(str).tolist(), joined["reference"].astype(str).tolist()
         exact = np.mean([h.strip().lower() == r.strip().lower() for h, r in zip(hyp, ref)])
-        print(f"| {path} | {len(joined)} | {namer.chrf(hyp, ref):.2f} | {exact:.3f} |")
+        print(f"| {path} | {len(joined)} | {quality.chrf(hyp, ref):.2f} | {exact:.3f} |")
 
 
 def main() -> None:

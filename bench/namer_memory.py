@@ -9,7 +9,7 @@ model and its buffers:
   train             the paper's LoRA step: 8-bit base, gradient checkpointing, 2 optimizer steps
   merge             prodcat.names.merge.merge_lora: tensor by tensor from the safetensors, bf16
   merge_fp32_peft   what the namer did before: the base reloaded in fp32, PEFT merge_and_unload
-  flops_meta        prodcat.names.namer.training_step_costs: the LoRA step's FLOPs on the meta device
+  flops_meta        prodcat.names.lora.training_step_costs: the LoRA step's FLOPs on the meta device
   flops_fp32_full   what Table 2 did before: a full fp32 forward + backward of the merged model
 
     .venv/bin/python bench/namer_memory.py [--work /tmp/namer-memory] [--layers 2] [--batch 4]
@@ -81,11 +81,11 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
-    from prodcat.names import namer
+    from prodcat.names import generation, lora
 
     rows = pd.read_parquet(work / "rows.parquet")
     params = {
-        **namer.DEFAULT_TRAIN_PARAMS,
+        **lora.DEFAULT_TRAIN_PARAMS,
         "r": 16,
         "alpha": 16,
         "load_in_8bit": True,
@@ -99,7 +99,7 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
     if stage == "imports":
         return
     if stage == "train":
-        namer.train_adapter(
+        lora.train_lora(
             work / "base", rows, work / "namer", params, templates=templates(), checkpoint_dir=work / "checkpoints"
         )
     elif stage == "merge":
@@ -109,16 +109,16 @@ def run_stage(stage: str, work: Path, batch: int) -> None:
     elif stage == "merge_fp32_peft":
         from peft import PeftModel
 
-        base, tokenizer = namer.load_causal_lm(work / "base", dtype=torch.float32)
+        base, tokenizer = generation.load_causal_lm(work / "base", dtype=torch.float32)
         merged = PeftModel.from_pretrained(base, work / "namer" / "adapter").merge_and_unload().to(torch.bfloat16)
         merged.save_pretrained(work / "merged_peft")
     elif stage == "flops_meta":
-        print(json.dumps(namer.training_step_costs(work / "base", rows, templates(), params)))
+        print(json.dumps(lora.training_step_costs(work / "base", rows, templates(), params)))
     elif stage == "flops_fp32_full":
         from prodcat.names.prompts import student_messages
         from prodcat.runtime.efficiency import training_step_flops
 
-        model, tokenizer = namer.load_causal_lm(work / "merged", dtype=torch.float32)
+        model, tokenizer = generation.load_causal_lm(work / "merged", dtype=torch.float32)
         tokenizer.padding_side = "right"
         texts = [
             tokenizer.apply_chat_template(

@@ -1,6 +1,6 @@
 """Training budget of the tiny ByT5 stand-in: seconds against corrected validation accuracy.
 
-Builds a fresh stand-in with the given dimensions, trains it with `prodcat.labelers.seq2seq.train_labeler`
+Builds a fresh stand-in with the given dimensions, trains it with `prodcat.labelers.seq2seq.train_seq2seq`
 on a finished run's split, predicts the validation rows, corrects them top-down (with salvage) and
 scores them; with --profile it instead prints torch's profile of one training step (which ops
 the CPU time goes to). This is how the default config's tiny dimensions and epochs were chosen.
@@ -55,7 +55,7 @@ def train_and_score(run: Path, dims: dict, params: dict, threads: int) -> dict:
 
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.ensemble.correct import correct_predictions
-    from prodcat.labelers.seq2seq import predict_labeler, train_labeler
+    from prodcat.labelers.seq2seq import predict_seq2seq, train_seq2seq
     from prodcat.report.metrics import score
     from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
@@ -66,9 +66,9 @@ def train_and_score(run: Path, dims: dict, params: dict, threads: int) -> dict:
         tmp = Path(tmp)
         build_tiny_byt5(tmp / "base", dims)
         started = time.perf_counter()
-        summary = train_labeler(tmp / "base", train, val, tmp / "model", tmp / "ckpt", params)
+        summary = train_seq2seq(tmp / "base", train, val, tmp / "model", tmp / "ckpt", params)
         train_wall_seconds = time.perf_counter() - started
-        predictions, _ = predict_labeler(
+        predictions, _ = predict_seq2seq(
             tmp / "model",
             val,
             {

@@ -273,6 +273,17 @@ def named_inputs(ensemble, paths):
 
 # The learned arbiter's settings; what it is fit on (validation) and applied to (test).
 STACK = config["ensemble"]["stack"]
+# ensemble.stack keys that are `prodcat stack-fit` options; those not configured take the CLI's
+# defaults (prodcat.ensemble.stack.DEFAULT_PARAMS, their one copy: the schema names no default)
+STACK_FIT_OPTIONS = {"folds": "--folds", "inner_folds": "--inner-folds", "seed": "--seed", "C": "--C"}
+
+
+def stack_fit_options():
+    """The configured stack-fit options, as command-line arguments."""
+    values = {key: ",".join(str(c) for c in value) if key == "C" else value for key, value in STACK.items()}
+    return " ".join(f"{flag} {values[key]}" for key, flag in STACK_FIT_OPTIONS.items() if key in values)
+
+
 STACK_SPLITS = ["val", "test"]
 ENSEMBLE_MEMBERS = [m for m in LABELERS if any(m in members for members in ENSEMBLES.values())]
 

@@ -147,10 +147,7 @@ rule fit_stack:
         scores=lambda wildcards, input: scores_args(wildcards.ensemble, input.scores),
         alternatives=lambda wildcards, input: alternatives_args(wildcards.ensemble, input.alternatives),
         descriptions="--descriptions" if STACK["descriptions"] else "",
-        folds=STACK["folds"],
-        inner_folds=STACK["inner_folds"],
-        seed=STACK["seed"],
-        C=",".join(str(c) for c in STACK["C"]),
+        options=stack_fit_options(),
     log:
         f"{RESULTS}/logs/fit_stack/{{ensemble}}.{{stage}}.log",
     benchmark:
@@ -162,8 +159,7 @@ rule fit_stack:
         "../envs/cpu.yaml"
     shell:
         "prodcat stack-fit --hierarchy {input.hierarchy} --truth {input.truth} --model {output.model} --out {output.val}"
-        " --folds {params.folds} --inner-folds {params.inner_folds} --seed {params.seed} --C {params.C}"
-        " {params.descriptions} {params.scores} {params.alternatives} {params.named} > {log} 2>&1"
+        " {params.options} {params.descriptions} {params.scores} {params.alternatives} {params.named} > {log} 2>&1"
 
 
 rule apply_stack:

@@ -1,7 +1,7 @@
 # Llama name synthesis (teacher, sees the labels) → LoRA namer (student) → inferred names.
 # Each split's generation runs as namer.shards jobs (one GPU each; a killed run redoes only the
 # shards that did not finish), gathered by a cheap local rule. The shards split the split's
-# length-sorted batches round robin (prodcat.names.namer.shard_batches), so the names do not depend on
+# length-sorted batches round robin (prodcat.names.generation.shard_batches), so the names do not depend on
 # the shard count.
 
 

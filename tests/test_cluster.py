@@ -223,21 +223,25 @@ def test_sharded_names_equal_an_unsharded_local_run(slurm_run):
     import torch
 
     from prodcat.data.io import read_rows
-    from prodcat.names import namer
+    from prodcat.names import generation
 
     results, cfg = slurm_run["results"], merged_test_config()
     templates = cfg["namer"]["templates"]
     torch.set_num_threads(cfg["threads"]["predict"])  # as the rule's job did
     for split in ("train", "val"):
         rows = read_rows(results / "data" / f"{split}.parquet", labelled=True)
-        local = namer.synthesize_names(results / "models" / "base" / "llama", rows, templates, cfg["namer"]["teacher"])
+        local = generation.generate_teacher_names(
+            results / "models" / "base" / "llama", rows, templates, cfg["namer"]["teacher"]
+        )
         # (values compared exactly; a Parquet round trip turns object columns into strings)
         pd.testing.assert_frame_equal(
             pd.read_parquet(results / "names" / "teacher" / f"{split}.parquet"), local, check_dtype=False
         )
     for split in ("val", "test"):
         rows = read_rows(results / "data" / f"{split}.parquet")
-        local = namer.infer_names(results / "models" / "namer" / "merged", rows, templates, cfg["namer"]["student"])
+        local = generation.generate_student_names(
+            results / "models" / "namer" / "merged", rows, templates, cfg["namer"]["student"]
+        )
         gathered = pd.read_parquet(results / "names" / "student" / f"{split}.parquet")
         pd.testing.assert_frame_equal(gathered, local, check_dtype=False)
         assert gathered["name"].nunique() > len(gathered) // 2  # one name per row, not one for all

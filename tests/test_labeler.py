@@ -11,7 +11,7 @@ import yaml
 
 from prodcat import LEVELS
 from prodcat.data.hierarchy import Hierarchy
-from prodcat.labelers.interface import Labeler, labeler_for, load_labeler, train_labeler
+from prodcat.labelers.interface import Labeler, labeler_for, load_labeler, train_configured_labeler
 from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
 from prodcat.runtime.errors import InputError
 from prodcat.standins.tiny_seq2seq import build_tiny_byt5
@@ -99,7 +99,7 @@ def test_every_kind_trains_saves_loads_and_predicts_through_the_interface(kind, 
     train, val, new = rows(), rows(8), rows(6)
     new.loc[0, "retailer"] = "never seen"
     hierarchy = Hierarchy.from_frame(train)
-    labeler = train_labeler(
+    labeler = train_configured_labeler(
         cfg,
         train,
         val,
@@ -152,7 +152,7 @@ def test_loading_a_folder_without_a_trained_labeler_names_it(tmp_path):
 
 
 def test_an_unknown_decoding_is_refused(tmp_path):
-    labeler = train_labeler(
+    labeler = train_configured_labeler(
         CONFIGS["charngram"], rows(), rows(4), tmp_path / "m", hierarchy=Hierarchy.from_frame(rows())
     )
     with pytest.raises(ValueError, match="unknown decoding 'beam'"):
@@ -177,12 +177,12 @@ import sys
 sys.modules["torch"] = None  # any import of torch now fails
 import pandas as pd
 from prodcat.data.hierarchy import Hierarchy
-from prodcat.labelers.interface import load_labeler, train_labeler
+from prodcat.labelers.interface import load_labeler, train_configured_labeler
 from prodcat.workflow import _set_threads
 _set_threads(1)
 rows = pd.read_parquet({str(tmp_path / "rows.parquet")!r})
 cfg = {CONFIGS["charngram"]!r}
-train_labeler(cfg, rows, rows, {str(tmp_path / "m")!r}, hierarchy=Hierarchy.from_frame(rows))
+train_configured_labeler(cfg, rows, rows, {str(tmp_path / "m")!r}, hierarchy=Hierarchy.from_frame(rows))
 table, summary = load_labeler({str(tmp_path / "m")!r}, cfg).predict(rows)
 print(summary.rows, summary.device.startswith("cpu:"), "torch" in sys.modules and sys.modules["torch"] is not None)
 """

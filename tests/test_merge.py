@@ -6,8 +6,8 @@ import pytest
 import torch
 from tests.test_namer import PAIRS, TEMPLATES
 
+from prodcat.names.lora import lora_config, training_step_costs
 from prodcat.names.merge import merge_lora
-from prodcat.names.namer import lora_config, training_step_costs
 from prodcat.standins.tiny_llama import build_tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,7 +111,7 @@ def test_meta_device_step_flops_equal_a_real_lora_step(base, checkpointing):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prodcat.names.namer import _sequence_lengths, _training_records
+    from prodcat.names.lora import _sequence_lengths, _training_records
     from prodcat.runtime.efficiency import count_flops
 
     rows = pd.DataFrame(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prodcat import LEVELS
-from prodcat.names import namer
+from prodcat.names import generation, lora, quality
 from prodcat.names.prompts import ANSWER_STATUSES, student_messages
 from prodcat.standins.tiny_llama import build_tiny_llama
 
@@ -90,35 +90,35 @@ def test_tiny_llama_loads_like_the_real_model(base):
 
 
 def test_batched_generation_matches_one_at_a_time(base, rows):
-    model, tokenizer = namer.load_causal_lm(base)
+    model, tokenizer = generation.load_causal_lm(base)
     assert model.dtype == torch.float32 and tokenizer.padding_side == "left"
     chats = [student_messages(row, TEMPLATES) for _, row in rows.head(10).iterrows()]
     # Prompts of different lengths, so batches are padded and reordered.
     assert len({len(str(c)) for c in chats}) > 1
-    batched = namer.generate_names(model, tokenizer, chats, batch_size=4, max_new_tokens=6)
-    single = namer.generate_names(model, tokenizer, chats, batch_size=1, max_new_tokens=6)
+    batched = generation.generate_names(model, tokenizer, chats, batch_size=4, max_new_tokens=6)
+    single = generation.generate_names(model, tokenizer, chats, batch_size=1, max_new_tokens=6)
     assert batched == single
     assert len(batched) == 10 and all(isinstance(text, str) for text in batched)
 
 
 def test_synthesize_names_keeps_every_row(base, rows):
-    names = namer.synthesize_names(base, rows.drop(columns="name"), TEMPLATES, GEN)
+    names = generation.generate_teacher_names(base, rows.drop(columns="name"), TEMPLATES, GEN)
     assert list(names.columns) == ["indoml_id", "name", "status", "answer", "description", "price", *LEVELS]
     assert names["indoml_id"].tolist() == rows["indoml_id"].tolist()
     assert names["status"].isin(ANSWER_STATUSES).all()
     assert names["name"].str.strip().ne("").all()
     fallback = names["status"] != "ok"
     assert (names.loc[fallback, "name"] == names.loc[fallback, "description"]).all()
-    counts = namer.status_counts(names)
+    counts = generation.status_counts(names)
     assert sum(counts.values()) == len(rows)
     with pytest.raises(ValueError, match="unknown parameter"):
-        namer.synthesize_names(base, rows, TEMPLATES, {"batch_sise": 4})
+        generation.generate_teacher_names(base, rows, TEMPLATES, {"batch_sise": 4})
 
 
 def test_answers_cut_off_by_max_new_tokens_lose_their_unfinished_line():
     rows = pd.DataFrame({"indoml_id": [1, 2, 3], "description": ["nm one", "nm two", "nm three"]})
     answers = [("Name One\n\nThis name expands the abbrev", True), ("Name Tw", True), ("Name Three", False)]
-    names = namer._named(rows, answers)
+    names = generation._named(rows, answers)
     assert names["name"].tolist() == ["Name One", "nm two", "Name Three"]
     assert names["status"].tolist() == ["ok", "runaway", "ok"]
 
@@ -128,7 +128,7 @@ def test_train_namer_learns_merges_and_infers(base, rows, tmp_path):
 
     out = tmp_path / "namer"
     params = {**FAST_TRAIN, "max_steps": 12, "save_steps": 100, "gradient_checkpointing": True}
-    metrics = namer.train_namer(base, rows, out, params, templates=TEMPLATES)
+    metrics = lora.train_lora_namer(base, rows, out, params, templates=TEMPLATES)
 
     # Every row is trained on, none truncated: max_length is the longest sequence.
     assert metrics["train_rows"] == len(rows)
@@ -152,7 +152,9 @@ def test_train_namer_learns_merges_and_infers(base, rows, tmp_path):
     q_merged = merged.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(q_merged, original.model.layers[0].self_attn.q_proj.weight)
 
-    inferred = namer.infer_names(merged_dir, rows[["indoml_id", "description", "price"]], TEMPLATES, GEN)
+    inferred = generation.generate_student_names(
+        merged_dir, rows[["indoml_id", "description", "price"]], TEMPLATES, GEN
+    )
     assert list(inferred.columns) == ["indoml_id", "name", "status", "answer"]
     assert inferred["indoml_id"].tolist() == rows["indoml_id"].tolist()
     assert inferred["name"].str.strip().ne("").all()
@@ -160,14 +162,14 @@ def test_train_namer_learns_merges_and_infers(base, rows, tmp_path):
 
 def test_max_length_below_the_longest_sequence_is_refused(base, rows, tmp_path):
     with pytest.raises(ValueError, match="shorter than the longest training sequence"):
-        namer.train_namer(
+        lora.train_lora_namer(
             base, rows, tmp_path / "n", {**FAST_TRAIN, "max_steps": 1, "max_length": 8}, templates=TEMPLATES
         )
 
 
 def test_training_resumes_from_the_last_checkpoint(base, rows, tmp_path):
     out, checkpoints = tmp_path / "namer", tmp_path / "ckpt"
-    first = namer.train_namer(
+    first = lora.train_lora_namer(
         base,
         rows,
         out,
@@ -179,7 +181,7 @@ def test_training_resumes_from_the_last_checkpoint(base, rows, tmp_path):
     assert (checkpoints / "checkpoint-2" / "trainer_state.json").exists()
 
     # A rerun asking for more steps (as after a kill) continues from step 2 instead of starting over.
-    second = namer.train_namer(
+    second = lora.train_lora_namer(
         base,
         rows,
         out,
@@ -198,15 +200,15 @@ def test_training_resumes_from_the_last_checkpoint(base, rows, tmp_path):
 def test_8bit_loading_runs_on_cpu(base, rows):
     from bitsandbytes.nn import Linear8bitLt
 
-    model, tokenizer = namer.load_causal_lm(base, load_in_8bit=True, device="cpu")
+    model, tokenizer = generation.load_causal_lm(base, load_in_8bit=True, device="cpu")
     assert any(isinstance(module, Linear8bitLt) for module in model.modules())
     chats = [student_messages(row, TEMPLATES) for _, row in rows.head(3).iterrows()]
-    texts = namer.generate_names(model, tokenizer, chats, batch_size=3, max_new_tokens=4)
+    texts = generation.generate_names(model, tokenizer, chats, batch_size=3, max_new_tokens=4)
     assert len(texts) == 3
 
 
 def test_8bit_base_trains_and_merges_unquantized(base, rows, tmp_path):
-    metrics = namer.train_namer(
+    metrics = lora.train_lora_namer(
         base, rows, tmp_path / "n", {**FAST_TRAIN, "max_steps": 2, "load_in_8bit": True}, templates=TEMPLATES
     )
     assert metrics["global_step"] == 2
@@ -214,16 +216,16 @@ def test_8bit_base_trains_and_merges_unquantized(base, rows, tmp_path):
 
 
 def test_chrf():
-    assert namer.chrf(["Cadbury Creme Egg"], ["Cadbury Creme Egg"]) == pytest.approx(100.0)
-    assert namer.chrf(["xyz"], ["abc"]) == 0.0
+    assert quality.chrf(["Cadbury Creme Egg"], ["Cadbury Creme Egg"]) == pytest.approx(100.0)
+    assert quality.chrf(["xyz"], ["abc"]) == 0.0
     # "ab" vs "abc": orders 1 and 2 count (P=1, R=2/3 and P=1, R=1/2); averaged P=1, R=7/12;
     # F2 = 5*P*R / (4P + R) = 35/55.
-    assert namer.chrf(["ab"], ["abc"]) == pytest.approx(100 * 35 / 55)
+    assert quality.chrf(["ab"], ["abc"]) == pytest.approx(100 * 35 / 55)
     # Whitespace is ignored, and statistics are pooled over the corpus.
-    assert namer.chrf(["a b"], ["ab c"]) == pytest.approx(100 * 35 / 55)
-    assert namer.chrf(["ab", "xyz"], ["abc", "xyz"]) > namer.chrf(["ab", "xyy"], ["abc", "xyz"])
+    assert quality.chrf(["a b"], ["ab c"]) == pytest.approx(100 * 35 / 55)
+    assert quality.chrf(["ab", "xyz"], ["abc", "xyz"]) > quality.chrf(["ab", "xyy"], ["abc", "xyz"])
     with pytest.raises(ValueError):
-        namer.chrf(["a"], [])
+        quality.chrf(["a"], [])
 
 
 def test_tiny_tokenizer_trained_on_whole_prompts_encodes_prose_like_llama3(rows):

@@ -118,7 +118,7 @@ def test_paper_config_runs_to_the_end_on_hub_standins(paper_run):
 def test_paper_namer_is_merged_in_bf16_and_loads(paper_run):
     from safetensors import safe_open
 
-    from prodcat.names.namer import load_causal_lm
+    from prodcat.names.generation import load_causal_lm
 
     merged = paper_run[0] / "models" / "namer" / "merged"
     dtypes = set()

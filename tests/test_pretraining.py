@@ -61,8 +61,9 @@ def test_pretrained_standin_expands_receipt_lines_where_the_random_one_echoes_th
     the true product names than the receipt lines, few fallbacks; the random-init stand-in's answers
     all fall back to the description. One supergroup of the catalogue only, so that a small model
     learns it in seconds (the .test workflow run checks the whole catalogue)."""
-    from prodcat.names.namer import chrf, synthesize_names
+    from prodcat.names.generation import generate_teacher_names
     from prodcat.names.prompts import DEFAULT_TEMPLATES
+    from prodcat.names.quality import chrf
     from prodcat.standins.tiny_llama import build_tiny_llama, pretrain_tiny_llama
     from prodcat.workflow import tokenizer_corpus
 
@@ -87,14 +88,14 @@ def test_pretrained_standin_expands_receipt_lines_where_the_random_one_echoes_th
     references = truth.reindex(held_out["indoml_id"]).tolist()
     floor = chrf(held_out["description"].tolist(), references)
 
-    echoed = synthesize_names(base, held_out, DEFAULT_TEMPLATES, generate)
+    echoed = generate_teacher_names(base, held_out, DEFAULT_TEMPLATES, generate)
     assert (echoed["status"] != "ok").mean() > 0.9
 
     summary = pretrain_tiny_llama(
         base, pretraining, DEFAULT_TEMPLATES, {"steps": 200, "batch_size": 16, "learning_rate": 1e-2}
     )
     assert summary["loss_last"] < 0.5 * summary["loss_first"]
-    names = synthesize_names(base, held_out, DEFAULT_TEMPLATES, generate)
+    names = generate_teacher_names(base, held_out, DEFAULT_TEMPLATES, generate)
     assert (names["status"] != "ok").mean() < 0.2
     score = chrf(names["name"].tolist(), references)
     print(f"pretrained teacher: chrF {score:.1f} against the receipt lines' {floor:.1f}")

@@ -195,12 +195,12 @@ def test_seq2seq_training_profiles_its_steps(tmp_path):
     """The Trainer path: the callback profiles steps of a real Seq2SeqTrainer run."""
     from tests.test_seq2seq import DIMS, PARAMS, rows
 
-    from prodcat.labelers.seq2seq import train_labeler
+    from prodcat.labelers.seq2seq import train_seq2seq
     from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
     base = build_tiny_byt5(tmp_path / "base", DIMS)
     settings = {"enabled": True, "skip_first": 1, "warmup": 1, "steps": 2}
-    summary = train_labeler(
+    summary = train_seq2seq(
         base,
         rows(),
         rows(8),
@@ -310,7 +310,7 @@ def test_namer_training_profiles_its_lora_steps(tmp_path):
     """The SFTTrainer path (LoRA on the tiny Llama): the same callback, the profile in the metrics."""
     from tests.test_namer import FAST_TRAIN, PAIRS, TEMPLATES
 
-    from prodcat.names.namer import train_adapter
+    from prodcat.names.lora import train_lora
     from prodcat.standins.tiny_llama import build_tiny_llama
 
     base = build_tiny_llama(tmp_path / "llama", [d for pair in PAIRS for d in pair] + list(TEMPLATES.values()))
@@ -322,7 +322,7 @@ def test_namer_training_profiles_its_lora_steps(tmp_path):
             "name": [PAIRS[i % 6][1] for i in range(16)],
         }
     )
-    metrics = train_adapter(
+    metrics = train_lora(
         base,
         rows,
         tmp_path / "namer",

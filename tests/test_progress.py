@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from prodcat import LEVELS
-from prodcat.labelers.seq2seq import predict_labeler, train_labeler
+from prodcat.labelers.seq2seq import predict_seq2seq, train_seq2seq
 from prodcat.runtime.progress import log_progress
 from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
@@ -79,8 +79,8 @@ def test_rule_log_of_training_has_a_line_every_logging_steps_and_no_bars(tmp_pat
     }
     log_file = tmp_path / "train.log"
     with logging_to(log_file):
-        train_labeler(base, rows(24), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
-        predict_labeler(
+        train_seq2seq(base, rows(24), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
+        predict_seq2seq(
             tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 1, "max_new_tokens": 8, "max_source_length": 32}
         )
     text = log_file.read_text()

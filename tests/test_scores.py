@@ -12,7 +12,7 @@ from prodcat.data.hierarchy import Hierarchy
 from prodcat.data.target_text import format_target
 from prodcat.ensemble.correct import correct_predictions
 from prodcat.labelers.constrained import PathTrie, constrained_logits_processor, max_target_tokens
-from prodcat.labelers.seq2seq import generated_token_logprobs, predict_labeler
+from prodcat.labelers.seq2seq import generated_token_logprobs, predict_seq2seq
 from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -73,8 +73,8 @@ def test_generated_log_probability_equals_teacher_forced_scoring(byt5_dir, hiera
 def test_prediction_table_carries_the_scores_for_free_and_constrained_decoding(byt5_dir, hierarchy):
     rows = pd.DataFrame({"indoml_id": np.arange(len(SOURCES)), "description": SOURCES, "retailer": "r", "price": 1.0})
     params = {"batch_size": 2, "num_beams": 1, "max_new_tokens": 10, "max_source_length": 32}
-    free, _ = predict_labeler(byt5_dir, rows, params)
-    constrained, _ = predict_labeler(byt5_dir, rows, params, hierarchy=hierarchy, constrained=True)
+    free, _ = predict_seq2seq(byt5_dir, rows, params)
+    constrained, _ = predict_seq2seq(byt5_dir, rows, params, hierarchy=hierarchy, constrained=True)
     model, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(byt5_dir).eval(), AutoTokenizer.from_pretrained(byt5_dir)
     for table in (free, constrained):
         assert {"logprob", "logprob_per_token", "logprob_min", "n_tokens"} <= set(table.columns)
@@ -136,15 +136,15 @@ def test_correction_keeps_the_scores_and_flags_the_rows_it_changed(hierarchy, me
 
 
 def test_score_paths_gives_the_generation_log_probability_of_a_path_and_scores_any_other(byt5_dir, hierarchy):
-    from prodcat.labelers.seq2seq import score_paths
+    from prodcat.labelers.seq2seq import score_seq2seq_paths
 
     rows = pd.DataFrame({"indoml_id": np.arange(len(SOURCES)), "description": SOURCES, "retailer": "r", "price": 1.0})
     params = {"batch_size": 3, "num_beams": 1, "max_new_tokens": 10, "max_source_length": 32}
-    constrained, _ = predict_labeler(byt5_dir, rows, params, hierarchy=hierarchy, constrained=True)
+    constrained, _ = predict_seq2seq(byt5_dir, rows, params, hierarchy=hierarchy, constrained=True)
     # every row against every path, in a shuffled order
     paths = pd.DataFrame([(i, *p) for i in rows["indoml_id"] for p in PATHS], columns=["indoml_id", *LEVELS])
     paths = paths.sample(frac=1.0, random_state=0).reset_index(drop=True)
-    scored = score_paths(byt5_dir, rows, paths, params)
+    scored = score_seq2seq_paths(byt5_dir, rows, paths, params)
     pd.testing.assert_frame_equal(scored[["indoml_id", *LEVELS]], paths)
     own = scored.merge(constrained, on=["indoml_id", *LEVELS], suffixes=("", "_generated"))
     assert len(own) == len(rows)
@@ -153,27 +153,27 @@ def test_score_paths_gives_the_generation_log_probability_of_a_path_and_scores_a
     assert (scored["logprob"] < 0).all()
     np.testing.assert_allclose(scored["logprob_per_token"] * scored["n_tokens"], scored["logprob"], rtol=1e-9)
     with pytest.raises(Exception, match="indoml_id 99"):
-        score_paths(byt5_dir, rows, paths.assign(indoml_id=99), params)
+        score_seq2seq_paths(byt5_dir, rows, paths.assign(indoml_id=99), params)
 
 
 def test_score_paths_with_auto_lengths_reads_the_lengths_the_model_was_trained_with(byt5_dir, tmp_path):
     import json
     import shutil
 
-    from prodcat.labelers.seq2seq import score_paths
+    from prodcat.labelers.seq2seq import score_seq2seq_paths
 
     rows = pd.DataFrame({"indoml_id": np.arange(len(SOURCES)), "description": SOURCES, "retailer": "r", "price": 1.0})
     paths = pd.DataFrame([(i, *p) for i in rows["indoml_id"] for p in PATHS], columns=["indoml_id", *LEVELS])
     auto = {"batch_size": 4, "num_beams": 1, "max_new_tokens": "auto", "max_source_length": "auto"}
     with pytest.raises(ValueError, match="max_source_length: auto needs the lengths the model was trained with"):
-        score_paths(byt5_dir, rows, paths, auto)
+        score_seq2seq_paths(byt5_dir, rows, paths, auto)
     trained = shutil.copytree(byt5_dir, tmp_path / "trained")
     # a source limit shorter than some descriptions, so that the limit read is the one applied
     (trained / "train_summary.json").write_text(json.dumps({"max_source_length": 8, "max_target_length": 40}))
-    numbers = score_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 8})
-    pd.testing.assert_frame_equal(score_paths(trained, rows, paths, auto), numbers)
+    numbers = score_seq2seq_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 8})
+    pd.testing.assert_frame_equal(score_seq2seq_paths(trained, rows, paths, auto), numbers)
     assert not np.allclose(
-        score_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 64})["logprob"],
+        score_seq2seq_paths(byt5_dir, rows, paths, {**auto, "max_new_tokens": 40, "max_source_length": 64})["logprob"],
         numbers["logprob"],
     )
 

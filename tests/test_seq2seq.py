@@ -8,7 +8,7 @@ import torch
 from transformers import TrainerCallback
 
 from prodcat import LEVELS
-from prodcat.labelers.seq2seq import make_examples, predict_labeler, train_labeler
+from prodcat.labelers.seq2seq import make_examples, predict_seq2seq, train_seq2seq
 from prodcat.standins.tiny_seq2seq import build_tiny_byt5
 
 DIMS = {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
@@ -67,14 +67,14 @@ def test_label_padding_is_masked_and_long_targets_are_refused(tiny_byt5):
 
 
 def test_train_then_predict_writes_parsed_table(tiny_byt5, tmp_path):
-    summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS)
+    summary = train_seq2seq(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS)
     assert (tmp_path / "model" / "model.safetensors").exists()
     assert not (tmp_path / "ckpt").exists(), "checkpoints are removed after a successful run"
     saved = json.loads((tmp_path / "model" / "train_summary.json").read_text())
     assert saved["best_eval_loss"] == summary["best_eval_loss"] and summary["train_gflops_per_step"] > 0
     losses = [h["eval_loss"] for h in summary["log_history"] if "eval_loss" in h]
     assert len(losses) == 3
-    table, info = predict_labeler(
+    table, info = predict_seq2seq(
         tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 2, "max_new_tokens": 8, "max_source_length": 32}
     )
     assert table["indoml_id"].tolist() == list(range(6))
@@ -84,7 +84,7 @@ def test_train_then_predict_writes_parsed_table(tiny_byt5, tmp_path):
     assert table["supergroup"].isna().all()
     assert info["predict_gflops_per_batch"] is None  # FLOPs are counted only on request
 
-    counted, counted_info = predict_labeler(
+    counted, counted_info = predict_seq2seq(
         tmp_path / "model",
         rows(6),
         {"batch_size": 4, "num_beams": 2, "max_new_tokens": 8, "max_source_length": 32},
@@ -101,7 +101,7 @@ class KillAfterFirstSave(TrainerCallback):
 
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_byt5, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train_labeler(
+        train_seq2seq(
             tiny_byt5,
             rows(),
             rows(8),
@@ -111,14 +111,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_byt5, tmp_path):
             extra_callbacks=[KillAfterFirstSave()],
         )
     assert list((tmp_path / "ckpt").glob("checkpoint-*"))
-    summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS)
+    summary = train_seq2seq(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS)
     assert summary["resumed_from"] and summary["resumed_from"].endswith("checkpoint-3")
     assert summary["global_step"] == 9  # 3 epochs × 3 steps: continued, not restarted
 
 
 def test_checkpoints_of_another_run_are_not_resumed(tiny_byt5, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train_labeler(
+        train_seq2seq(
             tiny_byt5,
             rows(),
             rows(8),
@@ -128,7 +128,7 @@ def test_checkpoints_of_another_run_are_not_resumed(tiny_byt5, tmp_path):
             extra_callbacks=[KillAfterFirstSave()],
         )
     changed = {**PARAMS, "learning_rate": 1e-3, "num_train_epochs": 1}
-    summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", changed)
+    summary = train_seq2seq(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", changed)
     assert summary["resumed_from"] is None and summary["global_step"] == 3
 
 
@@ -136,7 +136,7 @@ def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing
     train = rows()
     train["retailer"] = [f"shop{i % 3}" for i in range(len(train))]
     params = {**PARAMS, "num_train_epochs": 1, "side_dim": 4, "fusion": "prepend", "retailer_dropout": 0.3}
-    summary = train_labeler(tiny_byt5, train, rows(8), tmp_path / "model", tmp_path / "ckpt", params, kind="multimodal")
+    summary = train_seq2seq(tiny_byt5, train, rows(8), tmp_path / "model", tmp_path / "ckpt", params, kind="multimodal")
     assert summary["kind"] == "multimodal"
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["retailers"] == ["shop0", "shop1", "shop2"] and config["fusion"] == "prepend"
@@ -155,7 +155,7 @@ def test_multimodal_labeler_trains_and_predicts_with_unseen_retailer_and_missing
     new = rows(4)
     new["retailer"] = ["never seen", "shop1", "shop2", "shop0"]
     new.loc[0, "price"] = float("nan")
-    table, info = predict_labeler(
+    table, info = predict_seq2seq(
         tmp_path / "model", new, {"batch_size": 2, "num_beams": 2, "max_new_tokens": 8, "max_source_length": 32}
     )
     assert info["kind"] == "multimodal" and len(table) == 4 and table["text"].notna().all()
@@ -207,7 +207,7 @@ def test_auto_lengths_are_recorded_in_training_and_read_by_prediction(tiny_byt5,
 
     params = {**PARAMS, "num_train_epochs": 1, "max_source_length": "auto", "max_target_length": "auto"}
     with caplog.at_level(logging.INFO, logger="prodcat.labelers.seq2seq"):
-        summary = train_labeler(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
+        summary = train_seq2seq(tiny_byt5, rows(), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
     assert summary["max_source_length"] == len("item 0") + 1 + 8
     assert summary["max_target_length"] == len("sg b | g y | m 2 | receipt all") + 1 + 8
     assert "max_target_length auto: the longest training target is 31 tokens; with the margin 39" in caplog.text
@@ -215,7 +215,7 @@ def test_auto_lengths_are_recorded_in_training_and_read_by_prediction(tiny_byt5,
     assert resolve_prediction_lengths(tmp_path / "model", auto) == (15, 39)
     assert resolve_prediction_lengths(tmp_path / "model", {**auto, "max_new_tokens": 5}) == (15, 5)
     with caplog.at_level(logging.INFO, logger="prodcat.labelers.seq2seq"):
-        table, _ = predict_labeler(tmp_path / "model", rows(4), auto)
+        table, _ = predict_seq2seq(tmp_path / "model", rows(4), auto)
     assert len(table) == 4 and "max_new_tokens auto: 39, as in training" in caplog.text
     (tmp_path / "model" / "train_summary.json").write_text("{}")
     with pytest.raises(ValueError, match="max_source_length: auto needs the lengths the model was trained with"):

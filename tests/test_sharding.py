@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from prodcat import LEVELS
-from prodcat.names import namer
+from prodcat.names import generation
 from prodcat.names.prompts import student_messages
 from prodcat.standins.tiny_llama import build_tiny_llama
 
@@ -77,40 +77,40 @@ def base(tmp_path_factory, rows):
 
 def test_shard_batches_split_the_same_batches_round_robin():
     lengths = np.array([5, 9, 9, 3, 7, 5, 1, 8, 2, 6, 4])
-    one = namer.shard_batches(lengths, 3)
+    one = generation.shard_batches(lengths, 3)
     # longest first, ties by position, cut into batches of 3
     assert [b.tolist() for b in one] == [[1, 2, 7], [4, 9, 0], [5, 10, 3], [8, 6]]
     for shards in (2, 3, 4, 7):
-        parts = [namer.shard_batches(lengths, 3, shard, shards) for shard in range(shards)]
+        parts = [generation.shard_batches(lengths, 3, shard, shards) for shard in range(shards)]
         for shard, part in enumerate(parts):  # the same batches, dealt round robin
             assert [b.tolist() for b in part] == [b.tolist() for b in one[shard::shards]]
         positions = np.concatenate([b for part in parts for b in part])
         assert sorted(positions.tolist()) == list(range(len(lengths)))  # every row in exactly one shard
     with pytest.raises(ValueError, match="shard 3 of 3"):
-        namer.shard_batches(lengths, 3, 3, 3)
+        generation.shard_batches(lengths, 3, 3, 3)
     with pytest.raises(ValueError, match="batch_size"):
-        namer.shard_batches(lengths, 0)
+        generation.shard_batches(lengths, 0)
 
 
 def test_prompts_are_tokenised_a_chunk_or_a_batch_at_a_time(base, rows, monkeypatch):
     """Memory does not grow with the rows: no call tokenises more than a chunk (lengths) or a
     batch (generation), and the chats are built per row on demand."""
-    model, tokenizer = namer.load_causal_lm(base)
-    chats = namer.Chats(rows[["description", "price"]], student_messages, TEMPLATES)
+    model, tokenizer = generation.load_causal_lm(base)
+    chats = generation.Chats(rows[["description", "price"]], student_messages, TEMPLATES)
     assert len(chats) == len(rows) and chats[3] == student_messages(rows.iloc[3], TEMPLATES)
-    whole = namer._prompt_ids(tokenizer, [chats[i] for i in range(len(chats))])
-    assert namer.prompt_lengths(tokenizer, chats, chunk_size=7).tolist() == [len(ids) for ids in whole]
+    whole = generation._prompt_ids(tokenizer, [chats[i] for i in range(len(chats))])
+    assert generation.prompt_lengths(tokenizer, chats, chunk_size=7).tolist() == [len(ids) for ids in whole]
 
     calls = []
-    real = namer._prompt_ids
+    real = generation._prompt_ids
 
     def recording(tok, messages):
         calls.append(len(messages))
         return real(tok, messages)
 
-    monkeypatch.setattr(namer, "_prompt_ids", recording)
-    monkeypatch.setattr(namer, "LENGTH_CHUNK", 8)
-    ids = namer.generate_token_ids(model, tokenizer, chats, batch_size=4, max_new_tokens=3)
+    monkeypatch.setattr(generation, "_prompt_ids", recording)
+    monkeypatch.setattr(generation, "LENGTH_CHUNK", 8)
+    ids = generation.generate_token_ids(model, tokenizer, chats, batch_size=4, max_new_tokens=3)
     assert len(ids) == len(rows) and max(calls) <= 8 and sum(calls) == 2 * len(rows)
 
 
@@ -122,12 +122,12 @@ def _gathered(fn, model_dir, rows, shards):
     for part in parts:  # each shard keeps the split's row order
         order = rows.reset_index(drop=True).reset_index().set_index("indoml_id").loc[part["indoml_id"], "index"]
         assert order.is_monotonic_increasing
-    return namer.gather_shards(rows["indoml_id"], parts)
+    return generation.gather_shards(rows["indoml_id"], parts)
 
 
 def test_teacher_names_are_identical_from_1_or_3_shards(base, rows):
-    one = namer.synthesize_names(base, rows, TEMPLATES, GEN)
-    three = _gathered(namer.synthesize_names, base, rows, 3)
+    one = generation.generate_teacher_names(base, rows, TEMPLATES, GEN)
+    three = _gathered(generation.generate_teacher_names, base, rows, 3)
     pd.testing.assert_frame_equal(three, one)
     assert list(one.columns) == ["indoml_id", "name", "status", "answer", "description", "price", *LEVELS]
     assert one["indoml_id"].tolist() == rows["indoml_id"].tolist()
@@ -137,25 +137,25 @@ def test_teacher_names_are_identical_from_1_or_3_shards(base, rows):
 
 def test_student_names_are_identical_from_1_or_3_shards(base, rows):
     student_rows = rows[["indoml_id", "description", "price"]]
-    one = namer.infer_names(base, student_rows, TEMPLATES, GEN)
-    three = _gathered(namer.infer_names, base, student_rows, 3)
+    one = generation.generate_student_names(base, student_rows, TEMPLATES, GEN)
+    three = _gathered(generation.generate_student_names, base, student_rows, 3)
     pd.testing.assert_frame_equal(three, one)
     assert one["answer"].nunique() > len(rows) // 2
     # more shards than batches: the extra shards are empty, and still gather to the same table
-    many = _gathered(namer.infer_names, base, student_rows, 9)
+    many = _gathered(generation.generate_student_names, base, student_rows, 9)
     pd.testing.assert_frame_equal(many, one)
 
 
 def test_gather_refuses_a_row_in_two_shards_or_in_none():
     a = pd.DataFrame({"indoml_id": [1, 3], "name": ["x", "y"]})
     b = pd.DataFrame({"indoml_id": [2], "name": ["z"]})
-    assert namer.gather_shards([3, 2, 1], [a, b])["name"].tolist() == ["y", "z", "x"]
+    assert generation.gather_shards([3, 2, 1], [a, b])["name"].tolist() == ["y", "z", "x"]
     with pytest.raises(ValueError, match="indoml_id 3 is in more than one shard"):
-        namer.gather_shards([1, 2, 3], [a, b, a.tail(1)])
+        generation.gather_shards([1, 2, 3], [a, b, a.tail(1)])
     with pytest.raises(ValueError, match="1 row\\(s\\) in no shard, e.g. indoml_id 4"):
-        namer.gather_shards([1, 2, 3, 4], [a, b])
+        generation.gather_shards([1, 2, 3, 4], [a, b])
     with pytest.raises(ValueError, match="indoml_id 2 is not a row of the split"):
-        namer.gather_shards([1, 3], [a, b])
+        generation.gather_shards([1, 3], [a, b])
 
 
 # ---- the workflow: 3 shards against 1, and a killed run ------------------------------------------

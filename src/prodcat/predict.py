@@ -167,9 +167,9 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
 
     names = None
     if uses_names:
-        from prodcat.names.namer import infer_names
+        from prodcat.names.generation import generate_student_names
 
-        names = infer_names(
+        names = generate_student_names(
             results_dir / "models" / "namer" / "merged",
             rows,
             manifest["namer"]["templates"],

@@ -51,7 +51,7 @@ def _alternatives(items, names, source) -> dict:
 def _cmd_stack_fit(args):
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.ensemble.stack import cross_fit_stack, fit_stack
+    from prodcat.ensemble.stack import DEFAULT_PARAMS, cross_fit_stack, fit_stack
     from prodcat.ensemble.vote import vote_predictions
     from prodcat.report.metrics import score
 
@@ -60,13 +60,15 @@ def _cmd_stack_fit(args):
     alternatives = _alternatives(args.alternatives, names, named[0][1])
     hierarchy = Hierarchy.from_json(args.hierarchy)
     truth = read_rows(args.truth, labelled=True)
-    if args.folds < 2 or len(tables[0]) < args.folds or args.inner_folds < 2 or not args.C or min(args.C) <= 0:
+    given = {"folds": args.folds, "seed": args.seed, "C": args.C, "inner_folds": args.inner_folds}
+    params = {**DEFAULT_PARAMS, **{key: value for key, value in given.items() if value is not None}}
+    folds, inner_folds, grid = params["folds"], params["inner_folds"], params["C"]
+    if folds < 2 or len(tables[0]) < folds or inner_folds < 2 or not grid or min(grid) <= 0:
         raise InputError(
             named[0][1],
-            f"{len(tables[0])} rows cannot be cross-fitted in --folds {args.folds} "
+            f"{len(tables[0])} rows cannot be cross-fitted in --folds {folds} "
             "(need folds >= 2 and at least one row per fold, --inner-folds >= 2, every --C > 0)",
         )
-    params = {"folds": args.folds, "seed": args.seed, "C": args.C, "inner_folds": args.inner_folds}
     rows = truth if args.descriptions else None
     crossfit, _, _ = cross_fit_stack(
         tables,
@@ -188,14 +190,15 @@ def add_commands(sub) -> None:
         action="store_true",
         help="also match each candidate's brand and module against the rows' descriptions",
     )
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--inner-folds", type=int, default=3, help="cross-validation folds that choose C")
-    p.add_argument("--seed", type=int, default=0)
+    # left out: prodcat.ensemble.stack.DEFAULT_PARAMS (read when the command runs, not restated here)
+    p.add_argument("--folds", type=int, help="cross-fitting folds for the validation numbers (default: the stack's)")
+    p.add_argument("--inner-folds", type=int, help="cross-validation folds that choose C (default: the stack's)")
+    p.add_argument("--seed", type=int, help="the fold assignment's seed (default: the stack's)")
     p.add_argument(
         "--C",
         type=_floats,
-        default=[0.03, 0.1, 0.3, 1.0],
-        help="comma-separated inverse L2 strengths to choose from (against deferring to the best member)",
+        help="comma-separated inverse L2 strengths to choose from (against deferring to the best member; "
+        "default: the stack's)",
     )
     p.add_argument("predictions", nargs="+", help="NAME=PATH per member")
     p.set_defaults(func=_cmd_stack_fit)

@@ -183,8 +183,7 @@ def train_labeler(smk) -> None:
     """Any labeler kind's training (rules train_labeler and train_charngram), through prodcat.labelers.interface."""
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_rows
-    from prodcat.labelers.interface import labeler_for, with_source
-    from prodcat.labelers.interface import train_labeler as train
+    from prodcat.labelers.interface import labeler_for, train_configured_labeler, with_source
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
@@ -194,7 +193,7 @@ def train_labeler(smk) -> None:
         val_rows = with_source(read_rows(smk.input.val, labelled=True), source, smk.input.get("val_names"))
         hierarchy = Hierarchy.from_json(smk.input.hierarchy) if smk.input.get("hierarchy") else None
         profile = smk.params.get("profile")
-        train(
+        train_configured_labeler(
             cfg,
             train_rows,
             val_rows,
@@ -318,13 +317,13 @@ def synthesize_names(smk) -> None:
     import time
 
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.names.namer import synthesize_names as synthesize
+    from prodcat.names.generation import generate_teacher_names
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
         rows, generate = read_rows(smk.input.rows, labelled=True), dict(smk.params.generate)
         started = time.time()
-        names = synthesize(
+        names = generate_teacher_names(
             smk.params.base,
             rows,
             dict(smk.params.templates),
@@ -340,7 +339,7 @@ def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate
     """The PredictionSummary of one shard of names; its parse failures are the answers that fell
     back to the description."""
     from prodcat.labelers.summaries import PredictionSummary
-    from prodcat.names.namer import status_counts
+    from prodcat.names.generation import status_counts
     from prodcat.runtime.device import describe_device
 
     return PredictionSummary(
@@ -358,14 +357,14 @@ def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate
 
 def train_namer(smk) -> None:
     from prodcat.data.io import read_table
-    from prodcat.names.namer import train_namer as train
+    from prodcat.names.lora import train_lora_namer
 
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
         # The teacher table carries the prompt's source fields (description, price) with each name.
         rows = read_table(smk.input.names)
         params, templates = dict(smk.params.train), dict(smk.params.templates)
-        metrics = train(
+        metrics = train_lora_namer(
             smk.params.base,
             rows,
             smk.output[0],
@@ -377,7 +376,7 @@ def train_namer(smk) -> None:
         # Table 2's figures: counted on the meta device (no memory), and report-only: a failure here
         # is logged and leaves the trained namer in place.
         from prodcat.labelers.summaries import TrainingSummary
-        from prodcat.names.namer import training_step_costs
+        from prodcat.names.lora import training_step_costs
         from prodcat.runtime.device import describe_device
         from prodcat.runtime.efficiency import report_only
 
@@ -403,8 +402,7 @@ def infer_names(smk) -> None:
     import time
 
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.names.namer import Chats, generate_token_ids, load_causal_lm
-    from prodcat.names.namer import infer_names as infer
+    from prodcat.names.generation import Chats, generate_student_names, generate_token_ids, load_causal_lm
     from prodcat.names.prompts import student_messages
     from prodcat.runtime.efficiency import count_flops
 
@@ -417,7 +415,9 @@ def infer_names(smk) -> None:
         )
         rows = read_rows(smk.input.rows)
         started = time.time()
-        names = infer(merged, rows, templates, generate, shard=smk.params.shard, shards=smk.params.shards)
+        names = generate_student_names(
+            merged, rows, templates, generate, shard=smk.params.shard, shards=smk.params.shards
+        )
         seconds = time.time() - started
         # FLOPs of one generation batch (Table 2 reads the test split's), counted by the first shard
         # on a separate pass so the timing above is clean.
@@ -445,7 +445,7 @@ def gather_names(smk) -> None:
     rows and generation seconds summed over the shards (GPU-seconds when they ran side by side)."""
     from prodcat.data.io import read_rows, read_table, write_parquet
     from prodcat.labelers.summaries import PredictionSummary
-    from prodcat.names.namer import gather_shards
+    from prodcat.names.generation import gather_shards
 
     with logging_to(smk.log[0]):
         names = gather_shards(
@@ -506,7 +506,8 @@ def name_quality(smk) -> None:
     table is matched on (split, indoml_id): a split's names, its rows and the true names of the
     file it comes from."""
     from prodcat.data.io import read_rows, read_table
-    from prodcat.names.namer import chrf, status_counts
+    from prodcat.names.generation import status_counts
+    from prodcat.names.quality import chrf
     from prodcat.report.tables import write_table
     from prodcat.runtime.errors import InputError
 

@@ -57,6 +57,7 @@ import pandas as pd
 from prodcat import LEVELS
 from prodcat.data.hierarchy import Hierarchy
 from prodcat.runtime.errors import InputError
+from prodcat.runtime.params import merge_params
 
 FORMAT_VERSION = 2  # 2: ranked alternatives as candidates
 SCORE_COLUMNS = ("logprob", "logprob_per_token", "logprob_min", "margin")
@@ -66,11 +67,8 @@ LOGPROB_FLOOR, GAP_FLOOR, PER_TOKEN_FLOOR = -200.0, -30.0, -20.0  # clip the lon
 _MISSING = "\x00missing"  # stands in for a missing label when looking paths up
 
 
-def merge_params(params: dict | None) -> dict:
-    params = {**DEFAULT_PARAMS, **(params or {})}
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ValueError(f"unknown stack params {unknown}; known: {sorted(DEFAULT_PARAMS)}")
+def resolve_params(params: dict | None) -> dict:
+    params = merge_params(DEFAULT_PARAMS, params, "stack params")
     grid = params["C"] if isinstance(params["C"], (list, tuple)) else [params["C"]]
     params = {
         "folds": int(params["folds"]),
@@ -685,7 +683,7 @@ def fit_stack(
     """Fit the arbiter on labelled rows (validation): the members' predictions of them, optionally
     each member's scores of the candidates (see the module docstring), the rows (descriptions) and
     members' ranked alternatives (indoml_id, rank, the four levels: more candidates), and the truth."""
-    params = merge_params(params)
+    params = resolve_params(params)
     names = list(names)
     lookup = _PathLookup(hierarchy)
     layout = _layout(predictions, names, candidate_scores, rows, alternatives)
@@ -746,7 +744,7 @@ def cross_fit_stack(
 ):
     """Out-of-fold predictions for every row: (table in the first table's row order, each row's
     fold, the fold models). Fold f's rows are scored by a model fit on the other folds only."""
-    params = merge_params(params)
+    params = resolve_params(params)
     ids = predictions[0]["indoml_id"].to_numpy(dtype=np.int64)
     fold = fold_of_rows(ids, params["folds"], params["seed"])
     id_fold = dict(zip(ids.tolist(), fold.tolist()))

@@ -45,6 +45,7 @@ import scipy.sparse as sp
 from prodcat import LEVELS
 from prodcat.data.hierarchy import Hierarchy
 from prodcat.runtime.errors import InputError
+from prodcat.runtime.params import merge_params
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ def train_charngram(
 ) -> CharNgramLabeler:
     """Fit the featurizer and count n-grams per path; with val_rows, also measure item and
     per-level accuracy on them (kept in `.metrics`; a random split flatters)."""
-    params = _merge_params(params)
+    params = _checked_params(params)
     missing = [c for c in ("description", "retailer", "price", *LEVELS) if c not in train_rows.columns]
     if missing:
         raise InputError("train rows", f"missing columns {missing}")
@@ -331,12 +332,9 @@ def _accuracy(labeler: CharNgramLabeler, best: np.ndarray, truth: pd.DataFrame) 
     return out
 
 
-def _merge_params(params: dict | None) -> dict:
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ValueError(f"unknown charngram params {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    merged = {**DEFAULT_PARAMS, **params}
+def _checked_params(params: dict | None) -> dict:
+    """`params` over DEFAULT_PARAMS, each value as its default's type, and checked."""
+    merged = merge_params(DEFAULT_PARAMS, params, "charngram params")
     for key, default in DEFAULT_PARAMS.items():
         merged[key] = type(default)(merged[key])
     merged["alpha_grid"] = [float(a) for a in merged["alpha_grid"]]
@@ -555,7 +553,7 @@ class CharNgramLabeler:
             raise InputError(
                 directory / CONFIG_FILE, f"format_version {config.get('format_version')!r}, expected {FORMAT_VERSION}"
             )
-        params = _merge_params(config["params"])
+        params = _checked_params(config["params"])
         featurizer = _Featurizer(
             params, arrays["buckets"], arrays["idf"], list(config["retailers"]), arrays["price_edges"]
         )

@@ -129,12 +129,12 @@ class Seq2SeqLabeler(Labeler):
     def train(
         cls, cfg, train_rows, val_rows, out_dir, *, base_dir=None, hierarchy=None, checkpoint_dir=None, profile=None
     ):
-        from prodcat.labelers.seq2seq import train_labeler
+        from prodcat.labelers.seq2seq import train_seq2seq
 
         if base_dir is None or checkpoint_dir is None:
             raise ValueError(f"a {cfg['kind']} labeler trains from a base model (base_dir) with a checkpoint_dir")
         params = {**cfg["train"], **{k: cfg[k] for k in cls.SIDE_SETTINGS if k in cfg}}
-        summary = train_labeler(
+        summary = train_seq2seq(
             base_dir,
             train_rows,
             val_rows,
@@ -163,10 +163,10 @@ class Seq2SeqLabeler(Labeler):
             self.training_summary.write(out_dir)
 
     def predict(self, rows, *, decoding=RAW, hierarchy=None, count_flops=False):
-        from prodcat.labelers.seq2seq import predict_labeler
+        from prodcat.labelers.seq2seq import predict_seq2seq
 
         _check_decoding(decoding)
-        return predict_labeler(
+        return predict_seq2seq(
             self.model_dir,
             rows,
             self.cfg["predict"],
@@ -178,9 +178,9 @@ class Seq2SeqLabeler(Labeler):
         )
 
     def score_paths(self, rows, paths):
-        from prodcat.labelers.seq2seq import score_paths
+        from prodcat.labelers.seq2seq import score_seq2seq_paths
 
-        return score_paths(
+        return score_seq2seq_paths(
             self.model_dir, rows, paths, self.cfg["predict"], source_column=self.source, loaded=self.loaded
         )
 
@@ -281,7 +281,7 @@ def labeler_for(kind: str) -> type[Labeler]:
         raise ValueError(f"unknown labeler kind {kind!r}: expected one of {', '.join(LABELERS)}") from None
 
 
-def train_labeler(cfg: dict, train_rows, val_rows, out_dir, **kwargs) -> Labeler:
+def train_configured_labeler(cfg: dict, train_rows, val_rows, out_dir, **kwargs) -> Labeler:
     """Train the labeler that `cfg` (an entry of config labelers) describes; see Labeler.train."""
     return labeler_for(cfg["kind"]).train(cfg, train_rows, val_rows, out_dir, **kwargs)
 

@@ -20,6 +20,7 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,9 @@ import pandas as pd
 from prodcat import LEVELS
 from prodcat.data.target_text import format_target, parse_target
 from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
-from prodcat.runtime.checkpoints import last_checkpoint_of_run, run_signature
+from prodcat.runtime.checkpoints import run_signature
 from prodcat.runtime.device import describe_device, pick_device
 from prodcat.runtime.efficiency import count_flops, count_parameters, report_only, training_step_flops
-from prodcat.runtime.profiling import StepProfiler
-from prodcat.runtime.profiling import trainer_callback as profiler_callback
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +247,54 @@ def _run_signature(base_dir, rows: list[pd.DataFrame], source_column: str, kind:
     return run_signature({"params": params, "kind": kind, "source": source_column}, base_dir, frames)
 
 
-def train_labeler(
+# Training settings that are not TrainingArguments fields (or whose value the labeler reads itself);
+# every other key of a labeler's `train` section goes to Seq2SeqTrainingArguments by name.
+LABELER_SETTINGS = (
+    "early_stopping_patience",  # EarlyStoppingCallback's
+    "max_source_length",
+    "max_target_length",
+    "keep_checkpoints",
+    "side_dim",  # the multimodal model's side features (prodcat.labelers.mmt5)
+    "fusion",
+    "retailer_dropout",
+)
+
+
+def training_arguments(params: dict, checkpoint_dir, device: str, dtype):
+    """The labeler's Seq2SeqTrainingArguments: its `train` settings by TrainingArguments name (less
+    LABELER_SETTINGS; per_device_eval_batch_size null: as the training batch), and per-epoch
+    evaluation and saving, the best checkpoint by validation loss kept and loaded at the end, log
+    lines instead of bars, bf16 on a GPU that has it."""
+    import torch
+    from transformers import Seq2SeqTrainingArguments
+
+    from prodcat.runtime.trainer import training_arguments as build
+
+    settings = {key: value for key, value in params.items() if key not in LABELER_SETTINGS}
+    if settings.get("per_device_eval_batch_size") is None:  # null: as the training batch
+        settings["per_device_eval_batch_size"] = settings["per_device_train_batch_size"]
+    return build(
+        Seq2SeqTrainingArguments,
+        settings,
+        "labeler train settings",
+        output_dir=str(checkpoint_dir),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,  # with load_best_model_at_end the best one is kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_first_step=True,
+        report_to="none",
+        data_seed=int(params["seed"]),
+        bf16=device == "cuda" and dtype == torch.bfloat16,
+        use_cpu=device == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=True,  # one log line every logging_steps instead (prodcat.runtime.progress)
+    )
+
+
+def train_seq2seq(
     base_dir,
     train_rows: pd.DataFrame,
     val_rows: pd.DataFrame,
@@ -268,14 +314,12 @@ def train_labeler(
     when the rule reruns (Snakemake removes incomplete outputs first); they are removed after a
     successful run unless params['keep_checkpoints']. `profile`: settings of prodcat.runtime.profiling
     (a few steps profiled, written to out_dir/profile, summarised under "profile")."""
-    import torch
-    from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+    from transformers import EarlyStoppingCallback, Seq2SeqTrainer, set_seed
 
-    from prodcat.runtime.progress import quiet_trainer, trainer_log_lines
+    from prodcat.runtime.trainer import run_trainer
 
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
-    seed = int(params["seed"])
-    set_seed(seed)
+    set_seed(int(params["seed"]))
     device, dtype = pick_device()
     model, tokenizer = load_base_model(base_dir, kind, train_rows, params)
     side = (lambda rows: side_features(model, rows)) if kind == MULTIMODAL else (lambda rows: None)
@@ -289,66 +333,33 @@ def train_labeler(
     )
     log.info("training %s labeler on %d rows (validation %d) from %s", kind, len(train_set), len(val_set), base_dir)
 
-    signature = _run_signature(base_dir, [train_rows, val_rows], source_column, kind, params)
-    resume = last_checkpoint_of_run(checkpoint_dir, signature)
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=int(params["per_device_train_batch_size"]),
-        # null: as the training batch
-        per_device_eval_batch_size=int(params["per_device_eval_batch_size"] or params["per_device_train_batch_size"]),
-        gradient_accumulation_steps=int(params["gradient_accumulation_steps"]),
-        learning_rate=float(params["learning_rate"]),
-        weight_decay=float(params["weight_decay"]),
-        num_train_epochs=float(params["num_train_epochs"]),
-        lr_scheduler_type=params["lr_scheduler_type"],
-        warmup_steps=int(params["warmup_steps"]),
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=2,  # with load_best_model_at_end the best one is kept as well
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        logging_steps=int(params["logging_steps"]),
-        logging_first_step=True,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        bf16=device == "cuda" and dtype == torch.bfloat16,
-        use_cpu=device == "cpu",
-        dataloader_num_workers=0,
-        disable_tqdm=True,  # one log line every logging_steps instead (prodcat.runtime.progress)
-    )
-    callbacks = [
-        EarlyStoppingCallback(early_stopping_patience=int(params["early_stopping_patience"])),
-        trainer_log_lines(),
-        *extra_callbacks,
-    ]
-    profiler = StepProfiler(profile, out_dir) if profile is not None else None
-    if profiler is not None and profiler.enabled:
-        callbacks.append(profiler_callback(profiler))
-    trainer = Seq2SeqTrainer(
+    run = run_trainer(
+        Seq2SeqTrainer,
+        training_arguments(params, checkpoint_dir, device, dtype),
+        signature=_run_signature(base_dir, [train_rows, val_rows], source_column, kind, params),
+        callbacks=[
+            EarlyStoppingCallback(early_stopping_patience=int(params["early_stopping_patience"])),
+            *extra_callbacks,
+        ],
+        profile=profile,
+        profile_dir=out_dir,
         model=model,
-        args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
         data_collator=_collator(tokenizer, model, kind),
         processing_class=tokenizer,
-        callbacks=callbacks,
     )
-    quiet_trainer(trainer)
-    started = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - started
-
+    trainer = run.trainer
     trainer.save_model(str(out_dir))  # the best checkpoint: load_best_model_at_end
     tokenizer.save_pretrained(str(out_dir))
-    batch = trainer.data_collator([train_set[i] for i in range(min(len(train_set), args.per_device_train_batch_size))])
+    batch_size = trainer.args.per_device_train_batch_size
+    batch = trainer.data_collator([train_set[i] for i in range(min(len(train_set), batch_size))])
     batch = {k: v.to(trainer.model.device) for k, v in batch.items()}
     summary = TrainingSummary(
         kind=kind,
         device=describe_device(),
         parameters=count_parameters(trainer.model),
-        trainer_seconds=seconds,
+        trainer_seconds=run.seconds,
         train_gflops_per_step=_gflops(
             report_only("the training-step FLOPs", training_step_flops, trainer.model, batch)
         ),
@@ -357,15 +368,15 @@ def train_labeler(
             "base_model": str(base_dir),
             "train_rows": len(train_set),
             "val_rows": len(val_set),
-            "resumed_from": resume or None,
+            "resumed_from": run.resumed_from or None,
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "best_eval_loss": trainer.state.best_metric,
             "epochs_run": trainer.state.epoch,
             "global_step": trainer.state.global_step,
-            "train_batch_size": args.per_device_train_batch_size,
+            "train_batch_size": batch_size,
             **lengths,  # what prediction's "auto" lengths read
             "log_history": trainer.state.log_history,
-            "profile": profiler.finish() if profiler is not None else None,  # report-only: never raises
+            "profile": run.profile,
         },
     )
     summary.write(out_dir)
@@ -379,7 +390,7 @@ def _gflops(flops):
 
 
 # ---- prediction -------------------------------------------------------------------------
-def predict_labeler(
+def predict_seq2seq(
     model_dir,
     rows: pd.DataFrame,
     params: dict,
@@ -403,109 +414,17 @@ def predict_labeler(
     Confidence per row (`generated_token_logprobs`): `logprob`, the model's log-probability of the
     tokens it generated (end-of-sequence included), `logprob_per_token` (that over `n_tokens`) and
     `logprob_min` (the least likely token), for free and constrained decoding alike."""
-    import torch
-
     from prodcat.runtime.progress import log_progress
 
-    device, dtype = pick_device()
-    model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir, device, dtype)
-    model.to(device=device, dtype=dtype).eval()  # a no-op for a model from load_trained_model
-    kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
-    batch_size = int(params["batch_size"])
-    num_beams = int(params["num_beams"])
-    max_source_length, max_new_tokens = resolve_prediction_lengths(model_dir, params)
+    decoder = _Decoder.of(model_dir, rows, params, hierarchy=hierarchy, constrained=constrained, loaded=loaded)
     sources = rows[source_column].astype(str).tolist()
-    side = side_features(model, rows) if kind == MULTIMODAL else None
-    trie = None
-    if constrained:
-        from transformers import LogitsProcessorList
-
-        from prodcat.labelers.constrained import PathTrie, constrained_logits_processor, max_target_tokens
-
-        if hierarchy is None:
-            raise ValueError("constrained decoding needs the hierarchy")
-        trie = PathTrie.from_hierarchy(hierarchy, tokenizer)
-        max_new_tokens = max(max_new_tokens, max_target_tokens(trie))
-        constraint = LogitsProcessorList([constrained_logits_processor(trie)])
-    paths: list[tuple | None] = [None] * len(sources)
-
-    # Longest first: similar lengths share a batch (less padding) and a memory problem shows at once.
-    order = np.argsort([-len(s) for s in sources], kind="stable")
-    texts: list[str | None] = [None] * len(sources)
-    finished: list[bool] = [False] * len(sources)
-    logprob = np.zeros(len(sources))
-    logprob_min = np.zeros(len(sources))
-    n_tokens = np.zeros(len(sources), dtype=np.int64)
-    eos = (
-        model.generation_config.eos_token_id
-        if model.generation_config.eos_token_id is not None
-        else tokenizer.eos_token_id
-    )
-
-    def batch_inputs(idx):
-        enc = tokenizer(
-            [sources[i] for i in idx], max_length=max_source_length, truncation=True, padding=True, return_tensors="pt"
-        ).to(device)
-        kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
-        if side is not None:
-            kwargs["retailer_ids"] = side[0][idx].to(device)
-            kwargs["prices"] = side[1][idx].to(device=device, dtype=dtype)
-        if trie is not None:
-            kwargs["logits_processor"] = constraint
-        return {**enc, **kwargs}
-
-    batch_flops = None
-    if count_batch_flops and len(order):
-        with torch.inference_mode():
-            counted = report_only(
-                "the prediction-batch FLOPs", count_flops, model.generate, **batch_inputs(order[:batch_size])
-            )
-            batch_flops = counted[0] if counted else None
+    batches = length_sorted_batches(sources, decoder.batch_size)
+    batch_flops = _batch_flops(decoder, sources, batches[0]) if count_batch_flops and batches else None
     started = time.time()
-    with torch.inference_mode():
-        for start in log_progress(range(0, len(order), batch_size), "predict"):
-            idx = order[start : start + batch_size]
-            out = model.generate(**batch_inputs(idx), return_dict_in_generate=True, output_logits=True)
-            sequences = out.sequences
-            token_logprobs, counted = generated_token_logprobs(model, out, eos)
-            totals = token_logprobs.sum(dim=1).tolist()
-            lowest = token_logprobs.masked_fill(~counted, float("inf")).min(dim=1).values.tolist()
-            lengths = counted.sum(dim=1).tolist()
-            decoded = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-            for j, i in enumerate(idx):
-                texts[i] = decoded[j]
-                finished[i] = bool((sequences[j, 1:] == eos).any())
-                logprob[i], logprob_min[i], n_tokens[i] = totals[j], lowest[j], lengths[j]
-                if trie is not None:
-                    paths[i] = trie.path_of(sequences[j, 1:].tolist())
+    generated = [decoder.generate(sources, idx) for idx in log_progress(batches, "predict")]
     seconds = time.time() - started
-
-    parsed = paths if trie is not None else [parse_target(t) for t in texts]
-    table = pd.DataFrame({"indoml_id": rows["indoml_id"].to_numpy()})
-    for k, level in enumerate(LEVELS):
-        table[level] = [p[k] if p is not None else None for p in parsed]
-    table["text"] = texts
-    table["parse_ok"] = [p is not None for p in parsed]
-    table["finished"] = finished
-    table["logprob"] = logprob
-    table["logprob_per_token"] = logprob / np.maximum(n_tokens, 1)
-    table["logprob_min"] = logprob_min
-    table["n_tokens"] = n_tokens
-    summary = PredictionSummary(
-        kind=kind,
-        decoding="constrained" if constrained else "raw",
-        rows=len(table),
-        parse_failures=int((~table["parse_ok"]).sum()),
-        predict_seconds=seconds,
-        batch_size=batch_size,
-        device=describe_device(),
-        predict_gflops_per_batch=batch_flops / 1e9 if batch_flops is not None else None,
-        details={
-            "unfinished": int((~table["finished"]).sum()),
-            "num_beams": num_beams,
-            "parameters": count_parameters(model),
-        },
-    )
+    table = _prediction_table(rows, _by_row(generated, len(sources)), constrained=decoder.trie is not None)
+    summary = _prediction_summary(decoder, table, seconds, batch_flops, constrained=constrained)
     log.info(
         "predicted %d rows in %.1f s; %d parse failures, %d unfinished generations",
         len(table),
@@ -514,6 +433,171 @@ def predict_labeler(
         summary["unfinished"],
     )
     return table, summary
+
+
+def length_sorted_batches(sources: list[str], batch_size: int) -> list[np.ndarray]:
+    """Row positions in batches, longest text first: similar lengths share a batch (less padding)
+    and a memory problem shows at once."""
+    order = np.argsort([-len(s) for s in sources], kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@dataclass
+class _Decoder:
+    """A trained labeler ready to generate: model on its device, lengths and decoding settings, the
+    rows' side features (multimodal) and, for constrained decoding, the path trie."""
+
+    model: object
+    tokenizer: object
+    device: str
+    dtype: object
+    kind: str
+    batch_size: int
+    num_beams: int
+    max_source_length: int
+    max_new_tokens: int
+    side: tuple | None
+    trie: object | None
+    constraint: object | None  # the trie's LogitsProcessorList
+    eos: int
+
+    @classmethod
+    def of(cls, model_dir, rows, params, *, hierarchy, constrained, loaded) -> _Decoder:
+        device, dtype = pick_device()
+        model, tokenizer = loaded if loaded is not None else load_trained_model(model_dir, device, dtype)
+        model.to(device=device, dtype=dtype).eval()  # a no-op for a model from load_trained_model
+        kind = MULTIMODAL if getattr(model.config, "retailers", None) is not None else TEXT
+        max_source_length, max_new_tokens = resolve_prediction_lengths(model_dir, params)
+        trie = constraint = None
+        if constrained:
+            from transformers import LogitsProcessorList
+
+            from prodcat.labelers.constrained import PathTrie, constrained_logits_processor, max_target_tokens
+
+            if hierarchy is None:
+                raise ValueError("constrained decoding needs the hierarchy")
+            trie = PathTrie.from_hierarchy(hierarchy, tokenizer)
+            max_new_tokens = max(max_new_tokens, max_target_tokens(trie))
+            constraint = LogitsProcessorList([constrained_logits_processor(trie)])
+        eos = model.generation_config.eos_token_id
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            kind=kind,
+            batch_size=int(params["batch_size"]),
+            num_beams=int(params["num_beams"]),
+            max_source_length=max_source_length,
+            max_new_tokens=max_new_tokens,
+            side=side_features(model, rows) if kind == MULTIMODAL else None,
+            trie=trie,
+            constraint=constraint,
+            eos=eos if eos is not None else tokenizer.eos_token_id,
+        )
+
+    def inputs(self, sources: list[str], idx) -> dict:
+        """generate()'s arguments for the rows at positions `idx`."""
+        enc = self.tokenizer(
+            [sources[i] for i in idx],
+            max_length=self.max_source_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        kwargs = dict(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=False)
+        if self.side is not None:
+            kwargs["retailer_ids"] = self.side[0][idx].to(self.device)
+            kwargs["prices"] = self.side[1][idx].to(device=self.device, dtype=self.dtype)
+        if self.constraint is not None:
+            kwargs["logits_processor"] = self.constraint
+        return {**enc, **kwargs}
+
+    def generate(self, sources: list[str], idx) -> dict:
+        """One batch: its positions, decoded texts, whether each reached end-of-sequence, the
+        confidences of `generated_token_logprobs` and (constrained) the paths read off the trie."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.model.generate(**self.inputs(sources, idx), return_dict_in_generate=True, output_logits=True)
+            sequences = out.sequences
+            token_logprobs, counted = generated_token_logprobs(self.model, out, self.eos)
+            return {
+                "positions": idx,
+                "text": self.tokenizer.batch_decode(sequences, skip_special_tokens=True),
+                "finished": [bool((sequences[j, 1:] == self.eos).any()) for j in range(len(idx))],
+                "logprob": token_logprobs.sum(dim=1).tolist(),
+                "logprob_min": token_logprobs.masked_fill(~counted, float("inf")).min(dim=1).values.tolist(),
+                "n_tokens": counted.sum(dim=1).tolist(),
+                "path": [self.trie.path_of(sequences[j, 1:].tolist()) for j in range(len(idx))]
+                if self.trie is not None
+                else None,
+            }
+
+
+def _by_row(generated: list[dict], n: int) -> dict:
+    """The batches' results put back in row order."""
+    columns = {
+        "text": [None] * n,
+        "finished": [False] * n,
+        "logprob": np.zeros(n),
+        "logprob_min": np.zeros(n),
+        "n_tokens": np.zeros(n, dtype=np.int64),
+        "path": [None] * n,
+    }
+    for batch in generated:
+        for j, i in enumerate(batch["positions"]):
+            for name, values in columns.items():
+                if batch[name] is not None:
+                    values[i] = batch[name][j]
+    return columns
+
+
+def _prediction_table(rows: pd.DataFrame, by_row: dict, *, constrained: bool) -> pd.DataFrame:
+    """indoml_id, the four levels (parsed, or the trie's path), text, parse_ok, finished and the
+    confidence columns."""
+    parsed = by_row["path"] if constrained else [parse_target(t) for t in by_row["text"]]
+    logprob, n_tokens = by_row["logprob"], by_row["n_tokens"]
+    table = pd.DataFrame({"indoml_id": rows["indoml_id"].to_numpy()})
+    for k, level in enumerate(LEVELS):
+        table[level] = [p[k] if p is not None else None for p in parsed]
+    table["text"] = by_row["text"]
+    table["parse_ok"] = [p is not None for p in parsed]
+    table["finished"] = by_row["finished"]
+    table["logprob"] = logprob
+    table["logprob_per_token"] = logprob / np.maximum(n_tokens, 1)
+    table["logprob_min"] = by_row["logprob_min"]
+    table["n_tokens"] = n_tokens
+    return table
+
+
+def _batch_flops(decoder: _Decoder, sources: list[str], idx) -> float | None:
+    """FLOPs of generating one batch (report-only: None when counting fails)."""
+    import torch
+
+    with torch.inference_mode():
+        counted = report_only(
+            "the prediction-batch FLOPs", count_flops, decoder.model.generate, **decoder.inputs(sources, idx)
+        )
+    return counted[0] if counted else None
+
+
+def _prediction_summary(decoder: _Decoder, table: pd.DataFrame, seconds: float, batch_flops, *, constrained: bool):
+    return PredictionSummary(
+        kind=decoder.kind,
+        decoding="constrained" if constrained else "raw",
+        rows=len(table),
+        parse_failures=int((~table["parse_ok"]).sum()),
+        predict_seconds=seconds,
+        batch_size=decoder.batch_size,
+        device=describe_device(),
+        predict_gflops_per_batch=batch_flops / 1e9 if batch_flops is not None else None,
+        details={
+            "unfinished": int((~table["finished"]).sum()),
+            "num_beams": decoder.num_beams,
+            "parameters": count_parameters(decoder.model),
+        },
+    )
 
 
 def generated_token_logprobs(model, out, eos: int):
@@ -539,7 +623,7 @@ def generated_token_logprobs(model, out, eos: int):
     return scores.cpu(), counted.cpu()
 
 
-def score_paths(
+def score_seq2seq_paths(
     model_dir, rows: pd.DataFrame, paths: pd.DataFrame, params: dict, *, source_column: str = "description", loaded=None
 ) -> pd.DataFrame:
     """The model's log-probability of given label paths (teacher forcing: one decoder pass, no

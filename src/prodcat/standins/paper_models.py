@@ -95,7 +95,7 @@ def parameter_counts(retailers: int = 63) -> dict:
     from peft import get_peft_model
 
     from prodcat.labelers.mmt5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration
-    from prodcat.names.namer import lora_config
+    from prodcat.names.lora import lora_config
 
     counts = {}
     for arch in ("byt5", "flant5"):

@@ -215,13 +215,9 @@ def pretrain_tiny_llama(model_dir, rows, templates: dict, params: dict | None = 
 
     from prodcat import LEVELS
     from prodcat.names.prompts import student_messages, teacher_messages
+    from prodcat.runtime.params import merge_params
 
-    params = {**DEFAULT_PRETRAINING, **(params or {})}
-    unknown = sorted(set(params) - set(DEFAULT_PRETRAINING))
-    if unknown:
-        raise ValueError(
-            f"pretraining: unknown parameter(s) {unknown}; known: {', '.join(sorted(DEFAULT_PRETRAINING))}"
-        )
+    params = merge_params(DEFAULT_PRETRAINING, params, "parameter(s) of the pretraining")
     missing = [c for c in ("description", "name", *LEVELS) if c not in rows.columns]
     if missing:
         raise ValueError(f"pretraining rows: missing column(s) {missing}")
