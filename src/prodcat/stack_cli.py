@@ -70,28 +70,10 @@ def _cmd_stack_fit(args):
             "(need folds >= 2 and at least one row per fold, --inner-folds >= 2, every --C > 0)",
         )
     rows = truth if args.descriptions else None
-    crossfit, _, _ = cross_fit_stack(
-        tables,
-        names,
-        truth,
-        hierarchy,
-        params,
-        candidate_scores=scores,
-        rows=rows,
-        truth_source=args.truth,
-        alternatives=alternatives,
-    )
-    model = fit_stack(
-        tables,
-        names,
-        truth,
-        hierarchy,
-        params,
-        candidate_scores=scores,
-        rows=rows,
-        truth_source=args.truth,
-        alternatives=alternatives,
-    )
+    # the cross-fitted validation predictions and the model fit on all rows see the same inputs
+    inputs = dict(candidate_scores=scores, rows=rows, truth_source=args.truth, alternatives=alternatives)
+    crossfit, _, _ = cross_fit_stack(tables, names, truth, hierarchy, params, **inputs)
+    model = fit_stack(tables, names, truth, hierarchy, params, **inputs)
     vote = vote_predictions(tables, names, hierarchy, level_accuracy=model.statistics.level_accuracy)
     model.validation = {
         "rows": len(crossfit),
