@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import LEVELS  # noqa: E402
 from prodcat.data.hierarchy import Hierarchy  # noqa: E402
-from prodcat.data.target_text import format_target  # noqa: E402
+from prodcat.data.target_text import SEPARATOR, format_target  # noqa: E402
 
 DEFAULT_RATES = {
     "typo": 0.08,  # per level
@@ -69,8 +69,8 @@ def corrupt_paths(
 
     texts = [format_target(labels) for labels in predicted]
     failed = rng.random(n_rows) < rates["parse_failure"]
-    for row in np.flatnonzero(failed):  # a generation cut off before the brand key
-        texts[row] = texts[row][: texts[row].index(" | brand:")]
+    for row in np.flatnonzero(failed):  # a generation cut off before the brand
+        texts[row] = texts[row][: texts[row].rindex(SEPARATOR)]
     predicted[failed] = None
     predictions = pd.DataFrame(predicted, columns=list(LEVELS))
     predictions.insert(0, "indoml_id", truth["indoml_id"])
@@ -83,7 +83,8 @@ def _corrupt(label: str, kind: str, parents: tuple, hierarchy: Hierarchy, rng: r
     if kind == "typo":
         return _typo(label, rng)
     if kind == "truncate":
-        return label[: rng.randrange(1, len(label))] if len(label) > 1 else _typo(label, rng)
+        cut = label[: rng.randrange(1, len(label))].rstrip() if len(label) > 1 else ""
+        return cut or _typo(label, rng)  # a label never ends in white space (target_text.label_problem)
     if kind == "sibling":
         siblings = [c for c in hierarchy.children(parents) if c != label]
         return rng.choice(siblings) if siblings else label
