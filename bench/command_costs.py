@@ -138,21 +138,23 @@ def write_inputs(hierarchy_path: Path, rows: int, seed: int, d: Path) -> dict[st
 
 
 def commands(paths: dict[str, Path], out: Path) -> dict[str, list[str]]:
-    h, p = str(paths["hierarchy"]), str(paths["predictions"])
+    h, p = ["--hierarchy", str(paths["hierarchy"])], str(paths["predictions"])
     votes = [f"model{k}={paths[f'vote{k}']}" for k in range(3)]
+    weights = ["--accuracy", str(paths["accuracy"]), "--weighted"]
     return {
-        "correct topdown": ["correct", "--hierarchy", h, "--predictions", p, "--out", str(out / "c.parquet")],
-        "correct joint": [
-            "correct", "--hierarchy", h, "--predictions", p, "--out", str(out / "j.parquet"), "--method", "joint",
-        ],  # fmt: skip
-        "vote of 3": ["vote", "--hierarchy", h, "--out", str(out / "v.parquet"), *votes],
-        "vote of 3, weighted": [
-            "vote", "--hierarchy", h, "--out", str(out / "w.parquet"), "--accuracy", str(paths["accuracy"]),
-            "--weighted", *votes,
-        ],  # fmt: skip
+        "correct topdown": ["correct", *h, "--predictions", p, "--out", str(out / "c.parquet")],
+        "correct joint": ["correct", *h, "--predictions", p, "--out", str(out / "j.parquet"), "--method", "joint"],
+        "vote of 3": ["vote", *h, "--out", str(out / "v.parquet"), *votes],
+        "vote of 3, weighted": ["vote", *h, "--out", str(out / "w.parquet"), *weights, *votes],
         "evaluate (+ majority baseline)": [
-            "evaluate", "--truth", str(paths["truth"]), "--hierarchy", h, "--out", str(out / "m.json"), p,
-        ],  # fmt: skip
+            "evaluate",
+            "--truth",
+            str(paths["truth"]),
+            *h,
+            "--out",
+            str(out / "m.json"),
+            p,
+        ],
         "submission": ["submission", "--predictions", str(paths["truth"]), "--out", str(out / "s.predict")],
     }
 
@@ -174,8 +176,7 @@ def markdown(results: dict, rows: int, repeats: int) -> str:
         f"{rows:,} rows; fastest of {repeats} runs per command and tree (seconds, wall clock); "
         f"{os.cpu_count()} CPUs, 1-min load average {os.getloadavg()[0]:.1f} at the end.",
         "",
-        "| command | tree | wall | import | read + validate | of which validate | work | write | "
-        "validate / wall |",
+        "| command | tree | wall | import | read + validate | of which validate | work | write | validate / wall |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for command, trees in results.items():

@@ -11,7 +11,9 @@ an error names the file and the path's row (1-based) and column, or the nested k
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,13 +121,89 @@ def _ordered(counts: pd.Series) -> list[str]:
 def _validator():
     import jsonschema
 
-    schema = json.loads(Path(__file__).with_name("hierarchy.schema.json").read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(_schema())
+
+
+@functools.cache
+def _schema() -> dict:
+    return json.loads(Path(__file__).with_name("hierarchy.schema.json").read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _label_rules():
+    """The schema's label rule (`$defs.label`: a pattern, and a pattern it must not match) as
+    compiled regular expressions, as jsonschema applies them (`re.search`)."""
+    rule = _schema()["$defs"]["label"]
+    return re.compile(rule["pattern"]), re.compile(rule["not"]["pattern"])
+
+
+def _labels_ok(labels) -> bool:
+    """Every label is a string that the schema's label rule and `label_problem` accept."""
+    from prodcat.data.target_text import label_problem
+
+    labels = list(labels)
+    if set(map(type, labels)) != {str}:
+        return False
+    labels = set(labels)  # each distinct label once: a few thousand, however many paths
+    required, forbidden = _label_rules()
+    return all(required.search(label) and not forbidden.search(label) and not label_problem(label) for label in labels)
+
+
+def _counts_ok(counts) -> bool:
+    """Every count a JSON-schema integer (an int, not a bool, or an integral float) >= 1."""
+    types = set(map(type, counts))
+    if not types <= {int, float}:
+        return False
+    if float in types and not all(c.is_integer() for c in counts if type(c) is float):  # rare: 3.0
+        return False
+    return min(counts) >= 1
+
+
+def _conforms(obj) -> bool:
+    """Whether the hierarchy is valid: the verdict of `_walk` (the schema, then `_check_labels`),
+    found with operations on whole lists and on each distinct label once, instead of the schema's
+    walk through every path (tests/test_validation_agreement.py checks that both agree)."""
+    if type(obj) is not dict:
+        return False
+    if "paths" in obj:  # the schema's `if`: then `$defs/flat`
+        flat = _schema()["$defs"]["flat"]
+        if not set(obj) <= set(flat["properties"]):
+            return False
+        if "levels" in obj and not (
+            type(obj["levels"]) is list and obj["levels"] == flat["properties"]["levels"]["const"]
+        ):
+            return False
+        paths = obj["paths"]
+        if type(paths) is not list or not paths or set(map(type, paths)) != {list} or set(map(len, paths)) != {5}:
+            return False
+        *labels, counts = zip(*paths)
+        return _counts_ok(counts) and _labels_ok(itertools.chain(*labels))
+    # `$defs/nested`: supergroup → group → module → non-empty list of brands, every level non-empty
+    groups = list(obj.values())
+    if not groups or set(map(type, groups)) != {dict} or not all(groups):
+        return False
+    modules = [m for g in groups for m in g.values()]
+    if set(map(type, modules)) != {dict} or not all(modules):
+        return False
+    brands = [b for m in modules for b in m.values()]
+    if set(map(type, brands)) != {list} or not all(brands):
+        return False
+    keys = itertools.chain(obj, *groups, *modules)
+    return _labels_ok(itertools.chain(keys, *brands))
 
 
 def _validate(obj, path) -> None:
     """InputError for the first schema violation in document order: the row (1-based) and column
-    of a path in the `paths` form, the chain of keys in the nested form."""
+    of a path in the `paths` form, the chain of keys in the nested form.
+
+    A valid hierarchy is recognised by `_conforms` (milliseconds for the real label space); only
+    an invalid one is walked with jsonschema (seconds), which finds and words the first error."""
+    if not _conforms(obj):
+        _walk(obj, path)
+
+
+def _walk(obj, path) -> None:
+    """The full check, one value at a time: jsonschema's walk, then `_check_labels`."""
     from prodcat.data.target_text import label_problem
 
     errors = sorted(_validator().iter_errors(obj), key=lambda e: [str(k) for k in e.absolute_path])

@@ -21,6 +21,7 @@ import signal
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from prodcat import LEVELS
@@ -107,10 +108,30 @@ def parse_id(value, path, row: int, column: str = "indoml_id") -> int:
     return parsed
 
 
+def _ids_at_once(values: pd.Series) -> pd.Series | None:
+    """The ids as int64 when the column is a NumPy integer or float column that `parse_id` accepts
+    throughout (whole-column checks); None otherwise (then `parse_id` words the problem)."""
+    dtype = values.dtype
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "iuf":
+        return None  # object, string, bool or nullable columns: value by value
+    array = values.to_numpy()
+    if dtype.kind == "u" and len(array) and array.max() > INT64_MAX:
+        return None
+    if dtype.kind == "f":
+        # as parse_id: finite, integral and within int64 (2**63 is the first float beyond it)
+        if not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
+            return None
+        if len(array) and not (array.min() >= INT64_MIN and array.max() < 2.0**63):
+            return None
+    return pd.Series(array.astype("int64"), index=values.index)
+
+
 def _validate_ids(values: pd.Series, path) -> pd.Series:
-    ids = pd.Series(
-        [parse_id(v, path, i) for i, v in enumerate(values.tolist(), start=1)], index=values.index, dtype="int64"
-    )
+    ids = _ids_at_once(values)
+    if ids is None:
+        ids = pd.Series(
+            [parse_id(v, path, i) for i, v in enumerate(values.tolist(), start=1)], index=values.index, dtype="int64"
+        )
     duplicated = ids.duplicated()
     if duplicated.any():
         i = int(duplicated.to_numpy().argmax())
@@ -135,7 +156,30 @@ def _check_text(value: str, path, column: str, row: int) -> None:
         ) from None
 
 
+def _all_text(values: np.ndarray) -> bool:
+    """Every value a str that can be written as UTF-8 (no lone surrogate), checked at once."""
+    if set(map(type, values)) - {str}:
+        return False
+    try:
+        "".join(values).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _strings_ok(values: pd.Series, allow_empty: bool) -> bool:
+    """Whether `_validate_strings` would accept the column, checked on whole columns (False:
+    it walks the column to name the first bad row)."""
+    array = values.to_numpy(dtype=object)
+    if not _all_text(array):
+        return False
+    # an empty or all-white-space string strips to "" (str.strip, as in the row check)
+    return allow_empty or all(map(str.strip, set(array)))
+
+
 def _validate_strings(values: pd.Series, column: str, path, *, allow_empty: bool) -> pd.Series:
+    if _strings_ok(values, allow_empty):
+        return values.astype("string[python]").astype(object)
     for i, value in enumerate(values, start=1):
         if not isinstance(value, str):
             raise InputError(path, f"expected a string, got {value!r}", column=column, row=i)
@@ -150,6 +194,8 @@ def _validate_labels_text(values: pd.Series, column: str, path) -> pd.Series:
     from prodcat.data.target_text import label_problem
 
     values = _validate_strings(values, column, path, allow_empty=False)
+    if not any(map(label_problem, set(values))):  # each distinct label once
+        return values
     for i, value in enumerate(values, start=1):
         problem = label_problem(value)
         if problem:
@@ -193,10 +239,27 @@ def validate_features(df: pd.DataFrame, path) -> pd.DataFrame:
     out["indoml_id"] = _validate_ids(df["indoml_id"], path)
     out["description"] = _validate_strings(df["description"], "description", path, allow_empty=False)
     out["retailer"] = _validate_strings(df["retailer"], "retailer", path, allow_empty=True)
-    out["price"] = pd.Series(
-        [parse_price(v, path, i) for i, v in enumerate(df["price"].tolist(), start=1)], index=df.index, dtype="float64"
-    )
+    prices = _prices_at_once(df["price"])
+    if prices is None:
+        prices = pd.Series(
+            [parse_price(v, path, i) for i, v in enumerate(df["price"].tolist(), start=1)],
+            index=df.index,
+            dtype="float64",
+        )
+    out["price"] = prices
     return out
+
+
+def _prices_at_once(values: pd.Series) -> pd.Series | None:
+    """The prices as float64 when the column is a NumPy number column that `parse_price` accepts
+    throughout (NaN is missing); None otherwise (then `parse_price` words the problem)."""
+    if not isinstance(values.dtype, np.dtype) or values.dtype.kind not in "iuf":
+        return None  # strings, objects, bools: value by value
+    prices = values.to_numpy().astype("float64")
+    present = prices[~np.isnan(prices)]
+    if not ((present >= 0) & (present < MAX_PRICE)).all():  # also refuses ±inf
+        return None
+    return pd.Series(prices, index=values.index)
 
 
 def validate_labels(df: pd.DataFrame, path) -> pd.DataFrame:
@@ -272,6 +335,8 @@ def validate_predictions(table: pd.DataFrame, path) -> pd.DataFrame:
     table = table.copy()
     table["indoml_id"] = _validate_ids(table["indoml_id"], path).to_numpy()
     for level in LEVELS:
+        if _labels_or_missing(table[level]):
+            continue
         for i, value in enumerate(table[level].tolist(), start=1):
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
@@ -279,6 +344,16 @@ def validate_predictions(table: pd.DataFrame, path) -> pd.DataFrame:
                 raise InputError(path, f"expected a label (string) or nothing, got {value!r}", column=level, row=i)
             _check_text(value, path, level, i)
     return table
+
+
+def _labels_or_missing(values: pd.Series) -> bool:
+    """Whether every value is a str that can be written as UTF-8, None or a float NaN — what the
+    row loop of `validate_predictions` accepts — checked on the whole column."""
+    array = values.to_numpy(dtype=object)
+    if set(map(type, array)) - {str, float, type(None)}:
+        return False  # pd.NA, NumPy scalars, numbers of other types: the row loop decides
+    missing = pd.isna(array)  # None and NaN here
+    return _all_text(array[~missing])
 
 
 def read_predictions(path) -> pd.DataFrame:
