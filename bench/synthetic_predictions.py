@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prodcat import LEVELS  # noqa: E402
 from prodcat.data.hierarchy import Hierarchy  # noqa: E402
-from prodcat.data.target_text import SEPARATOR, format_target  # noqa: E402
+from prodcat.data.target_text import SEPARATOR, format_target, label_problem  # noqa: E402
 
 DEFAULT_RATES = {
     "typo": 0.08,  # per level
@@ -65,7 +65,9 @@ def corrupt_paths(
             if kind == "invent" and level != "brand":
                 continue
             parents = tuple(true_labels[row, :depth])
-            predicted[row, depth] = _corrupt(true_labels[row, depth], kind, parents, hierarchy, text_rng)
+            # an edit may leave outer white space (the target parser strips it) or form " | "
+            damaged = _corrupt(true_labels[row, depth], kind, parents, hierarchy, text_rng).strip()
+            predicted[row, depth] = damaged if not label_problem(damaged) else _pseudo_word(text_rng)
 
     texts = [format_target(labels) for labels in predicted]
     failed = rng.random(n_rows) < rates["parse_failure"]
@@ -83,8 +85,7 @@ def _corrupt(label: str, kind: str, parents: tuple, hierarchy: Hierarchy, rng: r
     if kind == "typo":
         return _typo(label, rng)
     if kind == "truncate":
-        cut = label[: rng.randrange(1, len(label))].rstrip() if len(label) > 1 else ""
-        return cut or _typo(label, rng)  # a label never ends in white space (target_text.label_problem)
+        return label[: rng.randrange(1, len(label))] if len(label) > 1 else _typo(label, rng)
     if kind == "sibling":
         siblings = [c for c in hierarchy.children(parents) if c != label]
         return rng.choice(siblings) if siblings else label
