@@ -203,6 +203,9 @@ typed_columns = st.one_of(
     st.lists(st.one_of(texts.filter(lambda t: "\ud800" not in t), st.none()), max_size=6).map(
         lambda v: pd.Series(v, dtype="str")  # pandas' default for text (Arrow: no lone surrogates)
     ),
+    st.lists(st.one_of(st.sampled_from(["a", "b c", " "]), st.none()), max_size=6).map(
+        lambda v: pd.Series(v, dtype="string[pyarrow]")
+    ),
     st.lists(st.booleans(), min_size=1, max_size=6).map(pd.Series),
     st.lists(cells, max_size=6).map(lambda v: pd.Series(v, dtype=object)),
 )

@@ -349,6 +349,10 @@ def validate_predictions(table: pd.DataFrame, path) -> pd.DataFrame:
 def _labels_or_missing(values: pd.Series) -> bool:
     """Whether every value is a str that can be written as UTF-8, None or a float NaN — what the
     row loop of `validate_predictions` accepts — checked on the whole column."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        # Arrow holds valid UTF-8 only; a missing value is NaN (pandas' default "str") or pd.NA
+        return isinstance(dtype.na_value, float) or not values.isna().any()
     array = values.to_numpy(dtype=object)
     if set(map(type, array)) - {str, float, type(None)}:
         return False  # pd.NA, NumPy scalars, numbers of other types: the row loop decides
