@@ -5,7 +5,9 @@ written by `prodcat hierarchy` is `{"levels": [...], "paths": [[sg, g, m, b, cou
 nested form of the IndoML label space (sg → g → m → [brands], see shared/indoml2024) is read too,
 with every count set to 1. Both are validated against `hierarchy.schema.json` (next to this
 module): labels are non-empty strings that can be part of a target text, counts are integers ≥ 1;
-an error names the file and the path's row (1-based) and column, or the nested keys.
+an error names the file and the path's row (1-based) and column, or the nested keys. The schema
+is the contract; a valid file is recognised by whole-list checks that give the schema's verdict
+(`_conforms`), and jsonschema walks the file only when something is wrong, to word the error.
 """
 
 from __future__ import annotations
