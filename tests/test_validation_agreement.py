@@ -232,3 +232,18 @@ def test_whole_column_table_checks_accept_only_what_the_row_loops_accept(column)
         table = table.astype({level: column.dtype for level in H.LEVELS})
         with mock.patch.object(io, "_labels_or_missing", return_value=False):  # the row loop only
             io.validate_predictions(table, "t")
+
+
+def test_the_arrow_blank_pattern_is_python_white_space():
+    """`io.ARROW_BLANK` matches a string exactly when str.strip empties it, for every code point
+    an Arrow string can hold (all but the surrogates)."""
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    matched = pc.match_substring_regex(pa.array(chars), io.ARROW_BLANK).to_pylist()
+    assert [c for c, m in zip(chars, matched) if m] == [c for c in chars if c.isspace()]
+    samples = ["", " ", "\t\u3000", "a", " a ", "\x1c\x85b"]
+    assert pc.match_substring_regex(pa.array(samples), io.ARROW_BLANK).to_pylist() == [not s.strip() for s in samples]

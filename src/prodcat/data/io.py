@@ -167,14 +167,29 @@ def _all_text(values: np.ndarray) -> bool:
     return True
 
 
+# A string of Python white space only (what str.strip empties), in Arrow's (RE2) regex syntax:
+# the 29 code points of str.isspace (tests/test_validation_agreement.py checks all of Unicode).
+ARROW_BLANK = (
+    r"^[\t\n\x0b\x0c\r \x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]*$"
+)
+
+
 def _strings_ok(values: pd.Series, allow_empty: bool) -> bool:
     """Whether `_validate_strings` would accept the column, checked on whole columns (False:
     it walks the column to name the first bad row)."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":  # valid UTF-8 by construction
+        if values.isna().any():
+            return False
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        return allow_empty or not pc.any(pc.match_substring_regex(pa.array(values), ARROW_BLANK)).as_py()
     array = values.to_numpy(dtype=object)
     if not _all_text(array):
         return False
     # an empty or all-white-space string strips to "" (str.strip, as in the row check)
-    return allow_empty or all(map(str.strip, set(array)))
+    return allow_empty or all(map(str.strip, pd.unique(array)))
 
 
 def _validate_strings(values: pd.Series, column: str, path, *, allow_empty: bool) -> pd.Series:
@@ -194,7 +209,7 @@ def _validate_labels_text(values: pd.Series, column: str, path) -> pd.Series:
     from prodcat.data.target_text import label_problem
 
     values = _validate_strings(values, column, path, allow_empty=False)
-    if not any(map(label_problem, set(values))):  # each distinct label once
+    if not any(map(label_problem, pd.unique(values.to_numpy()))):  # each distinct label once
         return values
     for i, value in enumerate(values, start=1):
         problem = label_problem(value)
