@@ -43,6 +43,10 @@ def test_dry_run_of_default_config_plans_every_stage():
         "submission",
         "name_quality",
         "manifest",
+        "calibrate",
+        "choose_submission",
+        "confidence_report",
+        "review_queue",
     ):
         assert rule in out, f"{rule} missing from the dry run:\n{out}"
 

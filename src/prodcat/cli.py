@@ -238,7 +238,8 @@ def _cmd_predict(args):
         check_output_path(review)
     check_output_path(args.out)  # before minutes of prediction
     rows = ingest(args.input)
-    labelled, candidates = predict_new_rows(args.models, rows, keep_dir=args.keep, with_candidates=True)
+    result = predict_new_rows(args.models, rows, keep_dir=args.keep, with_candidates=review is not None)
+    labelled, candidates = result if review is not None else (result, None)
     if review is not None and "confidence" not in labelled.columns:
         raise InputError(args.models, "this run's models have no confidence calibration: rerun the workflow")
     write_parquet(labelled, args.out)

@@ -130,6 +130,7 @@ MANIFEST_SCHEMA = {
         },
         "hierarchy": {"type": "string", "minLength": 1},
         "level_accuracy": {"type": "string", "minLength": 1},
+        "calibrations": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
     },
 }
 
