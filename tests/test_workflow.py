@@ -469,7 +469,7 @@ def test_confidence_is_calibrated_on_every_table_and_predict_writes_a_review_que
     answer first), keeps --out complete, and refuses bad thresholds with exit 2."""
     calibration = pd.read_csv(finished_run / "report" / "calibration.csv")
     assert set(calibration["split"]) == {"val", "test"}
-    assert calibration["ece"].between(0, 1).all() and calibration["submitted"].sum() == 2
+    assert calibration["ece"].between(0, 1).all() and (calibration["submitted"] == "yes").sum() == 2
     errors = pd.read_csv(finished_run / "report" / "errors.csv")
     assert {"supergroup", "retailer", "description length (characters)"} <= set(errors["breakdown"])
     for model in ("ensemble_stack", "byt5", "charngram", "ensemble"):

@@ -53,7 +53,7 @@ def calibration_table(entries, submitted: str) -> pd.DataFrame:
                 "mean_confidence": float(np.mean(confidence)),
                 "ece": expected_calibration_error(confidence, correct, BINS),
                 "accuracy_top80": accuracy_at_coverage(confidence, correct, COVERAGE),
-                "submitted": model == submitted,
+                "submitted": "yes" if model == submitted else "",
             }
         )
     return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
