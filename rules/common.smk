@@ -83,9 +83,31 @@ SUBMIT_STAGE = {"topdown": "corrected", "joint": "joint"}[config["correction"]["
 # the learned arbiter (model = NAME_stack); ensemble.method picks the one `prodcat predict`
 # and the manifest use for ensemble.submit.
 STACKED = {f"{ensemble}_stack": ensemble for ensemble in ENSEMBLES}
-SUBMIT_MODEL = {"vote": config["ensemble"]["submit"], "stack": f"{config['ensemble']['submit']}_stack"}[
-    config["ensemble"]["method"]
-]
+# ensemble.submit: auto chooses after the stacks are fit (choose_submission in rules/ensemble.smk); the manifest, the
+# report and the figures read that file.
+SUBMISSION = f"{RESULTS}/ensemble/submission.json"
+# Models whose confidence the report shows (at SUBMIT_STAGE): every labeler, vote and stack.
+CONFIDENCE_MODELS = [*LABELERS, *ENSEMBLES, *STACKED]
+
+
+def review_inputs(wildcards):
+    """What the review queue may need, for whichever ensemble and method choose_submission picks."""
+    inputs = {"submission": SUBMISSION, "rows": rows_for_split("test")}
+    for ensemble, members in ENSEMBLES.items():
+        inputs[f"vote.{ensemble}"] = confidence_table(ensemble, "test")
+        inputs[f"stack.{ensemble}"] = predictions(f"{ensemble}_stack", "test", SUBMIT_STAGE)
+        inputs[f"ranked.{ensemble}"] = f"{RESULTS}/predictions/{ensemble}_stack/test.{SUBMIT_STAGE}.ranked.parquet"
+        for member in members:
+            inputs[f"member.{member}"] = predictions(member, "test", SUBMIT_STAGE)
+    return inputs
+
+
+def confidence_table(model, split):
+    """A model's predictions with a calibrated confidence column: a stack writes its own; the
+    labelers and votes get theirs from calibrate (rules/ensemble.smk)."""
+    if model in STACKED:
+        return predictions(model, split, SUBMIT_STAGE)
+    return f"{RESULTS}/predictions/{model}/{split}.{SUBMIT_STAGE}.confidence.parquet"
 
 
 def _check_config():
@@ -101,7 +123,7 @@ def _check_config():
             raise ValueError(
                 f"config: {ensemble}_stack names the stacked {ensemble!r}; it cannot name a labeler or ensemble too"
             )
-    if config["ensemble"]["submit"] not in config["ensemble"]["members"]:
+    if config["ensemble"]["submit"] not in [*config["ensemble"]["members"], "auto"]:
         raise ValueError(f"config: ensemble.submit is {config['ensemble']['submit']!r}, not one of ensemble.members")
     known = config["tiny"] if TINY else config["base_models"]
     if config["namer"]["base"] not in known:
@@ -186,7 +208,10 @@ def final_outputs():
         f"{RESULTS}/report/efficiency.csv",
         f"{RESULTS}/report/item_accuracy.svg",
         f"{RESULTS}/manifest.json",
+        f"{RESULTS}/report/calibration.csv",
     ]
+    if config["ensemble"].get("review_below"):
+        outputs.append(f"{RESULTS}/submission/review.parquet")
     outputs += expand(f"{RESULTS}/submission/{{model}}.predict", model=[*ENSEMBLES, *STACKED, *LABELERS])
     if uses_names() and config["data"]["true_names"]:
         outputs.append(f"{RESULTS}/report/names.csv")

@@ -171,7 +171,9 @@ rule apply_stack:
         scores=lambda wildcards: candidate_scores(wildcards.ensemble, "test"),
         alternatives=lambda wildcards: alternatives(config["ensemble"]["members"][wildcards.ensemble], "test"),
     output:
-        f"{RESULTS}/predictions/{{ensemble}}_stack/test.{{stage}}.parquet",
+        predictions=f"{RESULTS}/predictions/{{ensemble}}_stack/test.{{stage}}.parquet",
+        # every row's ranked candidates and their proposers: the review queue's
+        candidates=f"{RESULTS}/predictions/{{ensemble}}_stack/test.{{stage}}.ranked.parquet",
     params:
         code=package_code("stack_cli:_cmd_stack_apply"),
         named=lambda wildcards, input: named_inputs(wildcards.ensemble, input.predictions),
@@ -187,35 +189,100 @@ rule apply_stack:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "prodcat stack-apply --model {input.model} --hierarchy {input.hierarchy} --rows {input.rows} --out {output}"
+        "prodcat stack-apply --model {input.model} --hierarchy {input.hierarchy} --rows {input.rows}"
+        " --out {output.predictions} --candidates {output.candidates}"
         " {params.scores} {params.alternatives} {params.named} > {log} 2>&1"
+
+
+rule calibrate:
+    # A labeler's or vote's confidence: isotonic regression of item correctness on its own score,
+    # fit on validation (JSON), added to its validation and test predictions.
+    input:
+        truth=rows_for_split("val"),
+        val=lambda wildcards: predictions(wildcards.model, "val", wildcards.stage),
+        test=lambda wildcards: predictions(wildcards.model, "test", wildcards.stage),
+    output:
+        calibration=f"{RESULTS}/ensemble/calibration/{{model}}.{{stage}}.json",
+        val=f"{RESULTS}/predictions/{{model}}/val.{{stage}}.confidence.parquet",
+        test=f"{RESULTS}/predictions/{{model}}/test.{{stage}}.confidence.parquet",
+    params:
+        code=package_code("stack_cli:_cmd_calibrate"),
+    log:
+        f"{RESULTS}/logs/calibrate/{{model}}.{{stage}}.log",
+    wildcard_constraints:
+        model="|".join([*LABELERS, *ENSEMBLES]),
+        stage="|".join(VOTE_STAGES),
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "prodcat calibrate --truth {input.truth} --fit {input.val} --calibration {output.calibration}"
+        " {input.val}={output.val} {input.test}={output.test} > {log} 2>&1"
+
+
+rule choose_submission:
+    # ensemble.submit: auto → the ensemble and method of the best validation accuracy (stacks
+    # cross-fitted); otherwise the configured ones. Read by the manifest and the report.
+    input:
+        stacks=[f"{RESULTS}/ensemble/{e}.{SUBMIT_STAGE}.stack.json" for e in ENSEMBLES],
+    output:
+        SUBMISSION,
+    params:
+        code=package_code("workflow:choose_submission"),
+        ensembles=list(ENSEMBLES),
+        ensemble={key: config["ensemble"][key] for key in ("members", "submit", "method")},
+        stage=SUBMIT_STAGE,
+    log:
+        f"{RESULTS}/logs/choose_submission.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/choose_submission.py"
 
 
 rule manifest:
     # What `prodcat predict` needs to label new files with this run's models, without retraining.
-    # The manifest records the hierarchy, accuracy and stack paths as given here (relative to RESULTS).
+    # The manifest records the hierarchy, accuracy, stack and calibration paths as given here
+    # (relative to RESULTS); the submitted ensemble and method come from choose_submission.
     input:
-        models=[f"{RESULTS}/models/{m}" for m in config["ensemble"]["members"][config["ensemble"]["submit"]]],
+        submission=SUBMISSION,
+        models=[f"{RESULTS}/models/{m}" for m in dict.fromkeys(m for ms in ENSEMBLES.values() for m in ms)],
         accuracy=f"{RESULTS}/ensemble/level_accuracy.{SUBMIT_STAGE}.json",
         hierarchy=HIERARCHY,
-        # the arbiter, when ensemble.method is stack
-        stack=(
-            [f"{RESULTS}/ensemble/{config['ensemble']['submit']}.{SUBMIT_STAGE}.stack.json"]
-            if config["ensemble"]["method"] == "stack"
-            else []
-        ),
+        stacks=[f"{RESULTS}/ensemble/{e}.{SUBMIT_STAGE}.stack.json" for e in ENSEMBLES],
+        calibrations=[f"{RESULTS}/ensemble/calibration/{m}.{SUBMIT_STAGE}.json" for m in [*LABELERS, *ENSEMBLES]],
     output:
         f"{RESULTS}/manifest.json",
     params:
         code=package_code("workflow:manifest"),
         config={key: config[key] for key in ("labelers", "namer", "correction", "ensemble")},
         stage=SUBMIT_STAGE,
+        ensembles=list(ENSEMBLES),
+        calibrated=[*LABELERS, *ENSEMBLES],
     log:
         f"{RESULTS}/logs/manifest.log",
     conda:
         "../envs/cpu.yaml"
     script:
         "../scripts/manifest.py"
+
+
+rule review_queue:
+    # ensemble.review_below: the submitted model's test rows under that confidence, least confident
+    # first, with their best candidates and who proposed them (the submission stays complete).
+    input:
+        unpack(review_inputs),
+    output:
+        f"{RESULTS}/submission/review.parquet",
+    params:
+        code=package_code("workflow:review_queue"),
+        below=config["ensemble"].get("review_below"),
+        ensembles={e: list(m) for e, m in ENSEMBLES.items()},
+    log:
+        f"{RESULTS}/logs/review_queue.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/review_queue.py"
 
 
 rule predict_new:

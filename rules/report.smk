@@ -26,6 +26,7 @@ rule evaluate:
 
 rule report_tables:
     input:
+        submission=SUBMISSION,
         metrics=expand(f"{RESULTS}/metrics/{{split}}.json", split=EVAL_SPLITS),
         models=[f"{RESULTS}/models/{model}" for model in EFFICIENCY_MODELS],
         predict_summaries=[efficiency_files(model)[0] for model in EFFICIENCY_MODELS],
@@ -58,12 +59,6 @@ rule report_tables:
         models=EFFICIENCY_MODELS,
         constrained_models=CONSTRAINED_LABELERS,
         ensembles=ensemble_comparisons(),
-        submission={
-            "ensemble": config["ensemble"]["submit"],
-            "stage": SUBMIT_STAGE,
-            "method": config["ensemble"]["method"],
-            "model": SUBMIT_MODEL,
-        },
         top_operators=config["profile"]["top_operators"],
     log:
         f"{RESULTS}/logs/report_tables.log",
@@ -90,6 +85,7 @@ rule submission:
 
 rule plots:
     input:
+        submission=SUBMISSION,
         metrics=f"{RESULTS}/report/metrics.csv",
         models=[f"{RESULTS}/models/{model}" for model in TRAINER_MODELS],
     output:
@@ -116,10 +112,56 @@ rule plots:
         models=TRAINER_MODELS,
         # the item-accuracy figure's ensemble panel (votes and stacks) and its outlined submission bar
         ensembles=list(ENSEMBLES) + list(STACKED),
-        submitted=[SUBMIT_MODEL, SUBMIT_STAGE],
     log:
         f"{RESULTS}/logs/plots.log",
     conda:
         "../envs/cpu.yaml"
     script:
         "../scripts/plots.py"
+
+
+rule confidence_report:
+    # Where to trust the predictions: calibration (reliability, ECE), coverage vs accuracy, and the
+    # submitted model's errors, validation and test apart.
+    input:
+        submission=SUBMISSION,
+        truth=[rows_for_split(split) for split in EVAL_SPLITS],
+        train=rows_for_split("train"),
+        tables=[confidence_table(model, split) for model in CONFIDENCE_MODELS for split in EVAL_SPLITS],
+    output:
+        calibration_csv=report(
+            f"{RESULTS}/report/calibration.csv",
+            category="Confidence",
+            caption="../report/calibration.rst",
+            labels={"table": "calibration", "content": "ECE and accuracy of the most confident rows per model"},
+        ),
+        calibration_md=f"{RESULTS}/report/calibration.md",
+        errors_csv=report(
+            f"{RESULTS}/report/errors.csv",
+            category="Confidence",
+            caption="../report/errors.rst",
+            labels={"table": "errors", "content": "the submitted model's errors"},
+        ),
+        errors_md=f"{RESULTS}/report/errors.md",
+        reliability=report(
+            f"{RESULTS}/report/reliability.svg",
+            category="Confidence",
+            caption="../report/reliability.rst",
+            labels={"figure": "reliability diagram"},
+        ),
+        coverage=report(
+            f"{RESULTS}/report/coverage.svg",
+            category="Confidence",
+            caption="../report/coverage.rst",
+            labels={"figure": "coverage vs accuracy"},
+        ),
+    params:
+        code=package_code("workflow:confidence_report"),
+        models=CONFIDENCE_MODELS,
+        splits=EVAL_SPLITS,
+    log:
+        f"{RESULTS}/logs/confidence_report.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/confidence_report.py"

@@ -309,7 +309,11 @@ def test_cli_fits_cross_fits_and_applies_and_refuses_bad_input(hierarchy, tmp_pa
     )
     kwargs = dict(candidate_scores={"weak1": scores}, rows=rows)
     expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3, "C": [0.5, 2.0]}, **kwargs)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet"), expected)
+    written = pd.read_parquet(tmp_path / "cv.parquet")
+    # the same decisions; the written table's probability is at the fitted temperature, with its confidence
+    decisions = [c for c in expected.columns if c != "stack_probability"]
+    pd.testing.assert_frame_equal(written[decisions], expected[decisions])
+    assert written["confidence"].between(0, 1).all() and saved["calibration"]["temperature"] > 0
     assert saved["validation"]["cross_fitted_item_accuracy"] == pytest.approx(item_accuracy(expected, truth))
     apply = ["stack-apply", *common, "--model", str(tmp_path / "m.json")]
     assert (
@@ -536,7 +540,8 @@ def test_cli_takes_ranked_alternatives_and_apply_refuses_a_model_without_them(hi
         == 0
     )
     expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3}, alternatives={"strong": listed})
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet"), expected)
+    decisions = [c for c in expected.columns if c != "stack_probability"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet")[decisions], expected[decisions])
     apply = ["stack-apply", *common, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "a.parquet")]
     assert main([*apply, *alternatives, *named]) == 0
     pd.testing.assert_frame_equal(

@@ -43,6 +43,10 @@ def test_dry_run_of_default_config_plans_every_stage():
         "submission",
         "name_quality",
         "manifest",
+        "calibrate",
+        "choose_submission",
+        "confidence_report",
+        "review_queue",
     ):
         assert rule in out, f"{rule} missing from the dry run:\n{out}"
 
@@ -298,8 +302,13 @@ def test_html_report_holds_tables_and_figures(finished_run):
         "Table 2, efficiency per model",
         "Table 3, the operators",
         "Name quality: chrF",
+        "Reliability diagram on the test rows",
+        "Coverage against accuracy",
+        "Where the submitted model errs",
     ):
         assert text in html, text
+    for name in ("calibration.csv", "errors.csv", "reliability.svg", "coverage.svg"):
+        assert name in html, name
     assert "top operators of a training step" in html
 
 
@@ -451,3 +460,45 @@ def test_pretrained_teacher_writes_expansions_of_the_receipt_line(finished_run):
         ]
     )["indoml_id"]
     assert pretraining["ids"][1] < 0 <= run_ids.min() and pretraining["rows"] >= pretraining["steps"]
+
+
+@pytest.mark.slow
+def test_confidence_is_calibrated_on_every_table_and_predict_writes_a_review_queue(finished_run, tmp_path, capsys):
+    """Every model's test table has a confidence in [0, 1]; the report tables exist; predict
+    --review-below writes the rows under P, least confident first, with their candidates (the
+    answer first), keeps --out complete, and refuses bad thresholds with exit 2."""
+    calibration = pd.read_csv(finished_run / "report" / "calibration.csv")
+    assert set(calibration["split"]) == {"val", "test"}
+    assert calibration["ece"].between(0, 1).all() and (calibration["submitted"] == "yes").sum() == 2
+    errors = pd.read_csv(finished_run / "report" / "errors.csv")
+    assert {"supergroup", "retailer", "description length (characters)"} <= set(errors["breakdown"])
+    for model in ("ensemble_stack", "byt5", "charngram", "ensemble"):
+        name = "test.corrected.parquet" if model.endswith("_stack") else "test.corrected.confidence.parquet"
+        table = pd.read_parquet(finished_run / "predictions" / model / name)
+        assert table["confidence"].between(0, 1).all(), model
+    queue_dag = pd.read_parquet(finished_run / "submission" / "review.parquet")
+    assert (queue_dag["confidence"] < 0.5).all()
+
+    rows = pd.read_parquet(finished_run / "data" / "test.parquet").head(60).drop(columns=list(LEVELS))
+    rows.to_parquet(tmp_path / "new.parquet")
+    out, review = tmp_path / "labels.parquet", tmp_path / "queue.parquet"
+    args = ["predict", "--models", str(finished_run), "--input", str(tmp_path / "new.parquet"), "--out", str(out)]
+    assert main([*args, "--review-below", "0.9", "--review-out", str(review)]) == 0
+    labels, queue = pd.read_parquet(out), pd.read_parquet(review)
+    assert len(labels) == 60 and labels["confidence"].between(0, 1).all()  # the submission stays complete
+    flagged = labels[labels["confidence"] < 0.9]
+    firsts = queue[queue["candidate_rank"] == 1].set_index("indoml_id")
+    assert sorted(firsts.index) == sorted(flagged["indoml_id"])
+    assert firsts["review_order"].tolist() == list(range(1, len(firsts) + 1))
+    assert firsts["confidence"].is_monotonic_increasing
+    answer = flagged.set_index("indoml_id").loc[firsts.index]
+    assert (firsts[list(LEVELS)] == answer[list(LEVELS)]).all().all()  # the answer is candidate 1
+    assert queue["proposers"].notna().all() and queue["candidate_rank"].max() <= 3
+    for bad in ("0", "1.5", "abc", "nan"):
+        bad_review = tmp_path / f"bad-{bad}.parquet"
+        capsys.readouterr()
+        assert (
+            main([*args[:-1], str(tmp_path / "x.parquet"), "--review-below", bad, "--review-out", str(bad_review)]) == 2
+        )
+        assert "--review-below expects a number in (0, 1]" in capsys.readouterr().err
+        assert not bad_review.exists() and not (tmp_path / "x.parquet").exists()

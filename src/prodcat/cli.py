@@ -227,10 +227,33 @@ def _cmd_predict(args):
 
     from .predict import predict_new_rows
 
+    review = None
+    if args.review_below is not None:
+        from prodcat.ensemble.review import check_threshold, review_queue
+
+        below = check_threshold(args.review_below)
+        review = args.review_out or str(Path(args.out).with_suffix("")) + ".review.parquet"
+        if Path(review).resolve() == Path(args.out).resolve():
+            raise UsageError(f"--review-out must differ from --out, both are {args.out}")
+        check_output_path(review)
     check_output_path(args.out)  # before minutes of prediction
     rows = ingest(args.input)
-    write_parquet(predict_new_rows(args.models, rows, keep_dir=args.keep), args.out)
+    result = predict_new_rows(args.models, rows, keep_dir=args.keep, with_candidates=review is not None)
+    labelled, candidates = result if review is not None else (result, None)
+    if review is not None and "confidence" not in labelled.columns:
+        raise InputError(args.models, "this run's models have no confidence calibration: rerun the workflow")
+    write_parquet(labelled, args.out)
     logging.info("labelled %d rows from %s into %s", len(rows), args.input, args.out)
+    if review is not None:
+        queue = review_queue(labelled, candidates, below, rows)
+        write_parquet(queue, review)
+        logging.info(
+            "%d of %d rows under confidence %g, least confident first, into %s",
+            queue["review_order"].nunique(),
+            len(rows),
+            below,
+            review,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="features: Parquet or JSON lines, validated as by ingest")
     p.add_argument("--out", required=True)
     p.add_argument("--keep", help="write names and every labeler's raw and corrected predictions here")
+    p.add_argument(
+        "--review-below",
+        metavar="P",
+        help="also write a review queue: the rows whose calibrated confidence is below P (in (0, 1]), "
+        "each with its best candidates and who proposed them, least confident first (those are the "
+        "likeliest to be wrong, so working down the list fixes the most errors per row checked); "
+        "--out stays complete",
+    )
+    p.add_argument("--review-out", help="where the review queue goes (default: OUT with .review.parquet)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("make-sample", help="write the synthetic sample data (bit-for-bit reproducible)")

@@ -20,7 +20,41 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-def write_manifest(config: dict, stage: str, path, hierarchy, level_accuracy, stack_model=None) -> None:
+def choose_submission(ensemble_config: dict, validation: dict[str, dict], stage: str) -> dict:
+    """Which ensemble and method the run submits. `ensemble.submit: auto`: the combination with the
+    best validation item accuracy among every ensemble's vote and its stack (the stack's is
+    cross-fitted; ties: the configured order, the vote first). Otherwise ensemble.submit and
+    ensemble.method as configured. validation: per ensemble, its stack model's `validation` dict."""
+    candidates = {}
+    for ensemble in ensemble_config["members"]:
+        numbers = validation.get(ensemble) or {}
+        candidates[f"{ensemble}"] = (ensemble, "vote", numbers.get("vote_item_accuracy"))
+        candidates[f"{ensemble}_stack"] = (ensemble, "stack", numbers.get("cross_fitted_item_accuracy"))
+    accuracy = {model: value for model, (_, _, value) in candidates.items()}
+    if ensemble_config["submit"] == "auto":
+        known = [m for m, a in accuracy.items() if a is not None]
+        if not known:
+            raise ValueError("ensemble.submit is auto, but no ensemble has validation accuracies")
+        model = max(known, key=lambda m: (accuracy[m], -list(accuracy).index(m)))
+        how = "auto: the best validation item accuracy (stacks cross-fitted)"
+    else:
+        suffix = "_stack" if ensemble_config.get("method", "vote") == "stack" else ""
+        model = f"{ensemble_config['submit']}{suffix}"
+        how = "configured (ensemble.submit, ensemble.method)"
+    ensemble, method, _ = candidates[model]
+    return {
+        "ensemble": ensemble,
+        "method": method,
+        "model": model,
+        "stage": stage,
+        "chosen_by": how,
+        "validation_item_accuracy": accuracy,
+    }
+
+
+def write_manifest(
+    config: dict, stage: str, path, hierarchy, level_accuracy, stack_model=None, calibrations=None
+) -> None:
     """What `predict_new_rows` needs from the run's configuration, with the run's files as the
     manifest rule receives them (its inputs: the hierarchy, the submitted stage's level accuracy and,
     when ensemble.method is stack, the arbiter fit on all validation rows), recorded relative to the
@@ -37,6 +71,8 @@ def write_manifest(config: dict, stage: str, path, hierarchy, level_accuracy, st
     submit = config["ensemble"]["submit"]
     labelers = config["ensemble"]["members"][submit]
     method = config["ensemble"]["method"]
+    if submit == "auto":
+        raise ValueError("write_manifest needs the chosen ensemble (choose_submission), not auto")
     if (method == "stack") != (stack_model is not None):
         raise ValueError(f"ensemble.method is {method}: a stack model is needed exactly when it is stack")
     write_json(
@@ -49,6 +85,8 @@ def write_manifest(config: dict, stage: str, path, hierarchy, level_accuracy, st
             "level_accuracy": relative(level_accuracy),
             # the learned arbiter (prodcat.ensemble.stack); used when method is stack
             "stack_model": relative(stack_model) if stack_model is not None else None,
+            # confidence calibrations (prodcat.ensemble.calibration) of the vote and the members
+            "calibrations": {name: relative(p) for name, p in (calibrations or {}).items()},
         },
         path,
     )
@@ -92,6 +130,7 @@ MANIFEST_SCHEMA = {
         },
         "hierarchy": {"type": "string", "minLength": 1},
         "level_accuracy": {"type": "string", "minLength": 1},
+        "calibrations": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
     },
 }
 
@@ -144,12 +183,15 @@ def _require_model(path: Path, what: str) -> Path:
     return path
 
 
-def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataFrame:
+def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None, with_candidates: bool = False):
     """The ensemble's labels for `rows` (validated rows table; vote or stack as the run was
-    configured), plus each labeler's corrected labels as `<labeler>_<level>` columns. With keep_dir,
-    every intermediate table is written there."""
+    configured) with their calibrated `confidence`, plus each labeler's corrected labels as
+    `<labeler>_<level>` columns and its confidence as `<labeler>_confidence`. With keep_dir, every
+    intermediate table is written there. with_candidates: (that table, every row's ranked
+    candidates with who proposed them: prodcat.ensemble.review)."""
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_level_accuracy, write_parquet
+    from prodcat.ensemble.calibration import with_confidence
     from prodcat.ensemble.correct import correct_predictions
     from prodcat.ensemble.vote import vote_predictions
     from prodcat.labelers.interface import labeler_for, load_labeler, with_names
@@ -213,7 +255,7 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
             if keep:
                 for m, table in candidate_scores.items():
                     write_parquet(table, keep / f"{m}.candidates.parquet")
-        voted = arbiter.predict(
+        candidates = arbiter.rank_candidates(
             [corrected[m] for m in models],
             models,
             hierarchy,
@@ -221,7 +263,10 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
             rows=rows,
             alternatives=alternatives,
         )
+        voted = arbiter.chosen(candidates)
     else:
+        from prodcat.ensemble.review import vote_candidates
+
         voted = vote_predictions(
             [corrected[m] for m in models],
             models,
@@ -229,7 +274,28 @@ def predict_new_rows(results_dir, rows: pd.DataFrame, keep_dir=None) -> pd.DataF
             level_accuracy=accuracy,
             weighted=manifest["ensemble"]["weighted"],
         )
+        vote_calibration = _calibration(results_dir, manifest, manifest["ensemble"]["submit"])
+        if vote_calibration is not None:
+            voted = with_confidence(voted, vote_calibration, "the vote")
+        candidates = vote_candidates(voted, {m: corrected[m] for m in models}) if with_candidates else None
     for model in models:
         for level in LEVELS:
             voted[f"{model}_{level}"] = corrected[model][level].to_numpy()
-    return voted
+        calibration = _calibration(results_dir, manifest, model)
+        if calibration is not None:
+            position = pd.Index(corrected[model]["indoml_id"]).get_indexer(voted["indoml_id"])
+            member = with_confidence(corrected[model].iloc[position], calibration, model)
+            voted[f"{model}_confidence"] = member["confidence"].to_numpy()
+    return (voted, candidates) if with_candidates else voted
+
+
+def _calibration(results_dir: Path, manifest: dict, model: str):
+    """A model's confidence calibration recorded in the manifest (None for a run without one)."""
+    from prodcat.data.io import read_json
+    from prodcat.ensemble.calibration import check_calibration
+
+    relative = (manifest.get("calibrations") or {}).get(model)
+    if relative is None:
+        return None
+    path = results_dir / relative
+    return check_calibration(read_json(path, f"the confidence calibration of {model}"), path)

@@ -51,7 +51,8 @@ def _alternatives(items, names, source) -> dict:
 def _cmd_stack_fit(args):
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_rows, write_parquet
-    from prodcat.ensemble.stack import DEFAULT_PARAMS, cross_fit_stack, fit_stack
+    from prodcat.ensemble.calibration import expected_calibration_error, item_correct
+    from prodcat.ensemble.stack import DEFAULT_PARAMS, calibrate_stack, cross_fit_stack, fit_stack
     from prodcat.ensemble.vote import vote_predictions
     from prodcat.report.metrics import score
 
@@ -72,8 +73,10 @@ def _cmd_stack_fit(args):
     rows = truth if args.descriptions else None
     # the cross-fitted validation predictions and the model fit on all rows see the same inputs
     inputs = dict(candidate_scores=scores, rows=rows, truth_source=args.truth, alternatives=alternatives)
-    crossfit, _, _ = cross_fit_stack(tables, names, truth, hierarchy, params, **inputs)
+    _, _, _, candidates = cross_fit_stack(tables, names, truth, hierarchy, params, with_candidates=True, **inputs)
     model = fit_stack(tables, names, truth, hierarchy, params, **inputs)
+    # the confidence's calibration is fit on the cross-fitted candidates: rows no model saw
+    crossfit = calibrate_stack(model, candidates, truth, args.truth)
     vote = vote_predictions(tables, names, hierarchy, level_accuracy=model.statistics.level_accuracy)
     model.validation = {
         "rows": len(crossfit),
@@ -82,6 +85,7 @@ def _cmd_stack_fit(args):
         "member_item_accuracy": {
             name: score(truth, table, name=path)["item_accuracy"] for table, (name, path) in zip(tables, named)
         },
+        "cross_fitted_ece": expected_calibration_error(crossfit["confidence"], item_correct(truth, crossfit)),
     }
     model.save(args.model)
     write_parquet(crossfit, args.out)
@@ -92,6 +96,12 @@ def _cmd_stack_fit(args):
         model.validation["cross_fitted_item_accuracy"],
         model.validation["vote_item_accuracy"],
         ", ".join(f"{n} {a:.4f}" for n, a in model.validation["member_item_accuracy"].items()),
+    )
+    logging.info(
+        "confidence: softmax temperature %.3g, isotonic over %d thresholds; cross-fitted ECE %.4f",
+        model.calibration["temperature"],
+        len(model.calibration["x"]),
+        model.validation["cross_fitted_ece"],
     )
 
 
@@ -122,18 +132,48 @@ def _cmd_stack_apply(args):
     if model.layout.descriptions and not args.rows:
         raise InputError(args.model, "fit with the rows' descriptions: pass --rows (the rows the predictions are of)")
     rows = read_rows(args.rows) if args.rows else None
-    write_parquet(
-        model.predict(
-            tables,
-            names,
-            Hierarchy.from_json(args.hierarchy),
-            candidate_scores=scores,
-            rows=rows,
-            alternatives=alternatives,
-        ),
-        args.out,
+    ranked = model.rank_candidates(
+        tables,
+        names,
+        Hierarchy.from_json(args.hierarchy),
+        candidate_scores=scores,
+        rows=rows,
+        alternatives=alternatives,
     )
+    write_parquet(model.chosen(ranked), args.out)
+    if args.candidates:
+        write_parquet(ranked, args.candidates)
     logging.info("stacked %d rows from %s", len(tables[0]), ", ".join(names))
+
+
+def _cmd_calibrate(args):
+    """Fit a model's confidence calibration on its validation predictions; write it (JSON) and each
+    --apply IN=OUT table with a confidence column (same rows, same labels)."""
+    from prodcat.data.io import parse_named_paths, read_predictions, read_rows, write_json, write_parquet
+    from prodcat.ensemble.calibration import (
+        expected_calibration_error,
+        fit_calibration,
+        item_correct,
+        raw_score,
+        with_confidence,
+    )
+
+    truth = read_rows(args.truth, labelled=True)
+    fitting = read_predictions(args.fit)
+    score, column = raw_score(fitting, args.fit)
+    calibration = fit_calibration(score, item_correct(truth, fitting, args.truth), column)
+    applied = [(path, out, read_predictions(path)) for path, out in parse_named_paths(args.apply)]
+    write_json(calibration, args.calibration)
+    for path, out, table in applied:
+        write_parquet(with_confidence(table, calibration, path), out)
+    logging.info(
+        "%s: isotonic on %s, %d thresholds; validation ECE %.4f before, %.4f after",
+        args.fit,
+        column,
+        len(calibration["x"]),
+        expected_calibration_error(score, item_correct(truth, fitting, args.truth)),
+        calibration["fit_ece"],
+    )
 
 
 def _floats(text: str) -> list[float]:
@@ -192,5 +232,20 @@ def add_commands(sub) -> None:
     p.add_argument("--rows", help="the rows the predictions are of (needed by a model fit with --descriptions)")
     p.add_argument("--scores", action="append", default=[], metavar="NAME=PATH", help="as for stack-fit")
     p.add_argument("--alternatives", action="append", default=[], metavar="NAME=PATH", help="as for stack-fit")
+    p.add_argument(
+        "--candidates", help="also write every row's ranked candidates and who proposed them (the review queue's)"
+    )
     p.add_argument("predictions", nargs="+", help="NAME=PATH per member, the names the model was fit with")
     p.set_defaults(func=_cmd_stack_apply)
+
+    p = sub.add_parser("calibrate", help="fit a model's confidence on validation and add it to prediction tables")
+    p.add_argument("--truth", required=True, help="the labelled rows of --fit (validation)")
+    p.add_argument("--fit", required=True, help="the model's predictions of those rows (its raw score: logprob, ...)")
+    p.add_argument("--calibration", required=True, help="where to write the fitted calibration (JSON)")
+    p.add_argument(
+        "apply",
+        nargs="*",
+        metavar="IN=OUT",
+        help="a predictions table of the same model, and where to write it with confidence",
+    )
+    p.set_defaults(func=_cmd_calibrate)

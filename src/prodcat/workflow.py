@@ -246,6 +246,12 @@ def level_accuracy(smk) -> None:
         logging.info("%s", json.dumps(accuracy, indent=1))
 
 
+def _submission(smk) -> dict:
+    from prodcat.data.io import read_json
+
+    return read_json(smk.input.submission, "the submission choice")
+
+
 def report_tables(smk) -> None:
     from prodcat.labelers.summaries import TrainingSummary
     from prodcat.report.tables import (
@@ -271,7 +277,7 @@ def report_tables(smk) -> None:
             "Table 1: accuracy per model and stage",
             f"{VALIDATION_CAVEAT} {unseen_retailer_note(smk.input.metrics)} An ensemble's name is its hard vote "
             "(the paper); NAME_stack is the same members combined by the learned arbiter, cross-fitted on validation.",
-            extra_markdown=ensemble_section(comparison, dict(smk.params.submission)),
+            extra_markdown=ensemble_section(comparison, _submission(smk)),
         )
         logging.info("\n%s", comparison.to_string(index=False))
         constrained = dict(zip(smk.params.constrained_models, smk.input.constrained_summaries))
@@ -591,7 +597,7 @@ def plots(smk) -> None:
             metrics,
             smk.output.accuracy,
             ensembles=list(smk.params.ensembles),
-            submitted=tuple(smk.params.submitted),
+            submitted=(_submission(smk)["model"], _submission(smk)["stage"]),
         )
         f1_by_level(metrics, smk.output.f1)
         training_curves(
@@ -599,18 +605,130 @@ def plots(smk) -> None:
         )
 
 
+def choose_submission(smk) -> None:
+    """The submitted ensemble and method (prodcat.predict.choose_submission), from the stacks'
+    validation numbers; the manifest, the report and its figures read it."""
+    from prodcat.data.io import read_json, write_json
+
+    from .predict import choose_submission as choose
+
+    with logging_to(smk.log[0]):
+        validation = {
+            ensemble: read_json(path, "a stack model").get("validation", {})
+            for ensemble, path in zip(smk.params.ensembles, smk.input.stacks)
+        }
+        chosen = choose(dict(smk.params.ensemble), validation, smk.params.stage)
+        write_json(chosen, smk.output[0])
+        logging.info("submitting %s (%s): %s", chosen["model"], chosen["chosen_by"], chosen["validation_item_accuracy"])
+
+
 def manifest(smk) -> None:
+    from prodcat.data.io import read_json
+
     from .predict import write_manifest
 
     with logging_to(smk.log[0]):
+        chosen = read_json(smk.input.submission, "the submission choice")
+        config = dict(smk.params.config)
+        config["ensemble"] = {**config["ensemble"], "submit": chosen["ensemble"], "method": chosen["method"]}
+        stacks = dict(zip(smk.params.ensembles, smk.input.stacks))
+        calibrations = dict(zip(smk.params.calibrated, smk.input.calibrations))
         write_manifest(
-            smk.params.config,
+            config,
             smk.params.stage,
             smk.output[0],
             hierarchy=smk.input.hierarchy,
             level_accuracy=smk.input.accuracy,
-            stack_model=smk.input.stack[0] if smk.input.stack else None,
+            stack_model=stacks[chosen["ensemble"]] if chosen["method"] == "stack" else None,
+            calibrations={
+                m: calibrations[m] for m in [chosen["ensemble"], *config["ensemble"]["members"][chosen["ensemble"]]]
+            },
         )
+        logging.info("manifest for %s (%s)", chosen["model"], chosen["chosen_by"])
+
+
+def review_queue(smk) -> None:
+    """The submitted model's test rows under ensemble.review_below, with their candidates."""
+    from prodcat.data.io import read_json, read_rows, read_table, write_parquet
+    from prodcat.ensemble.review import check_threshold, review_queue, vote_candidates
+
+    with logging_to(smk.log[0]):
+        chosen = read_json(smk.input.submission, "the submission choice")
+        ensemble = chosen["ensemble"]
+        if chosen["method"] == "stack":
+            predictions = read_table(smk.input[f"stack.{ensemble}"])
+            candidates = read_table(smk.input[f"ranked.{ensemble}"])
+        else:
+            predictions = read_table(smk.input[f"vote.{ensemble}"])
+            members = {m: read_table(smk.input[f"member.{m}"]) for m in smk.params.ensembles[ensemble]}
+            candidates = vote_candidates(predictions, members)
+        below = check_threshold(smk.params.below)
+        queue = review_queue(predictions, candidates, below, read_rows(smk.input.rows))
+        write_parquet(queue, smk.output[0])
+        logging.info(
+            "%s: %d of %d test rows under confidence %g",
+            chosen["model"],
+            queue["review_order"].nunique(),
+            len(predictions),
+            below,
+        )
+
+
+def confidence_report(smk) -> None:
+    """Calibration per model (ECE, accuracy of the 80 % most confident rows), the reliability and
+    coverage figures, and the submitted model's errors table, validation and test apart."""
+    from prodcat.data.io import read_json, read_rows, read_table
+    from prodcat.report.confidence import (
+        calibration_table,
+        coverage_figure,
+        errors_table,
+        reliability_figure,
+        scored,
+    )
+    from prodcat.report.tables import write_table
+
+    with logging_to(smk.log[0]):
+        chosen = read_json(smk.input.submission, "the submission choice")
+        submitted = chosen["model"]
+        truth = {split: read_rows(path, labelled=True) for split, path in zip(smk.params.splits, smk.input.truth)}
+        train = read_rows(smk.input.train, labelled=True)
+        entries, errors = [], []
+        tables = iter(smk.input.tables)
+        for model in smk.params.models:
+            for split in smk.params.splits:
+                path = next(tables)
+                table = read_table(path)
+                entries.append((model, split, *scored(table, truth[split], path)))
+                if model == submitted:
+                    errors.append(errors_table(table, truth[split], train, split))
+        calibration = calibration_table(entries, submitted)
+        write_table(
+            calibration,
+            smk.output.calibration_csv,
+            smk.output.calibration_md,
+            "Confidence: calibration per model",
+            f"Submitted: `{submitted}` ({chosen['chosen_by']}). Each model's confidence is its own score "
+            "(stack: softmax over its candidates at a fitted temperature; vote: the members' agreement; "
+            "labelers: the probability of their answer) mapped by isotonic regression fit on validation "
+            "(the stack's on its cross-fitted rows), so validation numbers are in-sample and test numbers "
+            "are not. ece: expected calibration error over 10 equal-width bins; accuracy_top80: item "
+            "accuracy of the 80 % most confident rows.",
+        )
+        import pandas as pd
+
+        write_table(
+            pd.concat(errors, ignore_index=True),
+            smk.output.errors_csv,
+            smk.output.errors_md,
+            f"Errors of the submitted model ({submitted})",
+            "Per split: the most confused pairs (true path → predicted path; rows = how often), then item "
+            "accuracy per true supergroup, per retailer seen or unseen in training, and per description "
+            "length in characters.",
+        )
+        split = "test" if "test" in smk.params.splits else smk.params.splits[0]
+        reliability_figure(entries, submitted, smk.output.reliability, split)
+        coverage_figure(entries, submitted, smk.output.coverage, split)
+        logging.info("\n%s", calibration.to_string(index=False))
 
 
 def score_candidates(smk) -> None:

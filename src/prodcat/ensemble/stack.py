@@ -455,6 +455,9 @@ class StackModel:
     selection: dict = field(default_factory=dict)  # how C (or deferring to the best member) was chosen
     validation: dict = field(default_factory=dict)  # cross-fitted metrics, when fit by the CLI
     trained_on: np.ndarray | None = field(default=None, repr=False)  # ids of the fitting rows (not saved)
+    # temperature of the candidates' softmax + isotonic map of the chosen one's probability to a
+    # confidence (prodcat.ensemble.calibration), fit on the cross-fitted validation rows; None: not calibrated
+    calibration: dict | None = None
 
     @property
     def members(self) -> list[str]:
@@ -478,8 +481,39 @@ class StackModel:
     ) -> pd.DataFrame:
         """One path per row: indoml_id, the four levels (the first table's row order), and
         stack_score (the chosen candidate's decision value), stack_candidates (how many there
-        were), stack_proposers (members that proposed the chosen path, comma-joined).
+        were), stack_proposers (members that proposed the chosen path, comma-joined),
+        stack_probability (its softmax probability among the row's candidates at the fitted
+        temperature) and, when the model is calibrated, `confidence` (prodcat.ensemble.calibration).
         candidate_scores, rows (descriptions) and alternatives as the model was fit with."""
+        ranked = self.rank_candidates(
+            predictions, names, hierarchy, candidate_scores=candidate_scores, rows=rows, alternatives=alternatives
+        )
+        return self.chosen(ranked)
+
+    def chosen(self, ranked: pd.DataFrame) -> pd.DataFrame:
+        """Each row's first candidate of a `rank_candidates` table, with its confidence."""
+        out = ranked[ranked["rank"] == 1].drop(columns=["rank", "proposers"]).reset_index(drop=True)
+        if self.calibration is not None:
+            from prodcat.ensemble.calibration import with_confidence
+
+            out = with_confidence(out, self.calibration, "the stack's predictions")
+        return out
+
+    def rank_candidates(
+        self,
+        predictions: list[pd.DataFrame],
+        names: list[str],
+        hierarchy: Hierarchy,
+        candidate_scores: dict[str, pd.DataFrame] | None = None,
+        rows: pd.DataFrame | None = None,
+        alternatives: dict[str, pd.DataFrame] | None = None,
+    ) -> pd.DataFrame:
+        """Every candidate of every row, rows in the first table's order and each row's candidates
+        best first: indoml_id, rank (1 = the row's answer), the four levels, stack_score,
+        stack_probability, stack_candidates, stack_proposers (the members whose prediction it is)
+        and proposers (those, then MEMBER#K for a member that ranks it K-th among its alternatives)."""
+        from prodcat.ensemble.calibration import softmax_top
+
         predictions, names = self._in_member_order(predictions, names)
         if self.layout.descriptions and rows is None:
             raise ValueError("this stack model reads the rows' descriptions: pass rows")
@@ -499,15 +533,27 @@ class StackModel:
         )
         row, slot, path, features = _features(members, self.layout, self.statistics, lookup)
         score = self.decision(features)
-        first = _best_per_row(row, slot, score)
-        chosen = path[first]
-        out = pd.DataFrame({"indoml_id": members.ids})
+        order = np.lexsort((slot, -score, row))
+        row, path, score = row[order], path[order], score[order]
+        start = np.r_[True, row[1:] != row[:-1]] if len(row) else np.zeros(0, dtype=bool)
+        first_of_row = np.maximum.accumulate(np.where(start, np.arange(len(row)), 0))
+        out = pd.DataFrame({"indoml_id": members.ids[row], "rank": np.arange(len(row)) - first_of_row + 1})
         for d, level in enumerate(LEVELS):
-            out[level] = lookup.labels[chosen, d]
-        out["stack_score"] = score[first]
-        out["stack_candidates"] = np.bincount(row, minlength=len(members.ids))
-        proposers = members.paths == chosen[:, None]
-        out["stack_proposers"] = [",".join(n for n, p in zip(names, flags) if p) for flags in proposers]
+            out[level] = lookup.labels[path, d]
+        out["stack_score"] = score
+        temperature = float(self.calibration["temperature"]) if self.calibration is not None else 1.0
+        out["stack_probability"] = softmax_top(row, score, temperature)
+        out["stack_candidates"] = np.bincount(row, minlength=len(members.ids))[row]
+        proposed = members.paths[row] == path[:, None]
+        out["stack_proposers"] = [",".join(n for n, p in zip(names, flags) if p) for flags in proposed]
+        listed = {n: members.alternatives[n][row] == path[:, None] for n in self.layout.alternatives}
+        out["proposers"] = [
+            ",".join(
+                [n for n, p in zip(names, proposed[i]) if p]
+                + [f"{n}#{int(np.argmax(flags[i])) + 1}" for n, flags in listed.items() if flags[i].any()]
+            )
+            for i in range(len(row))
+        ]
         return out
 
     def _in_member_order(self, predictions, names):
@@ -539,6 +585,7 @@ class StackModel:
             "params": self.params,
             "selection": self.selection,
             "validation": self.validation,
+            "calibration": self.calibration,
         }
 
     def save(self, path) -> None:
@@ -574,6 +621,7 @@ class StackModel:
                 params=dict(obj["params"]),
                 selection=dict(obj.get("selection") or {}),
                 validation=dict(obj.get("validation") or {}),
+                calibration=_checked_calibration(obj.get("calibration"), path),
             )
             names = [f["name"] for f in features]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -581,6 +629,35 @@ class StackModel:
         if names != layout.feature_names():
             raise InputError(path, f"features {names} do not match the members' {layout.feature_names()}")
         return model
+
+
+def _checked_calibration(obj, path) -> dict | None:
+    if obj is None:
+        return None
+    from prodcat.ensemble.calibration import check_calibration
+
+    check_calibration(obj, path)
+    if not (isinstance(obj.get("temperature"), (int, float)) and obj["temperature"] > 0):
+        raise InputError(path, "the stack's calibration needs a temperature > 0")
+    return obj
+
+
+def calibrate_stack(model: StackModel, ranked: pd.DataFrame, truth: pd.DataFrame, source="truth") -> pd.DataFrame:
+    """Fits the model's calibration on cross-fitted candidates (`cross_fit_stack(...,
+    with_candidates=True)`): the softmax temperature that best predicts the true candidate, then an
+    isotonic map of the chosen candidate's probability to its chance of being right. Returns the
+    rows' chosen candidates with stack_probability and confidence (their cross-fitted values)."""
+    from prodcat.ensemble.calibration import fit_calibration, fit_temperature, item_correct, softmax_top
+
+    ids = ranked["indoml_id"].to_numpy(dtype=np.int64)
+    _, row = np.unique(ids, return_inverse=True)
+    target = item_correct(truth, ranked, source)
+    temperature = fit_temperature(row, ranked["stack_score"].to_numpy(dtype=np.float64), target)
+    ranked = ranked.assign(stack_probability=softmax_top(row, ranked["stack_score"].to_numpy(), temperature))
+    first = (ranked["rank"] == 1).to_numpy()
+    calibration = fit_calibration(ranked["stack_probability"].to_numpy()[first], target[first], "stack_probability")
+    model.calibration = {"temperature": temperature, **calibration}
+    return model.chosen(ranked)
 
 
 def _best_per_row(row, slot, score) -> np.ndarray:
@@ -741,9 +818,12 @@ def cross_fit_stack(
     rows: pd.DataFrame | None = None,
     truth_source="truth",
     alternatives: dict[str, pd.DataFrame] | None = None,
+    with_candidates: bool = False,
 ):
     """Out-of-fold predictions for every row: (table in the first table's row order, each row's
-    fold, the fold models). Fold f's rows are scored by a model fit on the other folds only."""
+    fold, the fold models), and with_candidates also every row's ranked candidates (as
+    `StackModel.rank_candidates`, cross-fitted). Fold f's rows are scored by a model fit on the
+    other folds only."""
     params = resolve_params(params)
     ids = predictions[0]["indoml_id"].to_numpy(dtype=np.int64)
     fold = fold_of_rows(ids, params["folds"], params["seed"])
@@ -772,7 +852,7 @@ def cross_fit_stack(
         )
         models.append(model)
         parts.append(
-            model.predict(
+            model.rank_candidates(
                 list(held_out),
                 names,
                 hierarchy,
@@ -781,9 +861,12 @@ def cross_fit_stack(
                 alternatives={n: t[1] for n, t in ranked.items()},
             )
         )
-    out = pd.concat(parts, ignore_index=True)
-    out = out.set_index("indoml_id").loc[ids].reset_index()
-    return out, fold, models
+    candidates = pd.concat(parts, ignore_index=True)
+    # the first table's row order, each row's candidates best first
+    position = pd.Index(ids).get_indexer(candidates["indoml_id"].to_numpy(dtype=np.int64))
+    candidates = candidates.iloc[np.lexsort((candidates["rank"].to_numpy(), position))].reset_index(drop=True)
+    out = candidates[candidates["rank"] == 1].drop(columns=["rank", "proposers"]).reset_index(drop=True)
+    return (out, fold, models, candidates) if with_candidates else (out, fold, models)
 
 
 def candidate_union(tables: list[pd.DataFrame], hierarchy: Hierarchy) -> pd.DataFrame:

@@ -323,8 +323,16 @@ def ensemble_section(comparison: pd.DataFrame, submission: dict) -> str:
         "fit on the other folds), its test numbers come from the model fit on all validation rows.",
         "",
         f"**Submission:** ensemble `{submission['ensemble']}` at stage `{submission['stage']}`, combined by "
-        f"**{method}** (`ensemble.method`), written to `submission/{submission['model']}.predict`; "
-        "`prodcat predict` combines the same way.",
+        f"**{method}**, written to `submission/{submission['model']}.predict`; "
+        "`prodcat predict` combines the same way. Chosen: "
+        f"{submission.get('chosen_by', 'configured (ensemble.submit, ensemble.method)')}"
+        + (
+            " — validation item accuracy: "
+            + ", ".join(f"{m} {a:.4f}" for m, a in submission["validation_item_accuracy"].items() if a is not None)
+            if submission.get("validation_item_accuracy")
+            else ""
+        )
+        + ".",
         "",
     ]
     body = to_markdown(comparison, "x").splitlines()[2:]  # the table without its title
