@@ -139,3 +139,59 @@ def test_two_gloo_processes_train_the_labeler_as_one_does(tmp_path):
     losses = one["best_eval_loss"], two["best_eval_loss"]
     print(f"best validation loss: 1 process {losses[0]:.4f}, 2 processes {losses[1]:.4f}")
     assert abs(losses[1] - losses[0]) < 0.05 * losses[0]
+
+
+# ---- what Slurm is asked for -----------------------------------------------------------------
+class _Resources(dict):
+    __getattr__ = dict.__getitem__
+
+
+@pytest.mark.slow
+def test_slurm_gives_a_multi_gpu_training_job_its_gpus_as_one_task(tmp_path):
+    """Under profiles/slurm, resources.train_labeler.gpus 2 and train_namer.gpus 4 make those jobs
+    gpu=2 and gpu=4 (Snakemake's dry run), and the pinned executor plugin turns that into one
+    sbatch with --gpus=N and its CPUs, with no --ntasks-per-gpu (versions before 2.7.1 started one
+    task, so one copy of the job, per GPU), and a job step of one task that sees the N GPUs: the
+    job's torchrun starts the N processes."""
+    from types import SimpleNamespace
+
+    import yaml
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+    from snakemake_executor_plugin_slurm_jobstep import get_cpu_setting, get_gpu_setting
+    from tests.conftest import run_snakemake
+
+    overlay = tmp_path / "gpus.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "results": str(tmp_path / "results"),
+                "resources": {
+                    "train_labeler": {"mem_mb": 4000, "runtime": 60, "gpus": 2},
+                    "train_namer": {"mem_mb": 4000, "runtime": 30, "gpus": 4},
+                },
+            }
+        )
+    )
+    dry = run_snakemake("-n", "--workflow-profile", "profiles/slurm", "--configfile", ".test/config.yaml", str(overlay))
+    asked = {}
+    for rule, resources in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", dry.stdout, flags=re.M):
+        gpu = re.search(r"\bgpu=(\d+)", resources)
+        asked.setdefault(rule, set()).add(gpu.group(1) if gpu else None)
+    assert asked["train_labeler"] == {"2"} and asked["train_namer"] == {"4"}
+    assert asked["predict_labeler"] == asked["synthesize_names"] == {"1"}
+    for gpus, threads in ((2, 8), (4, 16)):
+        job = SimpleNamespace(resources=_Resources(gpu=gpus, mem_mb=4000, runtime=60), threads=threads)
+        params = {
+            "run_uuid": "u",
+            "slurm_logfile": "log",
+            "comment_str": "rule_train_labeler",
+            "account": "",
+            "partition": "",
+            "workdir": "",
+        }
+        sbatch = get_submit_command(job, params) + set_gres_string(job)
+        assert f"--gpus={gpus}" in sbatch and f"--cpus-per-task={threads}" in sbatch
+        assert "--ntasks" not in sbatch  # one task: this one Snakemake job
+        # the job step: `srun -n1 ...` with the job's GPUs and CPUs
+        assert get_gpu_setting(job) == f"--gpus={gpus}" and get_cpu_setting(job, True) == f"--cpus-per-task={threads}"
