@@ -40,6 +40,19 @@ def test_the_training_arguments_under_torchrun_share_the_step(monkeypatch, tmp_p
     assert args(params, tmp_path, "cpu", torch.float32).per_device_train_batch_size == 32
 
 
+def test_both_trainers_on_a_cpu_say_so_so_that_their_processes_join_on_gloo(tmp_path):
+    """Without use_cpu on a machine without CUDA, transformers leaves a torchrun process group
+    unused (each process trains alone on all rows): both Trainers set it on the CPU."""
+    import torch
+
+    from prodcat.labelers.seq2seq import training_arguments
+    from prodcat.names.lora import DEFAULT_TRAIN_PARAMS, sft_config
+
+    params = {"per_device_train_batch_size": 8, "seed": 1, "learning_rate": 1e-3, "num_train_epochs": 1}
+    assert training_arguments(params, tmp_path, "cpu", torch.float32).use_cpu
+    assert sft_config(DEFAULT_TRAIN_PARAMS, tmp_path, 64, "cpu", torch.float32).use_cpu
+
+
 def test_training_rules_ask_for_their_configured_gpus():
     """The two training rules take gpu=training_gpus(RULE) (config resources.RULE.gpus, default 1);
     the other GPU rules one each."""
