@@ -30,14 +30,13 @@ def test_the_training_arguments_under_torchrun_share_the_step(monkeypatch, tmp_p
     from prodcat.labelers.seq2seq import training_arguments
 
     params = {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "seed": 1, "learning_rate": 1e-3}
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    args = training_arguments.__wrapped__ if hasattr(training_arguments, "__wrapped__") else training_arguments
-    from prodcat.runtime import trainer
-
-    settings = trainer._per_process({**params}, "test")
-    assert (settings["per_device_train_batch_size"], settings["gradient_accumulation_steps"]) == (8, 1)
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    assert args(params, tmp_path, "cpu", torch.float32).per_device_train_batch_size == 32
+    assert training_arguments(params, tmp_path, "cpu", torch.float32).per_device_train_batch_size == 32
+    monkeypatch.setattr("prodcat.runtime.distributed.world_size", lambda: 4)  # as torchrun's WORLD_SIZE=4
+    args = training_arguments(params, tmp_path, "cpu", torch.float32)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 1)
+    monkeypatch.setattr("prodcat.runtime.distributed.world_size", lambda: 3)
+    with pytest.raises(ValueError, match="cannot be shared by 3 GPUs"):
+        training_arguments(params, tmp_path, "cpu", torch.float32)
 
 
 def test_both_trainers_on_a_cpu_say_so_so_that_their_processes_join_on_gloo(tmp_path):
