@@ -149,14 +149,16 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
         torch.testing.assert_close(value, whole[name], msg=name)
 
 
-def test_group_by_length_defaults_to_true_for_every_trainer(tmp_path):
+def test_group_by_length_is_a_setting_of_every_trainer_on_for_the_namer_by_default(tmp_path):
     from prodcat.labelers.seq2seq import training_arguments as labeler_arguments
     from prodcat.names.lora import DEFAULT_TRAIN_PARAMS, sft_config
 
     params = {"per_device_train_batch_size": 4, "seed": 1, "learning_rate": 1e-3, "num_train_epochs": 1}
-    on = labeler_arguments(params, tmp_path, "cpu", torch.float32)
+    on = labeler_arguments({**params, GROUP_BY_LENGTH: True}, tmp_path, "cpu", torch.float32)
     off = labeler_arguments({**params, GROUP_BY_LENGTH: False}, tmp_path, "cpu", torch.float32)
+    unset = labeler_arguments(params, tmp_path, "cpu", torch.float32)
     assert (on.train_sampling_strategy, off.train_sampling_strategy) == (GROUP_BY_LENGTH, "random")
+    assert unset.train_sampling_strategy == "random"  # the labelers' schema default: false
     assert DEFAULT_TRAIN_PARAMS[GROUP_BY_LENGTH] is True
     namer = sft_config(DEFAULT_TRAIN_PARAMS, tmp_path, 64, "cpu", torch.float32)
     assert namer.train_sampling_strategy == GROUP_BY_LENGTH

@@ -5,7 +5,7 @@
   A number takes the type of its field's default, as an explicit int()/float() would (a YAML `2`
   for num_train_epochs becomes 2.0); a key that is no field of the class is an error, except
   `group_by_length` (transformers 4's name, a boolean: train_sampling_strategy group_by_length or
-  random; default true, prodcat.runtime.batching). Under torchrun the per-device batch and the
+  random, prodcat.runtime.batching). Under torchrun the per-device batch and the
   accumulation are shared out so that an optimizer step keeps its rows (prodcat.runtime.distributed).
 - `run_trainer`: resumes the newest checkpoint of this same run (prodcat.runtime.checkpoints),
   logs the Trainer's logs as lines (prodcat.runtime.progress), profiles a few steps
@@ -42,11 +42,12 @@ def training_arguments(args_class, settings: dict, what: str, **fixed):
 
 
 def _sampling_strategy(settings: dict) -> dict:
-    """`group_by_length` (default true) as train_sampling_strategy."""
+    """`group_by_length` as train_sampling_strategy; left out: random (the labelers' schema says
+    false, the namer's defaults true: prodcat.runtime.batching)."""
     from prodcat.runtime.batching import GROUP_BY_LENGTH
 
     settings = dict(settings)
-    grouped = settings.pop(GROUP_BY_LENGTH, True)
+    grouped = settings.pop(GROUP_BY_LENGTH, False)
     if "train_sampling_strategy" not in settings:
         settings["train_sampling_strategy"] = GROUP_BY_LENGTH if grouped else "random"
     return settings
