@@ -407,5 +407,12 @@ def voters(stage):
 
 def job_resources(rule):
     """A rule's cluster job size from config resources.RULE: mem_mb, runtime (minutes) and, where
-    set, gpu_model and slurm_partition (an empty one leaves the profile's default)."""
-    return {key: value for key, value in config["resources"][rule].items() if value != ""}
+    set, gpu_model and slurm_partition (an empty one leaves the profile's default). A training
+    rule's `gpus` is its `gpu` resource instead (training_gpus)."""
+    return {key: value for key, value in config["resources"][rule].items() if value != "" and key != "gpus"}
+
+
+def training_gpus(rule):
+    """GPUs of a training job (config resources.RULE.gpus): its `gpu` resource, and as many
+    data-parallel processes (prodcat.workflow, prodcat.runtime.distributed)."""
+    return config["resources"][rule]["gpus"]

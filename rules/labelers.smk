@@ -24,7 +24,7 @@ rule train_labeler:
     threads: config["threads"]["train"]
     resources:
         **job_resources("train_labeler"),
-        gpu=1,
+        gpu=training_gpus("train_labeler"),
     conda:
         "../envs/gpu.yaml"
     script:

@@ -82,7 +82,7 @@ rule train_namer:
     threads: config["threads"]["train"]
     resources:
         **job_resources("train_namer"),
-        gpu=1,
+        gpu=training_gpus("train_namer"),
     conda:
         "../envs/gpu.yaml"
     script:

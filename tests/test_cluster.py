@@ -37,12 +37,13 @@ JOB_MEM_MB, JOB_RUNTIME = 1900, 17
 
 
 def gpu_rules() -> set[str]:
-    """Rules whose resources ask for a GPU, read from rules/*.smk."""
+    """Rules whose resources ask for a GPU, read from rules/*.smk (the training rules ask for
+    training_gpus(RULE): config resources.RULE.gpus, 1 in the .test config)."""
     names = set()
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for block in re.split(r"^(?=rule |checkpoint )", smk.read_text(), flags=re.M):
             header = re.match(r"(?:rule|checkpoint) (\w+):", block)
-            if header and re.search(r"^\s+gpu\s*=\s*[1-9]", block, flags=re.M):
+            if header and re.search(r"^\s+gpu\s*=\s*([1-9]|training_gpus\()", block, flags=re.M):
                 names.add(header.group(1))
     return names
 

@@ -20,8 +20,41 @@ from prodcat import LEVELS
 FLOPS_SPLIT = "test"
 
 
-@contextlib.contextmanager
 def logging_to(path):
+    """The job's log at `path` for the block (`_logging_to_file`); in a torchrun worker of a
+    data-parallel job, whose launching process already sends everything there, lines on that
+    stream instead (`_worker_logging`)."""
+    from prodcat.runtime.distributed import world_size
+
+    return _worker_logging() if world_size() > 1 else _logging_to_file(path)
+
+
+@contextlib.contextmanager
+def _worker_logging():
+    """Python logging to stderr (the job's log, inherited from the launching process), each line
+    with the process's rank; the other processes than the main one log warnings and errors only."""
+    import sys
+
+    from prodcat.runtime.distributed import is_main_process, rank
+    from prodcat.runtime.progress import no_progress_bars
+
+    no_progress_bars()
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s rank {rank()} %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
+    try:
+        yield
+    except Exception:
+        logging.exception("failed")
+        raise
+    finally:
+        root.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def _logging_to_file(path):
     """Everything the process writes goes to the log file at `path` for the block: Python's stdout,
     stderr and logging, and also the OS-level file descriptors 1 and 2, which C and C++ code (torch's
     kineto profiler, CUDA, tokenizers) writes to directly, past sys.stderr; all restored after."""
@@ -179,12 +212,94 @@ def download_model(smk) -> None:
         fetch_model(smk.params.repo_id, smk.params.revision, smk.output[0])
 
 
+# ---- data-parallel training: one job, N torchrun processes ----------------------------------
+class _Named(list):
+    """Snakemake's Namedlist as far as these steps read it: values by position, by name
+    (attribute), `get(name, default)` and `items()`."""
+
+    def __init__(self, values, names):
+        super().__init__(values)
+        self._names = dict(names)
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["_names"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, name, default=None):
+        return self._names.get(name, default)
+
+    def items(self):
+        return self._names.items()
+
+
+class _Job:
+    """What a step reads of the `snakemake` object, rebuilt in a torchrun worker from JSON."""
+
+    def __init__(self, record: dict):
+        for part in ("input", "output", "params", "log", "wildcards", "resources"):
+            setattr(self, part, _Named(record[part]["values"], record[part]["names"]))
+        self.threads = record["threads"]
+
+
+def _job_record(smk, step: str, processes: int) -> dict:
+    def named(part):
+        return {"values": list(part), "names": dict(part.items())}
+
+    return {
+        "step": step,
+        **{part: named(getattr(smk, part)) for part in ("input", "output", "params", "log", "wildcards", "resources")},
+        "threads": max(1, int(smk.threads) // processes),  # each process its share of the job's threads
+    }
+
+
+def _launched_data_parallel(smk, step: str) -> bool:
+    """With resources gpu=N > 1 (config resources.RULE.gpus; Snakemake caps it at --resources gpu),
+    runs `step` in N torchrun processes on this job's machine and returns True; else False (the
+    caller trains in this process). Inside a worker: False."""
+    import tempfile
+
+    from prodcat.runtime.distributed import launch_processes, world_size
+
+    processes = int(smk.resources.get("gpu", 1) or 1)
+    if processes <= 1 or world_size() > 1:
+        return False
+    with logging_to(smk.log[0]), tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "job.json"
+        job.write_text(json.dumps(_job_record(smk, step, processes), default=str))
+        launch_processes("prodcat.workflow", [str(job)], processes, int(smk.threads))
+    return True
+
+
+DATA_PARALLEL_STEPS = ("train_labeler", "train_namer")
+
+
+def data_parallel_worker(job_path) -> None:
+    """A torchrun worker: the step of the job file, in this process's share (prodcat.runtime.distributed)."""
+    import torch.distributed as dist
+
+    from prodcat.runtime.distributed import init_process_group
+
+    record = json.loads(Path(job_path).read_text())
+    if record["step"] not in DATA_PARALLEL_STEPS:
+        raise ValueError(f"{record['step']!r} is not a data-parallel step: expected one of {DATA_PARALLEL_STEPS}")
+    init_process_group()
+    try:
+        globals()[record["step"]](_Job(record))
+    finally:
+        dist.destroy_process_group()
+
+
 def train_labeler(smk) -> None:
-    """Any labeler kind's training (rules train_labeler and train_charngram), through prodcat.labelers.interface."""
+    """Any labeler kind's training (rules train_labeler and train_charngram), through prodcat.labelers.interface;
+    data-parallel with resources gpu > 1."""
     from prodcat.data.hierarchy import Hierarchy
     from prodcat.data.io import read_rows
     from prodcat.labelers.interface import labeler_for, train_configured_labeler, with_source
 
+    if _launched_data_parallel(smk, "train_labeler"):
+        return
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
         cfg = dict(smk.params.cfg)
@@ -362,9 +477,13 @@ def _generation_summary(kind: str, names: pd.DataFrame, seconds: float, generate
 
 
 def train_namer(smk) -> None:
+    """The LoRA namer's training (rule train_namer); data-parallel with resources gpu > 1."""
     from prodcat.data.io import read_table
     from prodcat.names.lora import train_lora_namer
+    from prodcat.runtime.distributed import is_main_process
 
+    if _launched_data_parallel(smk, "train_namer"):
+        return
     with logging_to(smk.log[0]):
         _set_threads(smk.threads)
         # The teacher table carries the prompt's source fields (description, price) with each name.
@@ -379,6 +498,8 @@ def train_namer(smk) -> None:
             checkpoint_dir=smk.params.checkpoints,
             profile=dict(smk.params.profile),
         )
+        if not is_main_process():  # data-parallel: the main process writes the summary
+            return
         # Table 2's figures: counted on the meta device (no memory), and report-only: a failure here
         # is logged and leaves the trained namer in place.
         from prodcat.labelers.summaries import TrainingSummary
@@ -761,3 +882,9 @@ def list_alternatives(smk) -> None:
         table = labeler.alternatives(rows, int(smk.params.k))
         logging.info("%s: the %d best paths of each of %d rows", smk.wildcards.split, int(smk.params.k), len(rows))
         write_parquet(table, smk.output[0])
+
+
+if __name__ == "__main__":  # a torchrun worker of a data-parallel job (_launched_data_parallel)
+    import sys
+
+    data_parallel_worker(sys.argv[1])

@@ -31,6 +31,7 @@ from prodcat.data.target_text import format_target, parse_target
 from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
 from prodcat.runtime.checkpoints import run_signature
 from prodcat.runtime.device import describe_device, pick_device
+from prodcat.runtime.distributed import is_main_process, world_size
 from prodcat.runtime.efficiency import count_flops, count_parameters, report_only, training_step_flops
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,14 @@ AUTO_MARGIN_SHARE, AUTO_MARGIN_MIN = 0.1, 8
 
 # ---- data -------------------------------------------------------------------------------
 class ExampleDataset:
-    """A list of tokenised examples (dicts of lists), as the Trainer's data loader wants them."""
+    """A list of tokenised examples (dicts of lists), as the Trainer's data loader wants them.
+
+    `lengths`: each example's source plus target tokens, what its batch is padded over (the
+    length-grouped sampler reads them: prodcat.runtime.batching)."""
 
     def __init__(self, examples: list[dict]):
         self.examples = examples
+        self.lengths = [len(e["input_ids"]) + len(e.get("labels", ())) for e in examples]
 
     def __len__(self):
         return len(self.examples)
@@ -290,6 +295,7 @@ def training_arguments(params: dict, checkpoint_dir, device: str, dtype):
         bf16=device == "cuda" and dtype == torch.bfloat16,
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # data-parallel: every parameter takes part in each step
         disable_tqdm=True,  # one log line every logging_steps instead (prodcat.runtime.progress)
     )
 
@@ -306,14 +312,17 @@ def train_seq2seq(
     kind: str = TEXT,
     extra_callbacks=(),
     profile: dict | None = None,
-) -> TrainingSummary:
+) -> TrainingSummary | None:
     """Fine-tune a seq2seq labeler; the best checkpoint (lowest validation loss) is saved to out_dir
     with its TrainingSummary (train_summary.json; `trainer_seconds` is the Trainer's train() call).
 
     Checkpoints go to checkpoint_dir, outside the rule's output, so that a killed run resumes
     when the rule reruns (Snakemake removes incomplete outputs first); they are removed after a
     successful run unless params['keep_checkpoints']. `profile`: settings of prodcat.runtime.profiling
-    (a few steps profiled, written to out_dir/profile, summarised under "profile")."""
+    (a few steps profiled, written to out_dir/profile, summarised under "profile").
+
+    Under torchrun (prodcat.runtime.distributed) every process trains its share of each step and
+    the main process alone saves; the others return None."""
     from transformers import EarlyStoppingCallback, Seq2SeqTrainer, set_seed
 
     from prodcat.runtime.trainer import run_trainer
@@ -350,7 +359,9 @@ def train_seq2seq(
         processing_class=tokenizer,
     )
     trainer = run.trainer
-    trainer.save_model(str(out_dir))  # the best checkpoint: load_best_model_at_end
+    trainer.save_model(str(out_dir))  # the best checkpoint: load_best_model_at_end (main process only)
+    if not is_main_process():  # data-parallel: the main process writes the model and its summary
+        return None
     tokenizer.save_pretrained(str(out_dir))
     batch_size = trainer.args.per_device_train_batch_size
     batch = trainer.data_collator([train_set[i] for i in range(min(len(train_set), batch_size))])
@@ -374,6 +385,7 @@ def train_seq2seq(
             "epochs_run": trainer.state.epoch,
             "global_step": trainer.state.global_step,
             "train_batch_size": batch_size,
+            "processes": world_size(),  # data-parallel: batch size per process
             **lengths,  # what prediction's "auto" lengths read
             "log_history": trainer.state.log_history,
             "profile": run.profile,

@@ -42,6 +42,7 @@ DEFAULT_TRAIN_PARAMS: dict = {
     "num_train_epochs": 1,
     "max_steps": -1,
     "max_length": None,  # None: the longest training sequence, so that nothing is truncated or dropped
+    "group_by_length": True,  # batches of similar lengths (prodcat.runtime.batching)
     "logging_steps": 10,
     "save_steps": 200,
     "save_total_limit": 2,
@@ -155,7 +156,7 @@ def train_lora_namer(
     templates: dict | None = None,
     checkpoint_dir=None,
     profile: dict | None = None,
-) -> dict:
+) -> dict | None:
     """LoRA fine-tune of the namer on (student prompt → synthesized name), then a merged 16-bit model.
 
     Writes out_dir/adapter (LoRA weights + tokenizer), out_dir/merged (base with the adapter merged
@@ -176,6 +177,8 @@ def train_lora_namer(
         checkpoint_dir=checkpoint_dir,
         profile=profile,
     )
+    if metrics is None:  # data-parallel: another process than the main one
+        return None
     # Merged tensor by tensor from the base's safetensors (prodcat.names.merge): exact (fp32 sum, one
     # rounding to bf16), and it never holds the whole model, on the GPU or off it.
     merge_lora(local_model_dir(base_model_dir), Path(out_dir) / "adapter", Path(out_dir) / "merged")
@@ -215,12 +218,13 @@ def sft_config(params: dict, checkpoint_dir, max_length: int, device: str, dtype
         optim="adamw_torch",
         activation_checkpointing=params["gradient_checkpointing"],
         activation_checkpointing_kwargs={"use_reentrant": False},
-        bf16=device == "cuda" and dtype == torch.bfloat16,
+        bf16=device.startswith("cuda") and dtype == torch.bfloat16,
+        use_cpu=device == "cpu",  # also what makes data-parallel processes on a CPU use gloo
         logging_first_step=True,
         save_strategy="steps",
         eval_strategy="no",
         report_to="none",
-        dataloader_pin_memory=device == "cuda",
+        dataloader_pin_memory=device.startswith("cuda"),
         data_seed=params["seed"],
         max_length=max_length,
         completion_only_loss=True,
@@ -237,16 +241,18 @@ def train_lora(
     templates: dict | None = None,
     checkpoint_dir=None,
     profile: dict | None = None,
-) -> dict:
+) -> dict | None:
     """The LoRA training of `train_lora_namer`, without the merge: writes out_dir/adapter and
     out_dir/trainer_log.json. `profile`: settings of prodcat.runtime.profiling (a few steps profiled,
-    written to out_dir/profile, summarised under "profile")."""
+    written to out_dir/profile, summarised under "profile"). Under torchrun every process trains
+    its share of each step and the main process alone writes; the others return None."""
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
     from trl import SFTTrainer
 
     from prodcat.names.prompts import DEFAULT_TEMPLATES
     from prodcat.runtime.device import pick_device
+    from prodcat.runtime.distributed import is_main_process, local_device, world_size
     from prodcat.runtime.trainer import run_trainer
 
     params = merge_params(DEFAULT_TRAIN_PARAMS, params, TRAIN_PARAMS)
@@ -260,15 +266,16 @@ def train_lora(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     device, dtype = pick_device()
+    device = local_device(device)  # data-parallel: this process's own GPU
     if params["load_in_8bit"]:
-        model, tokenizer = load_causal_lm(base_model_dir, load_in_8bit=True)
+        model, tokenizer = load_causal_lm(base_model_dir, load_in_8bit=True, device=device)
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=params["gradient_checkpointing"],
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     else:
-        model, tokenizer = load_causal_lm(base_model_dir)
+        model, tokenizer = load_causal_lm(base_model_dir, device=device)
     tokenizer.padding_side = "right"
 
     records = _training_records(rows, templates)
@@ -307,6 +314,8 @@ def train_lora(
         peft_config=lora_config(params),
     )
     trainer = run.trainer
+    if not is_main_process():  # data-parallel: the main process writes the adapter and the log
+        return None
     tmp_adapter = out_dir / "adapter.tmp"
     trainer.model.save_pretrained(tmp_adapter)
     tokenizer.save_pretrained(tmp_adapter)
@@ -318,6 +327,7 @@ def train_lora(
         "resumed_from": run.resumed_from,
         "steps_this_run": run.steps_run,
         "global_step": trainer.state.global_step,
+        "processes": world_size(),
         "train_loss": run.result.training_loss,
         "train_runtime": run.result.metrics.get("train_runtime"),
         "params": params,
