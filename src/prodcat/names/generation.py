@@ -3,8 +3,10 @@
 Steps 2 and 4 of the method: Llama-3.1-8B-Instruct, shown the four labels, writes a full product
 name for each training row (teacher, `generate_teacher_names`); the merged LoRA namer writes
 "inferred names" for the validation and test rows from the description and price alone (student,
-`generate_student_names`), which a labeler then reads. Everything here also runs on the tiny
-stand-in from `tiny_llama`, on a CPU.
+`generate_student_names`), which a labeler then reads. A job runs the prefix that all its prompts
+share (system prompt and instructions: the templates put the row's fields last) through the model
+once and reuses its key/value cache in every batch (`PrefixCache`). Everything here also runs on
+the tiny stand-in from `tiny_llama`, on a CPU.
 """
 
 from __future__ import annotations
