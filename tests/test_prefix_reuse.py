@@ -175,7 +175,8 @@ def test_rule_log_says_the_prefix_and_the_tokens_saved(base, rows, caplog):
     with caplog.at_level("INFO", logger="prodcat.names.generation"):
         generation.generate_token_ids(model, tokenizer, chats, batch_size=8, max_new_tokens=2)
     assert f"shared prefix {len(prefix)} tokens (computed once, reused by every batch)" in caplog.text
-    assert f"{saved} fewer than without reuse" in caplog.text
+    assert f"prompts: {len(rows)} rows of {lengths.min()}-{lengths.max()} tokens" in caplog.text
+    assert f"{saved} saved of the {generation.prefilled_tokens(lengths, batches)} without reuse" in caplog.text
 
 
 # ---- the same answers with and without reuse ----------------------------------------------------

@@ -258,10 +258,10 @@ def iter_generated(
     prefilled = prefilled_tokens(lengths, batches, len(prefix_ids), num_beams)
     log.info(
         "prompts: %d rows of %d-%d tokens (mean %.1f), shared prefix %d tokens (%s); this shard's %d rows "
-        "prefill %d prompt tokens, pads included (%.1f per name), %d fewer than without reuse (%.1f per name)",
+        "prefill %d prompt tokens, pads included (%.1f per name): %d saved of the %d without reuse (%.1f per name)",
         len(lengths),
-        lengths.min(initial=0),
-        lengths.max(initial=0),
+        lengths.min() if len(lengths) else 0,
+        lengths.max() if len(lengths) else 0,
         lengths.mean() if len(lengths) else 0.0,
         len(shared_ids),
         "computed once, reused by every batch" if reuse_prefix else "not reused: reuse_prefix is off",
@@ -269,6 +269,7 @@ def iter_generated(
         prefilled,
         prefilled / max(rows, 1),
         full - prefilled,
+        full,
         full / max(rows, 1),
     )
     stop = _stop_ids(model, tokenizer)
