@@ -20,6 +20,19 @@ beyond the answers (token ids live a chunk or a batch at a time).
 
     python bench/namer_generation.py memory [--rows 5000,10000]
 
+prefix: shared-prefix reuse (namer.teacher/student.reuse_prefix) on one naming job: the prompts'
+length and shared prefix (token ids, measured with the model's tokenizer), the prompt tokens the
+job prefills per name (pads included, as `generation.prefilled_tokens` counts them) without and with
+reuse, and the wall time of `generate_teacher_names` / `generate_student_names` without and with it
+(alternating, --repeats times each; the names of both must agree). --model is the job's model
+(e.g. a run's results/models/base/llama), --rows its rows (a run's results/data/train.parquet),
+--configfile the templates and generation settings (config.yaml by default; a file merged over it).
+Without --model, only the counts: with --tokenizer DIR's tokenizer, or else the tiny stand-in's,
+trained on the rows' prompts as the workflow trains it.
+
+    python bench/namer_generation.py prefix [--model DIR | --tokenizer DIR] --rows ROWS.parquet [--configfile FILE]
+        [--kind teacher|student] [--repeats 3] [--threads 1]
+
 score: chrF (orders 1-6, beta 2, as sacrebleu's default) of generated names against reference names,
 joined on indoml_id; one row per --hyp file.
 
@@ -44,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from prodcat.data.io import read_rows, read_table  # noqa: E402
 from prodcat.names import generation, quality  # noqa: E402
 from prodcat.names.prompts import student_messages, teacher_messages  # noqa: E402
-from prodcat.standins.tiny_llama import build_tiny_llama  # noqa: E402
+from prodcat.standins.tiny_llama import build_tiny_llama, build_tiny_tokenizer  # noqa: E402
 from prodcat.workflow import tokenizer_corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,6 +167,76 @@ def run_memory(args) -> None:
             print(f"| {n} | {peak / 2**20:.1f} |")
 
 
+def _merged_config(path) -> dict:
+    import yaml
+
+    def merge(base, override):
+        return {
+            **base,
+            **{
+                k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                for k, v in override.items()
+            },
+        }
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    return merge(config, yaml.safe_load(Path(path).read_text()) or {}) if path else config
+
+
+def run_prefix(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    config = _merged_config(args.configfile)
+    templates, gen = config["namer"]["templates"], dict(config["namer"][args.kind])
+    rows = read_rows(args.rows, labelled=args.kind == "teacher")
+    fields = ["description", "price", *(["supergroup", "group", "module", "brand"] if args.kind == "teacher" else [])]
+    build = teacher_messages if args.kind == "teacher" else student_messages
+    if args.model:
+        _, tokenizer = generation.load_causal_lm(args.model)
+    elif args.tokenizer:  # counts only, with a given tokenizer (e.g. the real Llama-3.1 one)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:  # the stand-in's tokenizer as the workflow trains it (on these rows' prompts); no timing
+        tokenizer = build_tiny_tokenizer(
+            tokenizer_corpus(rows, templates), vocab_size=config["tiny"]["llama"]["vocab_size"]
+        )
+    chats = generation.Chats(rows.assign(price=rows.get("price", np.nan))[fields], build, templates)
+    lengths, prefix = generation.prompt_plan(tokenizer, chats)
+    batches = generation.shard_batches(lengths, gen["batch_size"])
+    beams = gen.get("num_beams", 1)
+    per_name = {
+        reuse: generation.prefilled_tokens(lengths, batches, len(prefix) if reuse else 0, beams) / len(rows)
+        for reuse in (False, True)
+    }
+    name = generation.generate_teacher_names if args.kind == "teacher" else generation.generate_student_names
+    seconds, names = {False: [], True: []}, {}
+    for _ in range(args.repeats if args.model else 0):
+        for reuse in (False, True):
+            start = time.perf_counter()
+            names[reuse] = name(args.model, rows, templates, {**gen, "reuse_prefix": reuse})
+            seconds[reuse].append(time.perf_counter() - start)
+    counted_with = args.model or f"none (counts only), tokenizer {args.tokenizer or 'of the tiny stand-in'}"
+    print(
+        f"{args.kind} job: {len(rows)} rows of {args.rows}, model {counted_with}, "
+        f"batch_size {gen['batch_size']}, "
+        f"max_new_tokens {gen['max_new_tokens']}, num_beams {beams}, torch threads {args.threads}, "
+        f"{platform.processor() or platform.machine()}\n"
+        f"prompts {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.1f}), shared prefix {len(prefix)} "
+        f"tokens: {tokenizer.decode(prefix)[-60:]!r}\n"
+    )
+    print("| reuse_prefix | prefilled prompt tokens per name | wall seconds (median of runs) | runs |")
+    print("|---|---:|---:|---|")
+    for reuse in (False, True):
+        runs = ", ".join(f"{t:.1f}" for t in seconds[reuse])
+        median = f"{np.median(seconds[reuse]):.1f}" if seconds[reuse] else "-"
+        print(f"| {str(reuse).lower()} | {per_name[reuse]:.1f} | {median} | {runs} |")
+    if names:
+        same = int((names[False]["answer"] == names[True]["answer"]).sum())
+        print(f"\nsame answer with and without reuse: {same}/{len(rows)} rows")
+
+
 def run_score(args) -> None:
     reference = read_table(args.ref)[["indoml_id", args.ref_column]].rename(columns={args.ref_column: "reference"})
     print("| names | rows | chrF | exact match |\n|---|---:|---:|---:|")
@@ -185,13 +268,21 @@ def main() -> None:
     speed.add_argument("--model", help="a local chat model directory instead of the tiny random Llama")
     memory = commands.add_parser("memory", help="peak Python memory of generation by row count")
     memory.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[5000, 10000])
+    prefix = commands.add_parser("prefix", help="prefilled tokens and wall time with and without prefix reuse")
+    prefix.add_argument("--model", help="the job's chat model directory (none: the stand-in's tokenizer, no timing)")
+    prefix.add_argument("--rows", required=True, help="the job's rows (Parquet, e.g. results/data/train.parquet)")
+    prefix.add_argument("--tokenizer", help="without --model: count with this tokenizer folder (no timing)")
+    prefix.add_argument("--configfile", help="a config merged over config.yaml (templates, namer.teacher/student)")
+    prefix.add_argument("--kind", choices=["teacher", "student"], default="teacher")
+    prefix.add_argument("--repeats", type=int, default=3)
+    prefix.add_argument("--threads", type=int, default=1)
     score = commands.add_parser("score", help="chrF of generated names against reference names")
     score.add_argument("--ref", required=True)
     score.add_argument("--ref-column", default="name")
     score.add_argument("--hyp", action="append", required=True)
     score.add_argument("--hyp-column", default="name")
     args = parser.parse_args()
-    {"speed": run_speed, "memory": run_memory, "score": run_score}[args.command](args)
+    {"speed": run_speed, "memory": run_memory, "prefix": run_prefix, "score": run_score}[args.command](args)
 
 
 if __name__ == "__main__":

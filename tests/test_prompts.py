@@ -35,15 +35,15 @@ def test_teacher_prompt_has_description_price_and_all_four_labels():
         {"role": "system", "content": SYSTEM},
         {
             "role": "user",
-            "content": "Receipt line: cad 5 pk creme egg 197 g\n"
+            "content": "Write the single most complete product name for the receipt line below. Expand every "
+            "abbreviation, split run-together words into separate words, and use the categories and the brand "
+            "given below. Answer with the product name only and nothing else.\n\n"
+            "Receipt line: cad 5 pk creme egg 197 g\n"
             "Price: 1.50\n"
             "Supergroup: confectionery\n"
             "Group: chocolate\n"
             "Module: seasonal chocolate\n"
-            "Brand: cadbury\n\n"
-            "Write the single most complete product name for this receipt line. Expand every abbreviation, "
-            "split run-together words into separate words, and use the categories and the brand above. "
-            "Answer with the product name only and nothing else.",
+            "Brand: cadbury",
         },
     ]
 
@@ -52,7 +52,7 @@ def test_student_prompt_has_no_labels_and_unknown_price():
     row = {**ROW.to_dict(), "price": math.nan}
     messages = student_messages(row, DEFAULT_TEMPLATES)
     assert messages[0] == {"role": "system", "content": SYSTEM}
-    assert messages[1]["content"].startswith("Receipt line: cad 5 pk creme egg 197 g\nPrice: unknown\n\n")
+    assert messages[1]["content"].endswith("\n\nReceipt line: cad 5 pk creme egg 197 g\nPrice: unknown")
     for label in ("confectionery", "chocolate", "cadbury"):
         assert label not in messages[1]["content"]
 
@@ -168,3 +168,22 @@ def test_short_limit_is_half_the_description_without_spaces():
 def test_runaway_limit_scales_with_the_description():
     long_but_fine = "y" * (4 * len(DESCRIPTION) + 60)
     assert clean_answer(long_but_fine, DESCRIPTION) == (long_but_fine, "ok")
+
+
+@pytest.mark.parametrize("build", [teacher_messages, student_messages])
+def test_default_prompts_share_all_their_instructions_as_a_token_prefix(tokenizer, build):
+    """The fixed text comes before the row's fields, so the token ids that two rows' prompts share
+    run through the whole instruction up to the receipt line (the prefix generation reuses)."""
+    other = {**ROW.to_dict(), "description": "hnz bkd beans 415g", "price": 0.99, "brand": "heinz"}
+    ids = [
+        tokenizer(
+            tokenizer.apply_chat_template(build(row, DEFAULT_TEMPLATES), add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+        )["input_ids"]
+        for row in (ROW, other)
+    ]
+    shared = next(k for k, (a, b) in enumerate(zip(*ids)) if a != b)
+    text = tokenizer.decode(ids[0][:shared])
+    assert text.startswith("<|begin_of_text|>") and SYSTEM in text
+    assert "Answer with the product name only and nothing else.\n\nReceipt line:" in text
+    assert "cad" not in text.rsplit("Receipt line:", 1)[1]

@@ -3,8 +3,10 @@
 Steps 2 and 4 of the method: Llama-3.1-8B-Instruct, shown the four labels, writes a full product
 name for each training row (teacher, `generate_teacher_names`); the merged LoRA namer writes
 "inferred names" for the validation and test rows from the description and price alone (student,
-`generate_student_names`), which a labeler then reads. Everything here also runs on the tiny
-stand-in from `tiny_llama`, on a CPU.
+`generate_student_names`), which a labeler then reads. A job runs the prefix that all its prompts
+share (system prompt and instructions: the templates put the row's fields last) through the model
+once and reuses its key/value cache in every batch (`PrefixCache`). Everything here also runs on
+the tiny stand-in from `tiny_llama`, on a CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from prodcat.runtime.params import merge_params
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GEN_PARAMS: dict = {"batch_size": 16, "max_new_tokens": 48, "num_beams": 1, "load_in_8bit": False}
+DEFAULT_GEN_PARAMS: dict = {
+    "batch_size": 16,
+    "max_new_tokens": 48,
+    "num_beams": 1,
+    "load_in_8bit": False,
+    "reuse_prefix": True,
+}
 GEN_PARAMS = "parameter(s) of the namer's generation"
 
 
@@ -109,14 +117,47 @@ def _stop_ids(model, tokenizer) -> list[int]:
 LENGTH_CHUNK = 2048
 
 
-def prompt_lengths(tokenizer, chats: Sequence, chunk_size: int | None = None) -> np.ndarray:
-    """The token count of every chat's prompt, tokenised chunk by chunk (only the counts are kept)."""
+def _common_prefix_length(a, b) -> int:
+    n = min(len(a), len(b))
+    return next((k for k in range(n) if a[k] != b[k]), n)
+
+
+def prompt_plan(tokenizer, chats: Sequence, chunk_size: int | None = None) -> tuple[np.ndarray, list[int]]:
+    """(the token count of every chat's prompt, the prompts' shared prefix), tokenised chunk by chunk.
+
+    The shared prefix is the longest run of token ids that starts every prompt, measured on the
+    rendered and tokenised prompts (what a merge at the first field does is the tokenizer's
+    business), cut so that every prompt keeps at least one token after it: generation needs a
+    last prompt token to compute the first answer token from.
+    """
     chunk_size = chunk_size or LENGTH_CHUNK
     lengths = np.zeros(len(chats), dtype=np.int32)
+    prefix: list[int] | None = None
     for start in range(0, len(chats), chunk_size):
         ids = _prompt_ids(tokenizer, [chats[i] for i in range(start, min(start + chunk_size, len(chats)))])
         lengths[start : start + len(ids)] = [len(x) for x in ids]
-    return lengths
+        for x in ids:
+            prefix = list(x) if prefix is None else prefix[: _common_prefix_length(prefix, x)]
+    if prefix is None:
+        return lengths, []
+    return lengths, prefix[: max(0, int(lengths.min()) - 1)]
+
+
+def prompt_lengths(tokenizer, chats: Sequence, chunk_size: int | None = None) -> np.ndarray:
+    """The token count of every chat's prompt, tokenised chunk by chunk (only the counts are kept)."""
+    return prompt_plan(tokenizer, chats, chunk_size)[0]
+
+
+def prefilled_tokens(lengths, batches, prefix_length: int = 0, num_beams: int = 1) -> int:
+    """Prompt tokens the model runs through to generate these batches, pads included.
+
+    Each batch is padded to its longest prompt, and beam search prefills every beam. Without a
+    shared prefix (0) that is the whole padded batch; with one, the prefix runs once (one row) and
+    each batch only its rows' suffixes, padded to the longest suffix.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    suffixes = sum((int(lengths[b].max()) - prefix_length) * len(b) * num_beams for b in batches if len(b))
+    return int(suffixes) + (prefix_length if prefix_length and any(len(b) for b in batches) else 0)
 
 
 def shard_batches(lengths, batch_size: int, shard: int = 0, shards: int = 1) -> list[np.ndarray]:
@@ -138,6 +179,52 @@ def shard_batches(lengths, batch_size: int, shard: int = 0, shards: int = 1) -> 
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)][shard::shards]
 
 
+class PrefixCache:
+    """The key/value states of the prompts' shared prefix, computed once (one row, one forward
+    pass) and copied into a fresh cache for each batch, which then prefills only its suffixes."""
+
+    def __init__(self, model, prefix_ids: list[int]):
+        import torch
+        from transformers import DynamicCache
+
+        self.ids = list(prefix_ids)
+        self._config = model.config
+        device = next(model.parameters()).device
+        output = model(
+            input_ids=torch.tensor([self.ids], device=device), cache=DynamicCache(config=model.config), use_cache=True
+        )
+        self._states = [(keys, values) for keys, values, *_ in output.cache]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def for_batch(self, rows: int):
+        """A new cache holding the prefix for `rows` rows (expanded views; generation appends to
+        copies, so the prefix's own states are never changed)."""
+        from transformers import DynamicCache
+
+        return DynamicCache(
+            [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in self._states],
+            config=self._config,
+        )
+
+
+def _batch_inputs(tokenizer, prompts: list[list[int]], prefix_length: int, device) -> dict:
+    """input_ids and attention_mask of a batch: left-padded prompts, or with a shared prefix
+    [prefix, pads, suffix], the pads masked. The position ids that generate derives from the mask
+    (its running count) then give each suffix the positions it has in its own unpadded prompt."""
+    import torch
+
+    if not prefix_length:
+        return tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
+    suffixes = tokenizer.pad({"input_ids": [ids[prefix_length:] for ids in prompts]}, return_tensors="pt")
+    prefix = torch.tensor([prompts[0][:prefix_length]]).expand(len(prompts), -1)
+    return {
+        "input_ids": torch.cat([prefix, suffixes["input_ids"]], dim=1).to(device),
+        "attention_mask": torch.cat([torch.ones_like(prefix), suffixes["attention_mask"]], dim=1).to(device),
+    }
+
+
 def iter_generated(
     model,
     tokenizer,
@@ -148,18 +235,43 @@ def iter_generated(
     num_beams: int = 1,
     shard: int = 0,
     shards: int = 1,
+    reuse_prefix: bool = True,
 ):
     """Yields (row positions, generated token ids) per batch of one shard (see `shard_batches`).
 
     Greedy (or beam) search, deterministic; each token list excludes the prompt and is cut at the
-    first stop token. A batch's prompts are built and tokenised only when it runs.
+    first stop token. A batch's prompts are built and tokenised only when it runs. With
+    `reuse_prefix`, the prefix that all of `chats`' prompts share (`prompt_plan`: all of them, not
+    only this shard's, so every shard reuses the same prefix) is run through the model once and
+    its cache reused by every batch, which feeds the model only its suffixes.
     """
     import torch
     from transformers import GenerationConfig
 
     from prodcat.runtime.progress import log_progress
 
-    batches = shard_batches(prompt_lengths(tokenizer, chats), batch_size, shard, shards)
+    lengths, shared_ids = prompt_plan(tokenizer, chats)
+    batches = shard_batches(lengths, batch_size, shard, shards)
+    prefix_ids = shared_ids if reuse_prefix else []
+    rows = sum(len(b) for b in batches)
+    full = prefilled_tokens(lengths, batches, num_beams=num_beams)
+    prefilled = prefilled_tokens(lengths, batches, len(prefix_ids), num_beams)
+    log.info(
+        "prompts: %d rows of %d-%d tokens (mean %.1f), shared prefix %d tokens (%s); this shard's %d rows "
+        "prefill %d prompt tokens, pads included (%.1f per name): %d saved of the %d without reuse (%.1f per name)",
+        len(lengths),
+        lengths.min() if len(lengths) else 0,
+        lengths.max() if len(lengths) else 0,
+        lengths.mean() if len(lengths) else 0.0,
+        len(shared_ids),
+        "computed once, reused by every batch" if reuse_prefix else "not reused: reuse_prefix is off",
+        rows,
+        prefilled,
+        prefilled / max(rows, 1),
+        full - prefilled,
+        full,
+        full / max(rows, 1),
+    )
     stop = _stop_ids(model, tokenizer)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -176,10 +288,13 @@ def iter_generated(
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     with torch.inference_mode():
+        prefix = PrefixCache(model, prefix_ids) if prefix_ids and batches else None
         for batch in log_progress(batches, f"generate (shard {shard + 1}/{shards})"):
             prompts = _prompt_ids(tokenizer, [chats[i] for i in batch])
-            encoded = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
-            output = model.generate(**encoded, generation_config=config)
+            encoded = _batch_inputs(tokenizer, prompts, len(prefix_ids), device)
+            # generate does not expand a given cache for beam search: one row per beam
+            cache = {"cache": prefix.for_batch(len(batch) * num_beams)} if prefix else {}
+            output = model.generate(**encoded, **cache, generation_config=config)
             new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
             yield (
                 batch,
@@ -188,13 +303,26 @@ def iter_generated(
 
 
 def generate_token_ids(
-    model, tokenizer, messages_list, *, batch_size: int, max_new_tokens: int, num_beams: int = 1
+    model,
+    tokenizer,
+    messages_list,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    num_beams: int = 1,
+    reuse_prefix: bool = True,
 ) -> list[list[int]]:
     """The generated token ids for each chat (prompt excluded, cut at the first stop token), in the
-    input order; batched by prompt length as `iter_generated` does."""
+    input order; batched by prompt length (and the shared prefix reused) as `iter_generated` does."""
     results: list[list[int] | None] = [None] * len(messages_list)
     for batch, ids in iter_generated(
-        model, tokenizer, messages_list, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams
+        model,
+        tokenizer,
+        messages_list,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        reuse_prefix=reuse_prefix,
     ):
         for i, tokens in zip(batch, ids):
             results[i] = tokens
@@ -202,11 +330,24 @@ def generate_token_ids(
 
 
 def generate_names(
-    model, tokenizer, messages_list, *, batch_size: int, max_new_tokens: int, num_beams: int = 1
+    model,
+    tokenizer,
+    messages_list,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    num_beams: int = 1,
+    reuse_prefix: bool = True,
 ) -> list[str]:
     """The raw answer text for each chat, in input order (batched, left-padded, greedy by default)."""
     ids = generate_token_ids(
-        model, tokenizer, messages_list, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams
+        model,
+        tokenizer,
+        messages_list,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        reuse_prefix=reuse_prefix,
     )
     return [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in ids]
 
@@ -262,6 +403,7 @@ def _run_chats(
             num_beams=params["num_beams"],
             shard=shard,
             shards=shards,
+            reuse_prefix=params["reuse_prefix"],
         ):
             for i, tokens in zip(batch, ids):
                 # A stop token is cut off, so an answer as long as max_new_tokens never reached one.

@@ -3,7 +3,9 @@
 The teacher sees the receipt line, its price and all four labels (the labels are what let it expand
 the shorthand); the student (namer) sees only the line and the price, because at test time that is
 all there is. Templates come from the config so that prompt wording is a parameter of the run, not
-code; DEFAULT_TEMPLATES mirrors the prompts described in the PRMAS report.
+code; DEFAULT_TEMPLATES mirrors the prompts described in the PRMAS report, with the instructions
+before the row's fields: then all teacher prompts (and all student prompts) begin with the same
+tokens, whose key/value cache generation computes once per job (`generation.PrefixCache`).
 """
 
 from __future__ import annotations
@@ -24,22 +26,22 @@ DEFAULT_TEMPLATES: dict[str, str] = {
         "you write the full product name a shopper would recognise. You answer with the product name only."
     ),
     "teacher_user": (
+        "Write the single most complete product name for the receipt line below. Expand every abbreviation, "
+        "split run-together words into separate words, and use the categories and the brand given below. "
+        "Answer with the product name only and nothing else.\n\n"
         "Receipt line: {description}\n"
         "Price: {price}\n"
         "Supergroup: {supergroup}\n"
         "Group: {group}\n"
         "Module: {module}\n"
-        "Brand: {brand}\n\n"
-        "Write the single most complete product name for this receipt line. Expand every abbreviation, "
-        "split run-together words into separate words, and use the categories and the brand above. "
-        "Answer with the product name only and nothing else."
+        "Brand: {brand}"
     ),
     "student_user": (
-        "Receipt line: {description}\n"
-        "Price: {price}\n\n"
-        "Write the single most complete product name for this receipt line. Expand every abbreviation "
+        "Write the single most complete product name for the receipt line below. Expand every abbreviation "
         "and split run-together words into separate words. "
-        "Answer with the product name only and nothing else."
+        "Answer with the product name only and nothing else.\n\n"
+        "Receipt line: {description}\n"
+        "Price: {price}"
     ),
 }
 
