@@ -507,10 +507,11 @@ def plan(config: dict, counts: dict[str, Counts], sizes: dict, gpu_name: str, gp
     rules, jobs = [], []
 
     def add(rule, label, result, deps, job_gpus=1):
-        result = dict(result, rule=label, hours=result["seconds"] / 3600)
-        result["gpu_hours"] = result["hours"] * job_gpus
-        rules.append(result)
+        # seconds: a training's wall time on its job_gpus; a generation's over all its shard jobs
         n = result.get("jobs", 1)
+        result = dict(result, rule=label, hours=result["seconds"] / n / 3600)
+        result["gpu_hours"] = result["seconds"] / 3600 * job_gpus
+        rules.append(result)
         names = [f"{label}#{k}" for k in range(n)]
         for name in names:
             jobs.append(Job(rule, name, result["seconds"] / n, job_gpus, deps))
@@ -630,15 +631,15 @@ def markdown(result: dict) -> str:
     lines = [
         f"### {result['gpu']} x {result['gpus']}, {label}",
         "",
-        "| rule | jobs x GPUs | tokens | padded/real | prefilled per row | FLOPs | hours (all jobs, one GPU each) |",
-        "|---|---|---|---|---|---|---|",
+        "| rule | jobs x GPUs | tokens | padded/real | prefilled per row | FLOPs | GPU-hours | hours a job |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rules"]:
         ratio = f"{r['padded_tokens'] / r['real_tokens']:.2f}" if "padded_tokens" in r else ""
         per_row = f"{r['prefilled_per_row']:.0f} ({r['shared_prefix']} shared)" if "prefilled_per_row" in r else ""
         lines.append(
             f"| {r['rule']} | {r.get('jobs', 1)} x {r.get('gpus', 1)} | {r['tokens']:,} | {ratio} | {per_row} | "
-            f"{r['flops']:.3g} | {r['gpu_hours']:.2f} |"
+            f"{r['flops']:.3g} | {r['gpu_hours']:.2f} | {r['hours']:.2f} |"
         )
     lines += [
         "",
