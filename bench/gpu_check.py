@@ -4,10 +4,13 @@ Random-init models at the real configurations (prodcat.standins.paper_models), t
 code paths, in bf16 on CUDA:
   1. byt5-small and flan-t5-base: bf16-autocast training steps at batch 32 and the paper's lengths
      (seconds a step, peak CUDA memory against bench/paper_shapes.py's plan);
-  2. the 8B-shaped Llama written as a checkpoint, then prodcat.names.lora.train_lora on it: 8-bit
-     base (bitsandbytes), LoRA r 16 on every projection, gradient checkpointing, a few steps;
+  2. the 8B-shaped Llama written as a checkpoint, then prodcat.names.lora.train_lora on it: the base
+     (bf16, or 8-bit through bitsandbytes), gradient checkpointing and per-device batch of
+     configs/paper.yaml's namer, LoRA r 16 on every projection, a few steps;
   3. prodcat.names.merge.merge_lora of that adapter (CPU) and teacher-style generation rows/s with
      prodcat.names.generation.generate_token_ids at batch 64 and 256 (bf16).
+At the end (a known GPU, not --smoke) the measured share of peak FLOP/s and of memory bandwidth is
+printed beside bench/paper_plan.py's fixed constants (40 % and 70 %).
 The namer's training profiles 2 of its 4 steps (prodcat.runtime.profiling, CPU + CUDA activities): its
 self CUDA time per step shows that Table 2's CUDA column fills on a GPU.
 
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+GENERATION_STEPS = 48  # max_new_tokens of the generation check (random weights rarely stop earlier)
 
 
 def cuda_peak_gib(reset: bool = False):
@@ -138,12 +142,14 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
     rows = ingest(REPO / "data/sample/train.parquet").head(64)
     names = pd.read_parquet(REPO / "data/sample/names.parquet")[["indoml_id", "name"]]
     rows = rows.merge(names, on="indoml_id")
+    # the base, checkpointing and per-device batch of configs/paper.yaml's namer (bf16 base now)
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["namer"]["train"]
     params = {
         "r": 16,
         "alpha": 16,
-        "load_in_8bit": True,
-        "gradient_checkpointing": True,
-        "per_device_train_batch_size": 8,
+        "load_in_8bit": paper["load_in_8bit"],
+        "gradient_checkpointing": paper["gradient_checkpointing"],
+        "per_device_train_batch_size": paper["per_device_train_batch_size"],
         "gradient_accumulation_steps": 1,
         "max_steps": 4,
         "logging_steps": 1,
@@ -191,10 +197,60 @@ def namer_steps(base: Path, work: Path, smoke: bool) -> dict:
         prompts = (chats * (batch // len(chats) + 1))[:batch]
         cuda_peak_gib(reset=True)
         started = time.time()
-        generation.generate_token_ids(model, tokenizer, prompts, batch_size=batch, max_new_tokens=48)
+        generation.generate_token_ids(model, tokenizer, prompts, batch_size=batch, max_new_tokens=GENERATION_STEPS)
         seconds = time.time() - started
         generation[batch] = {"rows_per_second": batch / seconds, "peak_cuda_gib": cuda_peak_gib(reset=True)}
-    return {"train_adapter_8bit": train, "merge": merge, "generation_bf16": generation}
+    key = "train_adapter_8bit" if params["load_in_8bit"] else "train_adapter_bf16"
+    return {key: train, "merge": merge, "generation_bf16": generation}
+
+
+# GPU names (torch.cuda.get_device_name) -> bench/paper_plan.py's GPU kinds
+PLAN_KINDS = {"4090": "rtx4090", "A100": "a100", "H100": "h100"}
+
+
+def load_paper_plan():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("paper_plan", REPO / "bench" / "paper_plan.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["paper_plan"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def efficiencies(report: dict) -> dict | None:
+    """The measured share of peak (T5 training steps: FLOPs from the meta-device parameter counts)
+    and of memory bandwidth (bf16 generation: the weights read once per decoding step, prefill
+    included, so a lower bound), beside bench/paper_plan.py's fixed constants. None for a device
+    the plan does not know, or a smoke run (narrow shapes)."""
+    kind = next((k for name, k in PLAN_KINDS.items() if name in report.get("device", "")), None)
+    if kind is None or report.get("smoke"):
+        return None
+    plan = load_paper_plan()
+    gpu, sizes = plan.GPUS[kind], plan.model_sizes()
+    measured = {}
+    for arch in ("byt5", "flant5"):
+        r, size = report[arch], sizes[arch]
+        flops = 6 * r["batch"] * (size["encoder"] * r["source"] + (size["decoder"] + size["head"]) * r["target"])
+        measured[f"train_labeler[{arch}] matmul share of peak"] = flops / r["step_seconds"] / gpu["peak"]
+    for batch, g in report.get("namer", {}).get("generation_bf16", {}).items():
+        step = int(batch) / g["rows_per_second"] / GENERATION_STEPS
+        measured[f"generation batch {batch}: weight reads, share of bandwidth"] = (
+            sizes["llama"]["weights_bytes_bf16"] / step / gpu["bandwidth"]
+        )
+    return {
+        "gpu": kind,
+        "plan": {"matmul share of peak": plan.MATMUL_EFFICIENCY, "share of bandwidth": plan.BANDWIDTH_EFFICIENCY},
+        "measured": measured,
+    }
+
+
+def print_efficiencies(result: dict) -> None:
+    print(f"\n| {result['gpu']}: measured | value | bench/paper_plan.py's constant |\n|---|---|---|")
+    for what, value in result["measured"].items():
+        constant = result["plan"]["matmul share of peak" if "peak" in what else "share of bandwidth"]
+        print(f"| {what} | {value:.2f} | {constant:.2f} |")
 
 
 def main() -> None:
@@ -219,6 +275,11 @@ def main() -> None:
     base = llama_checkpoint(work, args.smoke)
     report["namer"] = namer_steps(base, work, args.smoke)
     save()
+    result = efficiencies(report)
+    if result is not None:
+        report["efficiency"] = result
+        save()
+        print_efficiencies(result)
     shutil.rmtree(work, ignore_errors=True)
 
 

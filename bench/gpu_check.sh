@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real CUDA path at the paper's shapes, for a lent GPU machine (the device tool):
-#   bash bench/gpu_check.sh        # writes $OUT/gpu_check.json (or results/gpu_check/)
+#   bash bench/gpu_check.sh        # writes $OUT/gpu_check.json (or results/gpu_check/); ends with
+#   the measured efficiencies beside bench/paper_plan.py's constants (40 % of peak, 70 % of bandwidth)
 # Test it first on a CPU: .venv/bin/python bench/gpu_check.py --out /tmp/gpu-check --smoke
 #
 # Uses .venv when there is one, else the machine's python3 with this checkout's src/ on the path.

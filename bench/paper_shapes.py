@@ -2,7 +2,8 @@
 
 1. Parameters of byt5-small, flan-t5-base, the multimodal ByT5 and Llama-3.1-8B + the paper's LoRA,
    counted on the meta device (prodcat.standins.paper_models), next to PRMAS's Table 2.
-2. A GPU memory plan per rule of configs/paper.yaml (bf16; the namer's base in 8-bit): weights,
+2. A GPU memory plan per rule of configs/paper.yaml (bf16; the namer's base in bf16 or 8-bit, at the
+   configured batch, with and without gradient checkpointing): weights,
    gradients, optimizer state and activations. Weights, gradients and optimizer state follow from
    the parameter counts and dtypes; activations are MEASURED: the bytes autograd saves for the
    backward pass of one forward at the paper's batch and lengths (torch saved-tensor hooks, bf16
@@ -38,6 +39,24 @@ SHAPES = {
     "flant5": {"batch": 32, "source": 48, "target": 64, "predict_batch": 256},
     "llama": {"train_batch": 8, "sequence": 256, "generate_batch": 64, "prompt": 210, "new_tokens": 48},
 }
+
+
+CUDA_OVERHEAD = GIB  # CUDA context, cuBLAS workspace and allocator slack of a training process
+
+
+def namer_variants() -> list[tuple[bool, int, bool]]:
+    """(8-bit base, per-device batch, gradient checkpointing) of the namer's training to plan: the
+    parent commit's (8-bit, batch 8, checkpointing), configs/paper.yaml's, and bf16 at batch 8."""
+    import yaml
+
+    train = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["namer"]["train"]
+    configured = (
+        bool(train["load_in_8bit"]),
+        int(train["per_device_train_batch_size"]),
+        bool(train["gradient_checkpointing"]),
+    )
+    variants = [(True, 8, True), (False, 8, True), (False, 8, False), configured]
+    return list(dict.fromkeys(variants))
 
 
 def saved_activation_bytes(model, batch: dict, *, autocast: bool = True) -> int:
@@ -198,24 +217,36 @@ def plan(counts: dict, t5: dict, llama_act: dict) -> list[dict]:
                 "note": f"batch {batch}, bf16, KV cache for {s['prompt']}+{s['new_tokens']} tokens",
             }
         )
-    # 8-bit base: int8 linear weights; prepare_model_for_kbit_training keeps embedding, lm_head and
-    # norms in fp32; LoRA weights, gradients and AdamW state in fp32. Gradient checkpointing keeps
-    # each layer's input (bf16) plus one layer's activations at a time, and the fp32 logits.
-    checkpointed = (
-        llama.num_hidden_layers * s["train_batch"] * s["sequence"] * llama.hidden_size * 2
-        + llama_act["per_layer_bytes"]
-        + llama_act["head_bytes"]
-    )
-    rows.append(
-        {
-            "rule": "train_namer (LoRA, 8-bit base)",
-            "weights": (base - head) * 1 + head * 4 + lora * 4,
-            "gradients": lora * 4,
-            "optimizer": lora * 8,
-            "activations": checkpointed,
-            "note": f"batch {s['train_batch']} x {s['sequence']} tokens, gradient checkpointing",
-        }
-    )
+    # LoRA weights, gradients and AdamW state in fp32 on either base. 8-bit base: int8 linear
+    # weights; prepare_model_for_kbit_training keeps embedding, lm_head and norms in fp32. bf16 base
+    # (PRMAS's choice): every weight in bf16. Activations scale with batch x sequence from the
+    # measured batch (llama_child): gradient checkpointing keeps each layer's input (bf16) plus one
+    # layer's activations at a time; without it every layer's. The head's measured bytes hold the
+    # bf16 logits and what the loss saves (fp32 upcast / log-softmax); the backward adds the fp32
+    # gradient of the logits (vocab 128,256), counted on top.
+    measured_tokens = s["train_batch"] * s["sequence"]
+    for eight_bit, batch, checkpointing in namer_variants():
+        tokens = batch * s["sequence"]
+        per_layer = llama_act["per_layer_bytes"] * tokens / measured_tokens
+        head_act = llama_act["head_bytes"] * tokens / measured_tokens
+        layers = (
+            llama.num_hidden_layers * tokens * llama.hidden_size * 2 + per_layer
+            if checkpointing
+            else llama.num_hidden_layers * per_layer
+        )
+        logits_grad = tokens * llama.vocab_size * 4
+        rows.append(
+            {
+                "rule": f"train_namer (LoRA, {'8-bit' if eight_bit else 'bf16'} base)",
+                "weights": ((base - head) * 1 + head * 4 if eight_bit else 2 * base) + lora * 4,
+                "gradients": lora * 4,
+                "optimizer": lora * 8,
+                "activations": layers + head_act + logits_grad + CUDA_OVERHEAD,
+                "note": f"batch {batch} x {s['sequence']} tokens, gradient checkpointing "
+                f"{'on' if checkpointing else 'off'}; activations include the fp32 logit gradient "
+                f"({logits_grad / GIB:.2f} GiB) and {CUDA_OVERHEAD / GIB:.0f} GiB of CUDA context",
+            }
+        )
     rows.append(
         {
             "rule": "train_namer merge (CPU)",

@@ -105,11 +105,19 @@ def build_tiny_llama(
     num_kv_heads: int = 2,
     intermediate_size: int = 128,
     seed: int = 0,
+    tokenizer=None,
 ) -> Path:
-    """Write a tiny random Llama-3.1-shaped chat model (tokenizer + bf16 safetensors) to `out_dir`."""
+    """Write a tiny random Llama-3.1-shaped chat model (tokenizer + bf16 safetensors) to `out_dir`.
+
+    `tokenizer`: use this one (e.g. the real Llama-3.1 tokenizer of `llama3_tokenizer`) instead of
+    a byte-level BPE trained on `texts`; the model's vocabulary is its size."""
     out_dir = Path(out_dir)
-    tokenizer = build_tiny_tokenizer(texts, vocab_size=vocab_size)
+    if tokenizer is None:
+        tokenizer = build_tiny_tokenizer(texts, vocab_size=vocab_size)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    # stop on <|eom_id|> too where the vocabulary has it (the real one does: 128001, 128008, 128009)
+    eom = tokenizer.get_vocab().get("<|eom_id|>")
+    stops = [ids[EOS_TEXT], ids[EOT]] if eom is None else [ids[EOS_TEXT], eom, ids[EOT]]
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -119,7 +127,7 @@ def build_tiny_llama(
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=2048,
         bos_token_id=ids[BOS],
-        eos_token_id=[ids[EOS_TEXT], ids[EOT]],
+        eos_token_id=stops,
         pad_token_id=ids[PAD],
         tie_word_embeddings=False,  # Llama-3.1-8B keeps a separate lm_head
     )
@@ -127,7 +135,7 @@ def build_tiny_llama(
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     # The real checkpoint ships a sampling generation config; greedy use overrides it at call time.
     model.generation_config = GenerationConfig(
-        bos_token_id=ids[BOS], eos_token_id=[ids[EOS_TEXT], ids[EOT]], do_sample=True, temperature=0.6, top_p=0.9
+        bos_token_id=ids[BOS], eos_token_id=stops, do_sample=True, temperature=0.6, top_p=0.9
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

@@ -106,8 +106,8 @@ def _save(model, tokenizer, out_dir) -> Path:
 # ---- stand-ins under the paper's hub ids ---------------------------------------------------
 # Tiny widths, but each real model's tokenizer kind, special tokens and config traits: ByT5's byte
 # tokenizer, a deeper encoder than decoder and an untied lm_head; Flan-T5's SentencePiece tokenizer
-# and untied lm_head; Llama-3.1's byte-level BPE, chat template, <|eot_id|> and
-# <|finetune_right_pad_id|> (prodcat.standins.tiny_llama).
+# and untied lm_head; Llama-3.1's real tokenizer (128,256 ids, prodcat.standins.llama3_tokenizer),
+# chat template, <|eot_id|> and <|finetune_right_pad_id|>: "vocab_size" below is not used for it.
 HUB_STANDIN_DIMS = {
     "byt5": {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0},
     "flant5": {
@@ -143,9 +143,12 @@ def build_hub_standin(arch: str, out_dir, texts: list[str], *, seed: int = 0) ->
     if arch == "flant5":
         return _untie_lm_head(build_tiny_flant5(out_dir, texts, dims, vocab_size=400, seed=seed), seed)
     if arch == "llama":
+        # the real Llama-3.1 tokenizer (128,256 ids, its chat template, pad and stop ids): every
+        # prompt, pad and stop token of the paper path is the real one; `texts` are not needed
+        from prodcat.standins.llama3_tokenizer import build_llama31_tokenizer
         from prodcat.standins.tiny_llama import build_tiny_llama
 
-        return build_tiny_llama(out_dir, texts, seed=seed, **dims)
+        return build_tiny_llama(out_dir, texts, seed=seed, tokenizer=build_llama31_tokenizer(), **dims)
     raise ValueError(f"no hub stand-in for {arch!r}: expected byt5, flant5 or llama")
 
 
