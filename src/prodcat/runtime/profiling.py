@@ -441,8 +441,12 @@ class StepProfiler:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        operator_table(events, steps).to_csv(out / OPERATORS_FILE, index=False)
-        write_chrome_trace(events, out / TRACE_FILE)
+        try:
+            operator_table(events, steps).to_csv(out / OPERATORS_FILE, index=False)
+            write_chrome_trace(events, out / TRACE_FILE)
+        except BaseException:  # a full disk, say: no half-written profile is left
+            shutil.rmtree(out, ignore_errors=True)
+            raise
         totals = step_totals(events, steps)
         if not self.use_cuda:
             totals["self_cuda_ms_per_step"] = None
