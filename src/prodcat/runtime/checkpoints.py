@@ -104,7 +104,7 @@ def checkpoint_problem(checkpoint) -> str | None:
     except (OSError, ValueError, AttributeError) as error:
         return f"{state} does not read back ({error})"
     weights = sorted(checkpoint.glob("*.safetensors"))
-    if not weights:
+    if not weights and not any(checkpoint.glob("pytorch_model_fsdp*")):  # FSDP saves its own shards
         return f"no *.safetensors weights in {checkpoint}"
     for path in weights:
         problem = safetensors_problem(path)
