@@ -487,8 +487,9 @@ def settings(config: dict, gpus: int, baseline: bool) -> dict:
     namer = config["namer"]
     resources = config.get("resources", {})
 
-    def grouped(train: dict) -> bool:
-        return not baseline and bool(train.get("group_by_length", True))
+    def grouped(train: dict, default: bool) -> bool:
+        # the code's defaults: on for the namer, off for the labelers (their schema says why)
+        return not baseline and bool(train.get("group_by_length", default))
 
     return {
         "shards": gpus if not baseline else int(namer.get("shards", 1)),
@@ -529,7 +530,7 @@ def plan(config: dict, counts: dict[str, Counts], sizes: dict, gpu_name: str, gp
     namer_job = add(
         "train_namer",
         "train_namer",
-        train_namer(counts["train"], namer["train"], sizes, gpu, s["namer_gpus"], s["grouped"](namer["train"])),
+        train_namer(counts["train"], namer["train"], sizes, gpu, s["namer_gpus"], s["grouped"](namer["train"], True)),
         synth[0],
         s["namer_gpus"],
     )
@@ -549,7 +550,14 @@ def plan(config: dict, counts: dict[str, Counts], sizes: dict, gpu_name: str, gp
             "train_labeler",
             f"train_labeler[{name}]",
             train_labeler(
-                name, counts["train"], counts["val"], spec, sizes, gpu, s["labeler_gpus"], s["grouped"](spec["train"])
+                name,
+                counts["train"],
+                counts["val"],
+                spec,
+                sizes,
+                gpu,
+                s["labeler_gpus"],
+                s["grouped"](spec["train"], False),
             ),
             names_dep,
             s["labeler_gpus"],

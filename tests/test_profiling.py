@@ -139,6 +139,30 @@ def test_a_run_with_no_steps_records_nothing_and_says_so(tmp_path):
     assert not (tmp_path / profiling.PROFILE_DIR).exists()
 
 
+def test_a_resumed_run_with_no_steps_left_is_not_a_failure(tmp_path):
+    profiler = StepProfiler({}, tmp_path, use_cuda=False, resumed=True)
+    run_steps(profiler, 0, tiny_step())
+    summary = profiler.finish()
+    assert summary["skipped"] == "resumed" and summary["error"] is None and summary["resumed"] is True
+
+
+def test_a_trace_that_cannot_be_written_says_why_and_leaves_nothing(tmp_path, monkeypatch):
+    """Issue 25: on a full disk the profile's own failure is reported as such (the error names
+    the cause), training goes on, and no partial trace is left."""
+    import errno
+
+    def full_disk(path, *args, **kwargs):
+        open(path, "wb").close()  # the temporary file exists when the write fails
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(profiling.gzip, "open", full_disk)
+    profiler = StepProfiler({"skip_first": 0, "warmup": 0, "steps": 2}, tmp_path, use_cuda=False)
+    run_steps(profiler, 3, tiny_step())
+    summary = profiler.finish()
+    assert "No space left on device" in summary["error"] and "self_cpu_ms_per_step" not in summary
+    assert not list((tmp_path / profiling.PROFILE_DIR).glob("trace*"))
+
+
 def test_a_failing_profiler_never_stops_training(tmp_path, monkeypatch, caplog):
     import torch.profiler
 
@@ -215,7 +239,9 @@ def test_seq2seq_training_profiles_its_steps(tmp_path):
     # a training step: forward, backward and the optimizer
     assert {"aten::mm", "Optimizer.step#AdamW.step"} <= set(operators.index)
     assert any(name.endswith("Backward0") for name in operators.index)
-    assert (tmp_path / "model" / profile["trace"]).stat().st_size > 0
+    with gzip.open(tmp_path / "model" / profile["trace"], "rt") as trace:  # streamed gzipped, never plain
+        assert STEP_RANGE in {event["name"] for event in json.load(trace)["traceEvents"]}
+    assert not list((tmp_path / "model" / "profile").glob("*.json")) and not list((tmp_path / "model").rglob("*.tmp"))
     saved = json.loads((tmp_path / "model" / "train_summary.json").read_text())
     assert saved["profile"]["self_cpu_ms_per_step"] == profile["self_cpu_ms_per_step"]
 
@@ -258,6 +284,15 @@ def test_tables_2_and_3_from_profiled_and_unprofiled_models(tmp_path):
         "off": write_summary(tmp_path / "off", profile={"enabled": False}),
         "failed": write_summary(tmp_path / "failed", profile={**profiled, "error": "boom", "overhead_seconds": 0.5}),
         "ngram": write_summary(tmp_path / "ngram"),
+        # killed after its profiled steps and resumed: two segments, nothing left to profile
+        "resumed": write_summary(
+            tmp_path / "resumed",
+            profile={**profiled, "skipped": "resumed", "overhead_seconds": 0.0, "operators": None},
+            segments=[
+                {"from_step": 0, "to_step": 12, "seconds": 20.0},
+                {"from_step": 12, "to_step": 24, "seconds": 70},
+            ],
+        ),
     }
     predict = tmp_path / "predict.json"
     predict.write_text(
@@ -285,6 +320,8 @@ def test_tables_2_and_3_from_profiled_and_unprofiled_models(tmp_path):
     assert table.loc["off", "train_step_self_cpu_ms"] == "off" and table.loc["off", "train_wall_seconds"] == 100.0
     assert table.loc["failed", "train_step_self_cpu_ms"] is None and table.loc["failed", "train_wall_seconds"] == 99.5
     assert table.loc["ngram", "train_step_self_cuda_ms"] == "n/a"
+    assert table.loc["resumed", "train_step_self_cpu_ms"] == "resumed"
+    assert table.loc["resumed", "train_wall_seconds"] == 120.0, "the last job's 100 s and the killed segment's 20 s"
     assert table.loc["a", "predict_seconds_per_batch"] == 2.0  # 10 rows in batches of 4: 3 batches
     assert table.loc["a", "predict_seconds_per_1k"] == 600.0
     markdown = to_markdown(table.reset_index(), "Table 2")
@@ -302,7 +339,8 @@ def test_tables_2_and_3_from_profiled_and_unprofiled_models(tmp_path):
         "a: mean of 3 optimizer step(s) recorded by torch.profiler (CPU activities) after 5 skipped and 2 warm-up"
         in note
     )
-    assert "on cpu:x86_64" in note and "failed: profiling failed" in note and "off: profiling off" in note
+    assert "on cpu:x86_64" in note and "failed (boom): profiling failed" in note and "off: profiling off" in note
+    assert "resumed: not profiled, the training resumed a checkpoint past the profiled steps" in note
     assert "ngram: no torch training step" in note
 
 

@@ -180,6 +180,10 @@ def test_the_runner_resumes_the_newest_checkpoint_of_its_own_run_only(tmp_path):
     assert Path(resumed.resumed_from).name == "checkpoint-2"
     assert (resumed.steps_run, resumed.trainer.state.global_step) == (2, 4)
     assert resumed.seconds > 0 and resumed.profile is None and resumed.result.global_step == 4
+    # the training time is the sum over both segments, each recorded
+    assert [(seg["from_step"], seg["to_step"]) for seg in resumed.segments] == [(0, 2), (2, 4)]
+    assert resumed.seconds == pytest.approx(sum(seg["seconds"] for seg in resumed.segments))
+    assert resumed.segments[0]["seconds"] > 0
 
     other = _run(tmp_path, "run b")  # another run's checkpoints are discarded, not resumed
     assert other.resumed_from is None and other.steps_run == 4

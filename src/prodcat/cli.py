@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from prodcat import LEVELS, __version__
-from prodcat.runtime.errors import InputError, UsageError
+from prodcat.runtime.errors import WRITE_ERRNOS, InputError, OutputError, UsageError, errno_of
 
 
 # ---- argument types: a bad value is a usage error (exit 2) naming the argument ------------------
@@ -363,8 +363,14 @@ def main(argv=None) -> int:
     )
     try:
         args.func(args)
-    except (InputError, UsageError) as exc:
+    except (InputError, OutputError, UsageError) as exc:
         print(f"prodcat {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write no prodcat code wrapped (a library's save): still said plainly
+        if errno_of(exc) not in WRITE_ERRNOS:
+            raise
+        error = OutputError(exc.filename or "(a file the library did not name)", exc)
+        print(f"prodcat {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -149,6 +149,15 @@ def build_tiny_model(smk) -> None:
                 )
         else:
             raise ValueError(f"no tiny stand-in for {arch!r}: expected byt5, flant5 or llama")
+        # what the stand-in is, for the run signatures of the checkpoints trained from it
+        write_standin_record(smk.output[0], arch, dict(smk.params.dims), seed)
+
+
+def write_standin_record(model_dir, arch: str, dims: dict, seed: int) -> None:
+    from prodcat.data.io import write_json
+    from prodcat.runtime.checkpoints import STANDIN_FILE
+
+    write_json({"arch": arch, "seed": seed, "dims": dims}, Path(model_dir) / STANDIN_FILE)
 
 
 def pretrain_llama_standin(model_dir, run_row_paths: list[str], warmup: dict, templates: dict) -> dict:
@@ -517,9 +526,9 @@ def train_namer(smk) -> None:
             kind="namer",
             device=describe_device(),
             parameters=costs.pop("parameters", None),
-            trainer_seconds=metrics.get("train_runtime"),
+            trainer_seconds=metrics.get("trainer_seconds"),
             train_gflops_per_step=costs.pop("train_gflops_per_step", None),
-            details={**costs, "profile": metrics.get("profile")},
+            details={**costs, "profile": metrics.get("profile"), "segments": metrics.get("segments")},
         ).write(smk.output[0])
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from prodcat import LEVELS
-from prodcat.runtime.errors import InputError, UsageError
+from prodcat.runtime.errors import InputError, OutputError, UsageError
 
 FEATURE_COLUMNS = ("indoml_id", "description", "retailer", "price")
 JSON_SUFFIXES = {".features", ".labels", ".jsonl", ".json", ".predict"}
@@ -478,9 +478,13 @@ def atomic_paths(*paths):
     _remove_live_temps_on_sigterm()
     _live_temps.update(temps)
     try:
-        yield temps
-        for tmp in temps:
-            _fsync(tmp)  # the data is on disk before the rename makes it visible
+        try:
+            yield temps
+            for tmp in temps:
+                _fsync(tmp)  # the data is on disk before the rename makes it visible
+        except OSError as exc:  # disk full, quota, permission: name the output, not a temp file
+            failed = next((str(p) for t, p in zip(temps, paths) if str(t) == str(exc.filename)), None)
+            raise OutputError(failed or ", ".join(map(str, paths)), exc) from exc
         renamed = []
         try:
             for tmp, path in zip(temps, paths):
@@ -489,7 +493,7 @@ def atomic_paths(*paths):
         except OSError as exc:
             for path in renamed:  # all or nothing
                 path.unlink(missing_ok=True)
-            raise InputError(path, f"cannot write: {exc.strerror or exc}") from None
+            raise OutputError(path, exc) from None
         for folder in {path.parent for path in paths}:
             with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
                 _fsync(folder)

@@ -541,13 +541,17 @@ class CharNgramLabeler:
 
     @classmethod
     def load(cls, directory) -> CharNgramLabeler:
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
+
+        from prodcat.runtime.checkpoints import reading_model
 
         directory = Path(directory)
         try:
-            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-            arrays = load_file(str(directory / ARRAYS_FILE))
-        except (OSError, json.JSONDecodeError, ValueError) as exc:
+            with reading_model(directory, "a saved charngram labeler", rule="train_charngram"):
+                config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+                arrays = load_file(str(directory / ARRAYS_FILE))
+        except (OSError, json.JSONDecodeError, ValueError, SafetensorError) as exc:
             raise InputError(directory, f"not a saved charngram labeler: {exc}") from exc
         if config.get("format_version") != FORMAT_VERSION:
             raise InputError(

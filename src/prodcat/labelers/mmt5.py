@@ -372,9 +372,12 @@ class MultimodalSeq2SeqCollator:
 
 def load_labeler_model(path: str, **kwargs) -> T5ForConditionalGeneration:
     """Load a labeler checkpoint with the class its config.json names (plain T5 or multimodal)."""
-    model_type = T5Config.get_config_dict(path)[0].get("model_type")
-    model_class = MultimodalT5ForConditionalGeneration if model_type == MODEL_TYPE else T5ForConditionalGeneration
-    return model_class.from_pretrained(path, **kwargs)
+    from prodcat.runtime.checkpoints import reading_model
+
+    with reading_model(path, "a trained labeler (config, safetensors weights)", rule="train_labeler"):
+        model_type = T5Config.get_config_dict(path)[0].get("model_type")
+        model_class = MultimodalT5ForConditionalGeneration if model_type == MODEL_TYPE else T5ForConditionalGeneration
+        return model_class.from_pretrained(path, **kwargs)
 
 
 class _RequireMultimodalModel(ConversionOps):

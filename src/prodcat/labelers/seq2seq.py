@@ -29,7 +29,7 @@ import pandas as pd
 from prodcat import LEVELS
 from prodcat.data.target_text import format_target, parse_target
 from prodcat.labelers.summaries import PredictionSummary, TrainingSummary
-from prodcat.runtime.checkpoints import run_signature
+from prodcat.runtime.checkpoints import reading_model, run_signature
 from prodcat.runtime.device import describe_device, pick_device
 from prodcat.runtime.distributed import is_main_process, world_size
 from prodcat.runtime.efficiency import count_flops, count_parameters, report_only, training_step_flops
@@ -207,9 +207,12 @@ def load_base_model(base_dir, kind: str, train_rows: pd.DataFrame | None = None,
     plain (Byt5) checkpoint, with the retailer vocabulary and price scaler fitted on train_rows."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    base_model = "a base model folder (config, safetensors weights, tokenizer)"
+    with reading_model(base_dir, base_model, rule="build_tiny_model or download_model"):
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if kind == TEXT:
-        model = AutoModelForSeq2SeqLM.from_pretrained(base_dir)
+        with reading_model(base_dir, base_model, rule="build_tiny_model or download_model"):
+            model = AutoModelForSeq2SeqLM.from_pretrained(base_dir)
         # T5's forward takes **kwargs, so the Trainer would assume it normalises the loss over
         # gradient-accumulation steps itself; it does not. This makes the Trainer divide.
         model.accepts_loss_kwargs = False
@@ -219,15 +222,16 @@ def load_base_model(base_dir, kind: str, train_rows: pd.DataFrame | None = None,
     from prodcat.labelers.mmt5 import MultimodalT5ForConditionalGeneration
 
     prices = train_rows["price"].dropna()
-    model = MultimodalT5ForConditionalGeneration.from_text_model(
-        str(base_dir),
-        retailers=sorted(train_rows["retailer"].unique().tolist()),
-        price_min=float(prices.min()) if len(prices) else 0.0,
-        price_max=float(prices.max()) if len(prices) else 1.0,
-        side_dim=int(params["side_dim"]),
-        fusion=params["fusion"],
-        retailer_dropout=float(params["retailer_dropout"]),
-    )
+    with reading_model(base_dir, base_model, rule="build_tiny_model or download_model"):
+        model = MultimodalT5ForConditionalGeneration.from_text_model(
+            str(base_dir),
+            retailers=sorted(train_rows["retailer"].unique().tolist()),
+            price_min=float(prices.min()) if len(prices) else 0.0,
+            price_max=float(prices.max()) if len(prices) else 1.0,
+            side_dim=int(params["side_dim"]),
+            fusion=params["fusion"],
+            retailer_dropout=float(params["retailer_dropout"]),
+        )
     return model, tokenizer
 
 
@@ -240,8 +244,10 @@ def load_trained_model(model_dir, device: str | None = None, dtype=None):
 
     if device is None:
         device, dtype = pick_device()
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=dtype, device_map={"": device})
-    return model, AutoTokenizer.from_pretrained(model_dir)
+    what = "a trained seq2seq labeler (config, safetensors weights, tokenizer)"
+    with reading_model(model_dir, what, rule="train_labeler"):
+        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=dtype, device_map={"": device})
+        return model, AutoTokenizer.from_pretrained(model_dir)
 
 
 # ---- training ---------------------------------------------------------------------------
@@ -380,6 +386,7 @@ def train_seq2seq(
             "train_rows": len(train_set),
             "val_rows": len(val_set),
             "resumed_from": run.resumed_from or None,
+            "segments": run.segments,  # trainer_seconds is their sum
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "best_eval_loss": trainer.state.best_metric,
             "epochs_run": trainer.state.epoch,

@@ -57,9 +57,12 @@ def load_causal_lm(path, *, load_in_8bit: bool = False, device: str | None = Non
     # Straight to the device in the target dtype (device_map): no full host copy first, no
     # fp32 intermediate; for the 8B model that is the difference between 16 and 32+ GB.
     quantization = BitsAndBytesConfig(load_in_8bit=True) if load_in_8bit else None
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, quantization_config=quantization, device_map={"": device}
-    )
+    from prodcat.runtime.checkpoints import reading_model
+
+    with reading_model(path, "a causal language model folder (config, safetensors weights, tokenizer)"):
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, quantization_config=quantization, device_map={"": device}
+        )
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"

@@ -329,7 +329,9 @@ def train_lora(
         "global_step": trainer.state.global_step,
         "processes": world_size(),
         "train_loss": run.result.training_loss,
-        "train_runtime": run.result.metrics.get("train_runtime"),
+        "train_runtime": run.result.metrics.get("train_runtime"),  # the last segment's only
+        "trainer_seconds": run.seconds,  # every segment's
+        "segments": run.segments,
         "params": params,
         "log_history": trainer.state.log_history,
         "profile": run.profile,

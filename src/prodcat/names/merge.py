@@ -63,7 +63,10 @@ def load_lora_pairs(adapter_dir) -> dict[str, tuple]:
     """{base weight name: (A, B)} from a PEFT adapter folder."""
     from safetensors.torch import load_file
 
-    tensors = load_file(Path(adapter_dir) / "adapter_model.safetensors")
+    from prodcat.runtime.checkpoints import reading_model
+
+    with reading_model(Path(adapter_dir), "a LoRA adapter folder (adapter_model.safetensors)", rule="train_namer"):
+        tensors = load_file(Path(adapter_dir) / "adapter_model.safetensors")
     pairs: dict[str, list] = {}
     for key, tensor in tensors.items():
         if not key.startswith(ADAPTER_PREFIX) or not key.endswith((".lora_A.weight", ".lora_B.weight")):

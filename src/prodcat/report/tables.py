@@ -55,7 +55,7 @@ OPERATOR_COLUMNS = [
     "calls",
     "mflops",
 ]
-NO_TORCH_STEP, PROFILING_OFF, NO_CUDA = "n/a", "off", "no CUDA device"
+NO_TORCH_STEP, PROFILING_OFF, NO_CUDA, RESUMED = "n/a", "off", "no CUDA device", "resumed"
 VALIDATION_CAVEAT = (
     "Validation rows come from the same distribution as training (a group-stratified split of it); "
     "such numbers flatter: one datathon team saw 0.78 on a random split and 0.41 on the hidden test."
@@ -90,8 +90,9 @@ def unseen_retailer_note(metrics_files) -> str:
 
 def profile_columns(train: dict) -> dict:
     """Table 2's profiler cells from a training summary: "n/a" for a model with no torch training
-    step (no "profile" key), "off" when profiling was off, empty (None) when it failed (the
-    training log says why), "no CUDA device" for CUDA time without a GPU."""
+    step (no "profile" key), "off" when profiling was off, "resumed" when the run resumed past the
+    profiled steps, empty (None) when it failed (the profile note says why), "no CUDA device" for
+    CUDA time without a GPU."""
     if "profile" not in train:
         return {
             "train_profiling_seconds": NO_TORCH_STEP,
@@ -105,12 +106,27 @@ def profile_columns(train: dict) -> dict:
             "train_step_self_cpu_ms": PROFILING_OFF,
             "train_step_self_cuda_ms": PROFILING_OFF,
         }
+    if profile.get("skipped") == "resumed":  # the run resumed past the profiled steps
+        return {
+            "train_profiling_seconds": profile.get("overhead_seconds"),
+            "train_step_self_cpu_ms": RESUMED,
+            "train_step_self_cuda_ms": RESUMED,
+        }
     cuda = profile.get("self_cuda_ms_per_step") if "cuda" in profile.get("activities", []) else NO_CUDA
     return {
         "train_profiling_seconds": profile.get("overhead_seconds"),
         "train_step_self_cpu_ms": profile.get("self_cpu_ms_per_step") if not profile.get("error") else None,
         "train_step_self_cuda_ms": cuda if not profile.get("error") else None,
     }
+
+
+def earlier_segments_seconds(segments) -> float:
+    """The training seconds of every segment but the last of a resumed run (0 for one segment;
+    NaN where one is unknown)."""
+    earlier = (segments or [])[:-1]
+    if any(segment.get("seconds") is None for segment in earlier):
+        return float("nan")
+    return float(sum(segment["seconds"] for segment in earlier))
 
 
 def seconds_per_batch(predict: PredictionSummary):
@@ -135,9 +151,12 @@ def efficiency_table(entries) -> pd.DataFrame:
                 "model": model,
                 # None where a report-only count failed (logged in the training rule's log)
                 "parameters": _number(train.parameters),
-                # the training job's wall time without what profiling added to it
+                # the training job's wall time without what profiling added to it, plus the
+                # training loop's time in the earlier segments of a resumed run (their jobs were
+                # killed before their benchmark was written)
                 "train_wall_seconds": measured["seconds"]
-                - (profiling_seconds if isinstance(profiling_seconds, (int, float)) else 0),
+                - (profiling_seconds if isinstance(profiling_seconds, (int, float)) else 0)
+                + earlier_segments_seconds(train.details.get("segments")),
                 "trainer_seconds": _number(train.trainer_seconds),
                 **profiled,
                 "train_max_rss_mb": measured["max_rss_mb"],
@@ -183,7 +202,7 @@ def profile_note(summaries: dict) -> str:
     """What Tables 2 and 3's profiler figures are: steps and device of each profiled model.
     summaries: model → its training summary."""
     groups: dict[tuple, list[str]] = {}
-    failed, off, no_step = [], [], []
+    failed, off, no_step, resumed = [], [], [], []
     for model, summary in summaries.items():
         profile = summary.get("profile")
         if "profile" not in summary:
@@ -191,7 +210,9 @@ def profile_note(summaries: dict) -> str:
         elif not (profile or {}).get("enabled"):
             off.append(model)
         elif profile.get("error"):
-            failed.append(model)
+            failed.append(f"{model} ({profile['error']})")
+        elif profile.get("skipped") == "resumed":
+            resumed.append(model)
         else:
             key = (
                 profile["recorded_steps"],
@@ -207,7 +228,9 @@ def profile_note(summaries: dict) -> str:
         for (steps, skipped, warm, activities, device), models in groups.items()
     ]
     if failed:
-        lines.append(f"{', '.join(failed)}: profiling failed (the training log says why), cells left empty")
+        lines.append(f"{', '.join(failed)}: profiling failed, cells left empty")
+    if resumed:
+        lines.append(f"{', '.join(resumed)}: not profiled, the training resumed a checkpoint past the profiled steps")
     if off:
         lines.append(f"{', '.join(off)}: profiling off (config profile.enabled)")
     if no_step:

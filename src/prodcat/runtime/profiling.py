@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import shutil
 import statistics
 import time
@@ -228,8 +229,10 @@ class StepProfiler:
     """Profiles a window of training steps; driven by `trainer_callback` (or by hand: train_begin,
     then step_begin/step_end around every step, train_end, and finish after training)."""
 
-    def __init__(self, settings: dict | None, out_dir, *, use_cuda: bool | None = None):
+    def __init__(self, settings: dict | None, out_dir, *, use_cuda: bool | None = None, resumed: bool = False):
         import torch
+
+        self.resumed = resumed  # this run resumed a checkpoint (its profiled steps may be behind it)
 
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.out_dir = Path(out_dir)
@@ -392,9 +395,9 @@ class StepProfiler:
         started = time.perf_counter()
         try:
             summary.update(self._write())
-        except Exception:  # noqa: BLE001 - report-only
+        except Exception as error:  # noqa: BLE001 - report-only
             log.exception("profiling: reading or writing the profile failed; it is left out of the report")
-            self.error = self.error or "reading or writing the profile failed (see the training log)"
+            self.error = self.error or f"reading or writing the profile failed: {type(error).__name__}: {error}"
         finally:
             self.profiler = None
         after = time.perf_counter() - started
@@ -406,10 +409,11 @@ class StepProfiler:
                 "in_loop_seconds": self.in_loop_seconds(),
                 "after_training_seconds": after,
                 "error": self.error,
+                "resumed": self.resumed,
             }
         )
         summary["overhead_seconds"] = summary["in_loop_seconds"] + after
-        if self.error is None:
+        if self.error is None and "self_cpu_ms_per_step" in summary:
             log.info(
                 "profiling: %d steps, %.1f ms self CPU a step; it added %.2f s in the loop and %.2f s after",
                 self.recorded,
@@ -422,6 +426,10 @@ class StepProfiler:
     def _write(self) -> dict:
         if self.error is not None:
             return {}
+        if self.recorded == 0 and self.resumed:
+            # not a failure: the run resumed a checkpoint with no steps left to profile
+            log.info("profiling: nothing recorded, the run resumed with %d steps left", self.step)
+            return {"skipped": "resumed"}
         if self.recorded == 0:
             self.error = f"no step was recorded: this run had {self.step} steps"
             log.warning("profiling: %s", self.error)
@@ -433,16 +441,46 @@ class StepProfiler:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        operator_table(events, steps).to_csv(out / OPERATORS_FILE, index=False)
-        plain = out / "trace.json"
-        self.profiler.export_chrome_trace(str(plain))
-        with open(plain, "rb") as source, gzip.open(out / TRACE_FILE, "wb", compresslevel=6) as target:
-            shutil.copyfileobj(source, target)
-        plain.unlink()
+        try:
+            operator_table(events, steps).to_csv(out / OPERATORS_FILE, index=False)
+            write_chrome_trace(events, out / TRACE_FILE)
+        except BaseException:  # a full disk, say: no half-written profile is left
+            shutil.rmtree(out, ignore_errors=True)
+            raise
         totals = step_totals(events, steps)
         if not self.use_cuda:
             totals["self_cuda_ms_per_step"] = None
         return {**totals, "operators": f"{PROFILE_DIR}/{OPERATORS_FILE}", "trace": f"{PROFILE_DIR}/{TRACE_FILE}"}
+
+
+def write_chrome_trace(events: list[Event], path) -> None:
+    """The recorded steps' events as a gzipped Chrome trace, streamed through gzip: the plain JSON
+    (tens of MB for a real model) never touches the disk, where it once filled a small one. Written
+    to a temporary file beside `path` and renamed, so a failure leaves no half trace."""
+    import json
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    origin = min((e.start for e in events), default=0)
+    try:
+        with gzip.open(tmp, "wt", compresslevel=6, encoding="utf-8") as out:
+            out.write('{"displayTimeUnit": "ms", "traceEvents": [\n')
+            for i, event in enumerate(events):
+                record = {
+                    "name": event.name,
+                    "ph": "X",
+                    "cat": "cpu_op" if event.on_cpu else "kernel",
+                    "pid": "CPU" if event.on_cpu else "CUDA",
+                    "tid": event.thread,
+                    "ts": (event.start - origin) / 1000.0,
+                    "dur": (event.end - event.start) / 1000.0,
+                }
+                out.write(("," if i else "") + json.dumps(record) + "\n")
+            out.write("]}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def trainer_callback(profiler: StepProfiler):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prodcat.runtime.checkpoints import last_checkpoint_of_run
+from prodcat.runtime.checkpoints import last_checkpoint_of_run, read_segments, segment_clock
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class TrainingRun:
     seconds: float
     steps_run: int
     profile: dict | None
+    segments: list = dataclasses.field(default_factory=list)
 
 
 def run_trainer(
@@ -125,10 +126,17 @@ def run_trainer(
 
     with main_process_first():  # data-parallel: one process clears another run's checkpoints
         resumed_from = last_checkpoint_of_run(Path(args.output_dir), signature)
+    prior = read_segments(resumed_from)
+    clock = segment_clock(prior, prior[-1]["to_step"] if prior else 0)
     log_lines = trainer_log_lines()
     # data-parallel: the main process profiles (its steps are every process's)
-    profiler = StepProfiler(profile, profile_dir) if profile is not None and is_main_process() else None
-    callbacks = [*callbacks, log_lines]
+    profiler = (
+        StepProfiler(profile, profile_dir, resumed=resumed_from is not None)
+        if profile is not None and is_main_process()
+        else None
+    )
+    # the clock first: its on_save records the segments in a checkpoint before anything else runs
+    callbacks = [clock, *callbacks, log_lines]
     if profiler is not None and profiler.enabled:
         callbacks.append(profiler_callback(profiler))
     trainer = length_grouped(trainer_class)(args=args, callbacks=callbacks, **trainer_kwargs)
@@ -137,12 +145,14 @@ def run_trainer(
         before_train(trainer, resumed_from)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resumed_from)
-    seconds = time.time() - started
+    segments = [*prior, {**clock.current(), "to_step": trainer.state.global_step, "seconds": time.time() - started}]
     return TrainingRun(
         trainer=trainer,
         result=result,
         resumed_from=resumed_from,
-        seconds=seconds,
+        # a segment recorded before such records has unknown seconds: the sum is then unknown too
+        seconds=None if any(s["seconds"] is None for s in segments) else sum(s["seconds"] for s in segments),
         steps_run=log_lines.steps_run,
         profile=profiler.finish() if profiler is not None else None,  # report-only: never raises
+        segments=segments,
     )
