@@ -122,12 +122,18 @@ def downstream_of_labelers(cfg: dict, labelers) -> list[Pattern]:
     """Evaluation, votes, report and submissions that read these labelers' predictions."""
     patterns = [Pattern("evaluate"), Pattern("report_tables"), Pattern("plots"), Pattern("all")]
     patterns += [Pattern("submission", {"model": name}) for name in labelers]
+    # each labeler's calibrated confidence, and the confidence report that shows every model
+    patterns += [Pattern("calibrate", {"model": name}) for name in labelers] + [Pattern("confidence_report")]
     voting = [e for e, members in cfg["ensemble"]["members"].items() if set(labelers) & set(members)]
     if voting:
         # per-level validation accuracy breaks vote ties; the manifest records the submitted one
         patterns += [Pattern("level_accuracy"), Pattern("manifest")]
     for ensemble in voting:
         patterns += [Pattern("vote", {"ensemble": ensemble}), Pattern("submission", {"model": ensemble})]
+        patterns += [Pattern("calibrate", {"model": ensemble})]  # the vote's calibrated agreement
+    if voting:
+        # the submission is chosen on validation accuracy (ensemble.submit: auto), its review queue
+        patterns += [Pattern("choose_submission"), Pattern("review_queue")]
     if voting:
         # the stack: every member scores the union of all members' paths, so a member's new paths
         # reach every member's candidate scores and every stacked ensemble

@@ -9,7 +9,7 @@ benchmarks count and feed the real token ids. The workflow itself still loads th
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 from prodcat.standins.tiny_llama import (
@@ -47,17 +47,26 @@ def llama31_special_tokens() -> list[str]:
     return named + [f"<|reserved_special_token_{i}|>" for i in range(3, 3 + 256 - len(named))]
 
 
+def installed_package(name: str) -> Path | None:
+    """The folder of an installed package, found on sys.path without importing it: llama_models'
+    own imports need packages this project does not install (it is installed --no-deps)."""
+    for entry in sys.path:
+        folder = Path(entry or ".") / name
+        if (folder / "__init__.py").is_file():
+            return folder
+    return None
+
+
 def bpe_file() -> Path:
     """Path of llama-models' tiktoken BPE file; a clear error when the dev packages are missing."""
-    missing = [name for name in ("llama_models", "tiktoken") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("llama_models", "tiktoken") if installed_package(name) is None]
     if missing:
         raise RuntimeError(
             f"the real Llama-3.1 tokenizer needs the development package(s) {missing}: "
             "pip install tiktoken==0.14.0 && pip install --no-deps llama-models==0.3.0 "
             "(`make install` does: requirements.txt, requirements-nodeps.txt)"
         )
-    package = importlib.util.find_spec("llama_models")
-    path = Path(next(iter(package.submodule_search_locations))) / "llama3" / "tokenizer.model"
+    path = installed_package("llama_models") / "llama3" / "tokenizer.model"
     if not path.is_file():
         raise RuntimeError(f"llama-models is installed but has no {path}: expected llama-models==0.3.0")
     return path
