@@ -288,6 +288,7 @@ def charngram_chain(cfg: dict) -> list[Pattern]:
     ]
     patterns += [Pattern("correct", {"labeler": name}) for name in ngram]
     patterns += [Pattern("submission", {"model": name}) for name in cfg["ensemble"]["members"]]
+    patterns += [Pattern("calibrate", {"model": name}) for name in cfg["ensemble"]["members"]]  # every vote's
     return patterns + downstream_of_labelers(cfg, ngram)
 
 
