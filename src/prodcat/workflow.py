@@ -39,11 +39,19 @@ def _worker_logging():
     from prodcat.runtime.progress import no_progress_bars
 
     no_progress_bars()
+    level = logging.INFO if is_main_process() else logging.WARNING
+    with _root_logging(sys.stderr, f"%(asctime)s %(levelname)s rank {rank()} %(name)s: %(message)s", level):
+        yield
+
+
+@contextlib.contextmanager
+def _root_logging(stream, line_format: str, level: int):
+    """Python's root logger also writes to `stream` for the block; an exception is logged on its way out."""
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s rank {rank()} %(name)s: %(message)s"))
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(line_format))
     root.addHandler(handler)
-    root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
+    root.setLevel(level)
     try:
         yield
     except Exception:
@@ -78,18 +86,8 @@ def _logging_to_file(path):
             os.dup2(handle.fileno(), fd)
         stack.enter_context(contextlib.redirect_stdout(handle))
         stack.enter_context(contextlib.redirect_stderr(handle))
-        root = logging.getLogger()
-        handler = logging.StreamHandler(handle)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        try:
-            yield
-        except Exception:
-            logging.exception("failed")
-            raise
-        finally:
-            root.removeHandler(handler)
+        stack.enter_context(_root_logging(handle, "%(asctime)s %(levelname)s %(name)s: %(message)s", logging.INFO))
+        yield
 
 
 def _set_threads(n: int) -> None:
