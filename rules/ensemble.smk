@@ -135,6 +135,7 @@ rule fit_stack:
     input:
         hierarchy=HIERARCHY,
         truth=rows_for_split("val"),
+        train=rows_for_split("train"),  # its paths: the chance that a new row's is unseen
         predictions=lambda wildcards: ensemble_inputs(wildcards.ensemble, "val", wildcards.stage),
         scores=lambda wildcards: candidate_scores(wildcards.ensemble, "val"),
         alternatives=lambda wildcards: alternatives(config["ensemble"]["members"][wildcards.ensemble], "val"),
@@ -158,7 +159,8 @@ rule fit_stack:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "prodcat stack-fit --hierarchy {input.hierarchy} --truth {input.truth} --model {output.model} --out {output.val}"
+        "prodcat stack-fit --hierarchy {input.hierarchy} --truth {input.truth} --train {input.train}"
+        " --model {output.model} --out {output.val}"
         " {params.options} {params.descriptions} {params.scores} {params.alternatives} {params.named} > {log} 2>&1"
 
 
@@ -196,9 +198,11 @@ rule apply_stack:
 
 rule calibrate:
     # A labeler's or vote's confidence: isotonic regression of item correctness on its own score,
-    # fit on validation (JSON), added to its validation and test predictions.
+    # fit on validation (JSON), scaled by the chance that a row's path is seen in training (the
+    # training paths' Good–Turing estimate), added to its validation and test predictions.
     input:
         truth=rows_for_split("val"),
+        train=rows_for_split("train"),
         val=lambda wildcards: predictions(wildcards.model, "val", wildcards.stage),
         test=lambda wildcards: predictions(wildcards.model, "test", wildcards.stage),
     output:
@@ -215,7 +219,8 @@ rule calibrate:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "prodcat calibrate --truth {input.truth} --fit {input.val} --calibration {output.calibration}"
+        "prodcat calibrate --truth {input.truth} --train {input.train} --fit {input.val}"
+        " --calibration {output.calibration}"
         " {input.val}={output.val} {input.test}={output.test} > {log} 2>&1"
 
 

@@ -14,11 +14,13 @@ from prodcat.ensemble.calibration import (
     accuracy_at_coverage,
     apply_calibration,
     check_calibration,
+    ece_of_a_calibrated_model,
     expected_calibration_error,
     fit_calibration,
     fit_temperature,
     raw_score,
     softmax_top,
+    unseen_path_share,
     with_confidence,
 )
 from prodcat.ensemble.review import check_threshold, review_queue, vote_candidates
@@ -57,6 +59,58 @@ def test_isotonic_json_round_trip_equals_sklearn(tmp_path):
     assert expected_calibration_error(test, truth) > 0.1
     with pytest.raises(InputError, match="c.json"):
         check_calibration({**calibration, "method": "platt"}, tmp_path / "c.json")
+
+
+def _rows_of_paths(counts):
+    """Labelled rows: counts[i] rows of path i."""
+    return pd.DataFrame(
+        [{**{level: f"{level}{i}" for level in LEVELS}, "indoml_id": 0} for i, n in enumerate(counts) for _ in range(n)]
+    )
+
+
+def test_unseen_path_share_is_good_turing_and_scales_the_confidence(tmp_path):
+    # 10 rows: paths seen 5, 2, 1, 1, 1 times → 3 rows of once-seen paths → 0.3
+    assert unseen_path_share(_rows_of_paths([5, 2, 1, 1, 1])) == pytest.approx(0.3)
+    assert unseen_path_share(_rows_of_paths([3, 2])) == 0.0
+    assert unseen_path_share(_rows_of_paths([])) == 0.0
+    # Good–Turing on a Zipf-like catalogue: the share of new draws whose path the sample lacks
+    rng = np.random.default_rng(1)
+    weights = 1.0 / np.arange(1, 2001) ** 1.1
+    weights /= weights.sum()
+    sample = rng.choice(len(weights), 5000, p=weights)
+    estimate = unseen_path_share(_rows_of_paths(np.bincount(sample).tolist()))
+    unseen_mass = weights[np.setdiff1d(np.arange(len(weights)), sample)].sum()
+    assert estimate == pytest.approx(unseen_mass, rel=0.15)
+
+    score = np.linspace(0, 1, 200)
+    correct = score > 0.5
+    plain = fit_calibration(score, correct, "logprob")
+    scaled = fit_calibration(score, correct, "logprob", unseen_share=0.25)
+    assert scaled["unseen_path_share"] == 0.25 and plain["unseen_path_share"] == 0.0
+    np.testing.assert_allclose(apply_calibration(scaled, score), 0.75 * apply_calibration(plain, score))
+    # a file written before the key existed applies unscaled; a share outside [0, 1] is refused by name
+    legacy = {k: v for k, v in plain.items() if k != "unseen_path_share"}
+    np.testing.assert_allclose(
+        apply_calibration(check_calibration(legacy, "old.json"), score), apply_calibration(plain, score)
+    )
+    for bad in (1.01, -0.1, "0.2", None):
+        with pytest.raises(InputError, match="cal.json"):
+            check_calibration({**plain, "unseen_path_share": bad}, "cal.json")
+    with pytest.raises(ValueError, match="unseen_share"):
+        fit_calibration(score, correct, "logprob", unseen_share=1.5)
+
+
+def test_ece_of_a_calibrated_model_is_the_sampling_noise():
+    rng = np.random.default_rng(2)
+    confidence = rng.uniform(0, 1, 1000)
+    noise = ece_of_a_calibrated_model(confidence)
+    assert noise == ece_of_a_calibrated_model(confidence)  # seeded
+    # a calibrated model's ECE on a fresh draw is under it about 95 % of the time
+    fresh = [expected_calibration_error(confidence, rng.random(1000) < confidence) for _ in range(400)]
+    assert 0.9 <= np.mean(np.array(fresh) <= noise) <= 0.99
+    # 4x the rows, about half the noise; a miscalibrated model (every confidence +0.1) is above it
+    assert 0.35 < ece_of_a_calibrated_model(np.tile(confidence, 4)) / noise < 0.65
+    assert expected_calibration_error(np.clip(confidence + 0.1, 0, 1), rng.random(1000) < confidence) > noise
 
 
 def test_raw_score_and_confidence_keep_the_ranking_and_the_labels():

@@ -10,6 +10,7 @@ import pytest
 
 from prodcat import LEVELS
 from prodcat.data.hierarchy import Hierarchy
+from prodcat.ensemble.calibration import unseen_path_share
 from prodcat.ensemble.stack import Layout, StackModel, cross_fit_stack, fit_stack, fold_of_rows
 from prodcat.ensemble.vote import vote_predictions
 from prodcat.runtime.errors import InputError
@@ -542,6 +543,17 @@ def test_cli_takes_ranked_alternatives_and_apply_refuses_a_model_without_them(hi
     expected, _, _ = cross_fit_stack(members, NAMES, truth, hierarchy, {"folds": 3}, alternatives={"strong": listed})
     decisions = [c for c in expected.columns if c != "stack_probability"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cv.parquet")[decisions], expected[decisions])
+    # --train: the same decisions; the confidence scaled by the training paths' Good–Turing unseen share
+    train = truth.iloc[: len(truth) // 3].assign(description="x", retailer="r", price=1.0)
+    train.to_parquet(tmp_path / "train.parquet")
+    share = unseen_path_share(train)
+    assert 0 < share < 1
+    scaled = ["--model", str(tmp_path / "m2.json"), "--out", str(tmp_path / "cv2.parquet")]
+    assert main([*fit, "--train", str(tmp_path / "train.parquet"), *scaled, *alternatives, *named]) == 0
+    assert StackModel.load(tmp_path / "m2.json").calibration["unseen_path_share"] == pytest.approx(share)
+    with_share, without = pd.read_parquet(tmp_path / "cv2.parquet"), pd.read_parquet(tmp_path / "cv.parquet")
+    pd.testing.assert_frame_equal(with_share[decisions], without[decisions])
+    np.testing.assert_allclose(with_share["confidence"], (1 - share) * without["confidence"])
     apply = ["stack-apply", *common, "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "a.parquet")]
     assert main([*apply, *alternatives, *named]) == 0
     pd.testing.assert_frame_equal(

@@ -9,6 +9,7 @@ from tests.conftest import REPO, run_snakemake
 
 from prodcat import LEVELS
 from prodcat.cli import main
+from prodcat.ensemble.calibration import unseen_path_share
 from prodcat.report.tables import EFFICIENCY_COLUMNS, METRICS_COLUMNS, NO_CUDA, OPERATOR_COLUMNS
 
 
@@ -470,6 +471,13 @@ def test_confidence_is_calibrated_on_every_table_and_predict_writes_a_review_que
     calibration = pd.read_csv(finished_run / "report" / "calibration.csv")
     assert set(calibration["split"]) == {"val", "test"}
     assert calibration["ece"].between(0, 1).all() and (calibration["submitted"] == "yes").sum() == 2
+    assert calibration["ece_noise_p95"].between(0, 0.2).all()
+    # every fitted map is scaled by the training paths' Good–Turing share of unseen paths
+    share = unseen_path_share(pd.read_parquet(finished_run / "data" / "train.parquet"))
+    fitted = [json.loads(p.read_text()) for p in (finished_run / "ensemble" / "calibration").glob("*.json")]
+    fitted += [json.loads(p.read_text())["calibration"] for p in (finished_run / "ensemble").glob("*.stack.json")]
+    assert share > 0 and len(fitted) >= 8
+    assert all(c["unseen_path_share"] == pytest.approx(share) for c in fitted)
     errors = pd.read_csv(finished_run / "report" / "errors.csv")
     assert {"supergroup", "retailer", "description length (characters)"} <= set(errors["breakdown"])
     for model in ("ensemble_stack", "byt5", "charngram", "ensemble"):

@@ -76,7 +76,7 @@ def _cmd_stack_fit(args):
     _, _, _, candidates = cross_fit_stack(tables, names, truth, hierarchy, params, with_candidates=True, **inputs)
     model = fit_stack(tables, names, truth, hierarchy, params, **inputs)
     # the confidence's calibration is fit on the cross-fitted candidates: rows no model saw
-    crossfit = calibrate_stack(model, candidates, truth, args.truth)
+    crossfit = calibrate_stack(model, candidates, truth, args.truth, _unseen_share(args.train))
     vote = vote_predictions(tables, names, hierarchy, level_accuracy=model.statistics.level_accuracy)
     model.validation = {
         "rows": len(crossfit),
@@ -146,6 +146,23 @@ def _cmd_stack_apply(args):
     logging.info("stacked %d rows from %s", len(tables[0]), ", ".join(names))
 
 
+def _unseen_share(train_path) -> float:
+    """The Good–Turing share of new rows whose path no training row has (0 without --train)."""
+    from prodcat.data.io import read_rows
+    from prodcat.ensemble.calibration import unseen_path_share
+
+    if train_path is None:
+        logging.warning("no --train rows: the confidence is not lowered for paths unseen in training")
+        return 0.0
+    share = unseen_path_share(read_rows(train_path, labelled=True))
+    logging.info(
+        "%s: %.2f %% of rows have a path that occurs once (Good–Turing: new rows of unseen paths)",
+        train_path,
+        100 * share,
+    )
+    return share
+
+
 def _cmd_calibrate(args):
     """Fit a model's confidence calibration on its validation predictions; write it (JSON) and each
     --apply IN=OUT table with a confidence column (same rows, same labels)."""
@@ -161,16 +178,17 @@ def _cmd_calibrate(args):
     truth = read_rows(args.truth, labelled=True)
     fitting = read_predictions(args.fit)
     score, column = raw_score(fitting, args.fit)
-    calibration = fit_calibration(score, item_correct(truth, fitting, args.truth), column)
+    calibration = fit_calibration(score, item_correct(truth, fitting, args.truth), column, _unseen_share(args.train))
     applied = [(path, out, read_predictions(path)) for path, out in parse_named_paths(args.apply)]
     write_json(calibration, args.calibration)
     for path, out, table in applied:
         write_parquet(with_confidence(table, calibration, path), out)
     logging.info(
-        "%s: isotonic on %s, %d thresholds; validation ECE %.4f before, %.4f after",
+        "%s: isotonic on %s, %d thresholds, x (1 - %.4f unseen paths); validation ECE %.4f before, %.4f after",
         args.fit,
         column,
         len(calibration["x"]),
+        calibration["unseen_path_share"],
         expected_calibration_error(score, item_correct(truth, fitting, args.truth)),
         calibration["fit_ece"],
     )
@@ -185,10 +203,17 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
+TRAIN_HELP = (
+    "the labelled training rows: the share whose label path occurs once estimates (Good–Turing) the chance that a"
+    " new row's path is unseen, and the confidence is scaled by 1 minus it (validation rows never have one)"
+)
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("stack-fit", help="fit the learned arbiter on validation predictions (cross-fitted output)")
     p.add_argument("--hierarchy", required=True)
     p.add_argument("--truth", required=True, help="the labelled rows the predictions are of (validation)")
+    p.add_argument("--train", help=TRAIN_HELP)
     p.add_argument("--model", required=True, help="where to write the model fit on all rows (JSON)")
     p.add_argument(
         "--out", required=True, help="cross-fitted predictions: each row scored by a model that never saw it"
@@ -241,6 +266,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("calibrate", help="fit a model's confidence on validation and add it to prediction tables")
     p.add_argument("--truth", required=True, help="the labelled rows of --fit (validation)")
     p.add_argument("--fit", required=True, help="the model's predictions of those rows (its raw score: logprob, ...)")
+    p.add_argument("--train", help=TRAIN_HELP)
     p.add_argument("--calibration", required=True, help="where to write the fitted calibration (JSON)")
     p.add_argument(
         "apply",

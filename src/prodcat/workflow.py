@@ -839,8 +839,12 @@ def confidence_report(smk) -> None:
             "(stack: softmax over its candidates at a fitted temperature; vote: the members' agreement; "
             "labelers: the probability of their answer) mapped by isotonic regression fit on validation "
             "(the stack's on its cross-fitted rows), so validation numbers are in-sample and test numbers "
-            "are not. ece: expected calibration error over 10 equal-width bins; accuracy_top80: item "
-            "accuracy of the 80 % most confident rows.",
+            "are not, then scaled by the chance that a row's label path is seen in training (Good–Turing "
+            "on the training paths; validation rows always have a seen path, so their confidence is that "
+            "much below their accuracy). ece: expected calibration error over 10 equal-width bins; "
+            "ece_noise_p95: the ECE that a perfectly calibrated model with these confidences stays under "
+            "in 95 % of draws of these rows (sampling noise); accuracy_top80: item accuracy of the 80 % "
+            "most confident rows.",
         )
         import pandas as pd
 

@@ -642,10 +642,13 @@ def _checked_calibration(obj, path) -> dict | None:
     return obj
 
 
-def calibrate_stack(model: StackModel, ranked: pd.DataFrame, truth: pd.DataFrame, source="truth") -> pd.DataFrame:
+def calibrate_stack(
+    model: StackModel, ranked: pd.DataFrame, truth: pd.DataFrame, source="truth", unseen_share: float = 0.0
+) -> pd.DataFrame:
     """Fits the model's calibration on cross-fitted candidates (`cross_fit_stack(...,
     with_candidates=True)`): the softmax temperature that best predicts the true candidate, then an
-    isotonic map of the chosen candidate's probability to its chance of being right. Returns the
+    isotonic map of the chosen candidate's probability to its chance of being right, scaled by
+    (1 - unseen_share): the chance that a new row's path is no training path. Returns the
     rows' chosen candidates with stack_probability and confidence (their cross-fitted values)."""
     from prodcat.ensemble.calibration import fit_calibration, fit_temperature, item_correct, softmax_top
 
@@ -655,7 +658,9 @@ def calibrate_stack(model: StackModel, ranked: pd.DataFrame, truth: pd.DataFrame
     temperature = fit_temperature(row, ranked["stack_score"].to_numpy(dtype=np.float64), target)
     ranked = ranked.assign(stack_probability=softmax_top(row, ranked["stack_score"].to_numpy(), temperature))
     first = (ranked["rank"] == 1).to_numpy()
-    calibration = fit_calibration(ranked["stack_probability"].to_numpy()[first], target[first], "stack_probability")
+    calibration = fit_calibration(
+        ranked["stack_probability"].to_numpy()[first], target[first], "stack_probability", unseen_share
+    )
     model.calibration = {"temperature": temperature, **calibration}
     return model.chosen(ranked)
 

@@ -12,6 +12,7 @@ from prodcat.ensemble.calibration import (
     CONFIDENCE,
     accuracy_at_coverage,
     coverage_curve,
+    ece_of_a_calibrated_model,
     expected_calibration_error,
     item_correct,
     reliability_bins,
@@ -28,6 +29,7 @@ CALIBRATION_COLUMNS = [
     "item_accuracy",
     "mean_confidence",
     "ece",
+    "ece_noise_p95",
     "accuracy_top80",
     "submitted",
 ]
@@ -52,6 +54,7 @@ def calibration_table(entries, submitted: str) -> pd.DataFrame:
                 "item_accuracy": float(np.mean(correct)),
                 "mean_confidence": float(np.mean(confidence)),
                 "ece": expected_calibration_error(confidence, correct, BINS),
+                "ece_noise_p95": ece_of_a_calibrated_model(confidence, BINS),
                 "accuracy_top80": accuracy_at_coverage(confidence, correct, COVERAGE),
                 "submitted": "yes" if model == submitted else "",
             }
