@@ -143,6 +143,17 @@ def with_confidence(table: pd.DataFrame, calibration: dict, source="predictions"
     return table.assign(**{CONFIDENCE: apply_calibration(calibration, score)})
 
 
+def _bin_of(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's equal-width bin, 0 .. bins-1 (exactly 1 falls in the last)."""
+    return np.minimum((confidence * bins).astype(np.int64), bins - 1)
+
+
+def _binned_error(which: np.ndarray, confidence_sums: np.ndarray, correct, bins: int) -> float:
+    # share * |accuracy - mean confidence| of a bin = |rows right - confidence sum| / all rows
+    right_sums = np.bincount(which, weights=correct, minlength=bins)
+    return float(np.abs(right_sums - confidence_sums).sum() / len(which))
+
+
 def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
     """Sum over equal-width bins of (share of rows) * |accuracy - mean confidence|; a confidence of
     exactly 1 falls in the last bin."""
@@ -150,13 +161,8 @@ def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
     correct = np.asarray(correct, dtype=np.float64)
     if len(confidence) == 0:
         return float("nan")
-    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
-    error = 0.0
-    for b in range(bins):
-        mine = which == b
-        if mine.any():
-            error += mine.mean() * abs(correct[mine].mean() - confidence[mine].mean())
-    return float(error)
+    which = _bin_of(confidence, bins)
+    return _binned_error(which, np.bincount(which, weights=confidence, minlength=bins), correct, bins)
 
 
 def ece_of_a_calibrated_model(confidence, bins: int = 10, quantile: float = 0.95, draws: int = 200, seed: int = 0):
@@ -167,8 +173,11 @@ def ece_of_a_calibrated_model(confidence, bins: int = 10, quantile: float = 0.95
     if len(confidence) == 0:
         return float("nan")
     rng = np.random.default_rng(seed)
+    which = _bin_of(confidence, bins)  # the bins and their confidence sums are the same in every draw
+    confidence_sums = np.bincount(which, weights=confidence, minlength=bins)
     eces = [
-        expected_calibration_error(confidence, rng.random(len(confidence)) < confidence, bins) for _ in range(draws)
+        _binned_error(which, confidence_sums, (rng.random(len(confidence)) < confidence).astype(np.float64), bins)
+        for _ in range(draws)
     ]
     return float(np.quantile(eces, quantile))
 
@@ -177,7 +186,7 @@ def reliability_bins(confidence, correct, bins: int = 10) -> pd.DataFrame:
     """Per equal-width bin: rows, mean confidence, accuracy (NaN for an empty bin)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
-    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    which = _bin_of(confidence, bins)
     out = []
     for b in range(bins):
         mine = which == b
