@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from tests.test_rebuilds import merged_test_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "slurm"
@@ -64,23 +65,6 @@ def slurm_jobs(env) -> list[dict]:
         for line in out.splitlines()
         if line.startswith("JobId=")
     ]
-
-
-def merged_test_config() -> dict:
-    """config.yaml with .test/config.yaml merged over it, as the workflow sees it."""
-
-    def merge(base, override):
-        return {
-            **base,
-            **{
-                k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                for k, v in override.items()
-            },
-        }
-
-    return merge(
-        yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
-    )
 
 
 @pytest.fixture(scope="module")

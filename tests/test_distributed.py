@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 import pytest
+from tests.test_seq2seq import PARAMS as SEQ2SEQ_PARAMS
 
 from prodcat import LEVELS
 from prodcat.runtime.distributed import split_over_processes
@@ -64,23 +65,8 @@ def test_training_rules_ask_for_their_configured_gpus():
 
 
 # ---- 2 processes on gloo -------------------------------------------------------------------
-PARAMS = {
-    "per_device_train_batch_size": 8,
-    "per_device_eval_batch_size": None,
-    "gradient_accumulation_steps": 1,
-    "learning_rate": 3e-3,
-    "weight_decay": 0.0,
-    "num_train_epochs": 2,
-    "early_stopping_patience": 4,
-    "warmup_steps": 0,
-    "lr_scheduler_type": "linear",
-    "max_source_length": 32,
-    "max_target_length": 96,
-    "seed": 1,
-    "logging_steps": 2,
-    "keep_checkpoints": False,
-    "group_by_length": True,
-}
+# test_seq2seq's settings, trained longer (2 epochs of the 2-process batches), in length-grouped batches
+PARAMS = {**SEQ2SEQ_PARAMS, "num_train_epochs": 2, "early_stopping_patience": 4, "group_by_length": True}
 
 
 def rows(n=48):

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
+from tests.test_rebuilds import merged_test_config
+from tests.test_sharding import sharpened_tiny_llama, varied_rows
 
 from prodcat.names import generation
 from prodcat.names.prompts import student_messages, teacher_messages
-from prodcat.standins.tiny_llama import build_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
 # The instructions first, the fields last, as config.yaml's templates.
@@ -29,7 +29,6 @@ TEMPLATES = {
     "{brand}",
     "student_user": "Expand the line.\n{description} | {price}",
 }
-WORDS = ["cad", "creme", "egg", "hnz", "bkd", "beans", "tsco", "wht", "brd", "zero", "btl", "crsp", "salt"]
 # fp32 on a CPU: a score computed from a cached prefix differs from the full prompt's by rounding only
 FP32_SCORE_TOLERANCE = 1e-4
 
@@ -39,35 +38,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def rows():
     """24 rows whose prompts have many different lengths (1 to 9 words), some prices missing."""
-    rng = np.random.default_rng(5)
-    n = 24
-    return pd.DataFrame(
-        {
-            "indoml_id": np.arange(n, dtype="int64"),
-            "description": [" ".join(rng.choice(WORDS, size=rng.integers(1, 10))) for _ in range(n)],
-            "price": [np.nan if i % 5 == 0 else round(0.5 + i * 0.37, 2) for i in range(n)],
-            "supergroup": "food",
-            "group": "grocery",
-            "module": "misc",
-            "brand": [WORDS[i % len(WORDS)] for i in range(n)],
-        }
-    )
+    return varied_rows(np.arange(24, dtype="int64"), seed=5)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, rows):
-    """A tiny random Llama with its weight matrices scaled up 8x, so that its answers depend on
-    the prompt (as in test_sharding.py): equal answers then mean something."""
-    from transformers import AutoModelForCausalLM
-
-    path = build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", [*rows["description"], *TEMPLATES.values()])
-    model = AutoModelForCausalLM.from_pretrained(path)
-    with torch.no_grad():
-        for weight in model.parameters():
-            if weight.dim() >= 2:
-                weight.mul_(8)
-    model.save_pretrained(path)
-    return path
+    """A tiny random Llama whose answers depend on the prompt (test_sharding.sharpened_tiny_llama):
+    equal answers then mean something."""
+    return sharpened_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", [*rows["description"], *TEMPLATES.values()])
 
 
 def recorded_run(model, tokenizer, chats, **gen) -> tuple[list[list[int]], list[torch.Tensor]]:
@@ -242,23 +220,6 @@ def test_sharded_names_with_reuse_equal_one_shard_without(base, rows):
 
 
 # ---- the .test run's stand-in and namer ---------------------------------------------------------
-
-
-def merged_test_config() -> dict:
-    """config.yaml with .test/config.yaml merged over it, as the workflow sees it."""
-
-    def merge(base, override):
-        return {
-            **base,
-            **{
-                k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                for k, v in override.items()
-            },
-        }
-
-    return merge(
-        yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
-    )
 
 
 def reuse_on_test_run(results, config) -> dict:

@@ -6,6 +6,7 @@ import re
 
 import pandas as pd
 import pytest
+from tests.test_seq2seq import DIMS, PARAMS
 
 from prodcat import LEVELS
 from prodcat.labelers.seq2seq import predict_seq2seq, train_seq2seq
@@ -58,28 +59,10 @@ def test_rule_log_of_training_has_a_line_every_logging_steps_and_no_bars(tmp_pat
     """What a script rule's log file gets (workflow.logging_to around the same calls)."""
     from prodcat.workflow import logging_to
 
-    base = build_tiny_byt5(
-        tmp_path / "byt5", {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
-    )
-    params = {
-        "per_device_train_batch_size": 8,
-        "per_device_eval_batch_size": None,
-        "gradient_accumulation_steps": 1,
-        "learning_rate": 3e-3,
-        "weight_decay": 0.0,
-        "num_train_epochs": 3,
-        "early_stopping_patience": 2,
-        "warmup_steps": 0,
-        "lr_scheduler_type": "linear",
-        "max_source_length": 32,
-        "max_target_length": 96,
-        "seed": 1,
-        "logging_steps": 2,
-        "keep_checkpoints": False,
-    }
+    base = build_tiny_byt5(tmp_path / "byt5", DIMS)
     log_file = tmp_path / "train.log"
     with logging_to(log_file):
-        train_seq2seq(base, rows(24), rows(8), tmp_path / "model", tmp_path / "ckpt", params)
+        train_seq2seq(base, rows(24), rows(8), tmp_path / "model", tmp_path / "ckpt", PARAMS)
         predict_seq2seq(
             tmp_path / "model", rows(6), {"batch_size": 4, "num_beams": 1, "max_new_tokens": 8, "max_source_length": 32}
         )

@@ -35,14 +35,14 @@ GEN = {"batch_size": 4, "max_new_tokens": 6}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def rows():
-    """30 rows whose prompts have many different lengths (1 to 9 words), some prices missing."""
-    rng = np.random.default_rng(3)
-    n = 30
+def varied_rows(ids: np.ndarray, seed: int) -> pd.DataFrame:
+    """One row per id, whose prompts have many different lengths (1 to 9 words), every 5th price
+    missing (test_prefix_reuse.py uses them too)."""
+    rng = np.random.default_rng(seed)
+    n = len(ids)
     return pd.DataFrame(
         {
-            "indoml_id": np.arange(500, 500 + n, dtype="int64")[::-1].copy(),  # ids not in sorted order
+            "indoml_id": ids,
             "description": [" ".join(rng.choice(WORDS, size=rng.integers(1, 10))) for _ in range(n)],
             "retailer": "r1",
             "price": [np.nan if i % 5 == 0 else round(0.5 + i * 0.37, 2) for i in range(n)],
@@ -54,15 +54,14 @@ def rows():
     )
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, rows):
-    """A tiny random Llama with its weight matrices scaled up 8x: at the usual init (std 0.02) its
-    answers barely depend on the prompt (4 distinct answers for 30 rows), scaled they do (28), so
-    that equal answers from different shard counts mean something."""
+def sharpened_tiny_llama(path: Path, texts) -> Path:
+    """A tiny random Llama (tokenizer trained on `texts`) with its weight matrices scaled up 8x:
+    at the usual init (std 0.02) its answers barely depend on the prompt (4 distinct answers for
+    30 rows), scaled they do (28), so that equal answers from two ways of generating mean something."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    path = build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", [*rows["description"], *TEMPLATES.values()])
+    path = build_tiny_llama(path, list(texts))
     model = AutoModelForCausalLM.from_pretrained(path)
     with torch.no_grad():
         for weight in model.parameters():
@@ -70,6 +69,17 @@ def base(tmp_path_factory, rows):
                 weight.mul_(8)
     model.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """30 rows, ids not in sorted order."""
+    return varied_rows(np.arange(500, 530, dtype="int64")[::-1].copy(), seed=3)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, rows):
+    return sharpened_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", [*rows["description"], *TEMPLATES.values()])
 
 
 # ---- the plan ------------------------------------------------------------------------------------
